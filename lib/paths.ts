@@ -1,0 +1,32 @@
+/**
+ * Where things live on disk. Only `node:` built-ins here: `scripts/setup.ts` imports this before
+ * any npm package is installed.
+ */
+import * as path from "node:path";
+import * as os from "node:os";
+
+/** The project root (the folder holding deno.json). */
+export const PROJECT_ROOT: string = path.resolve(import.meta.dirname!, "..");
+
+/** Resolve a path relative to the project root. */
+export function projectPath(...parts: string[]): string {
+  return path.join(PROJECT_ROOT, ...parts);
+}
+
+/**
+ * The user-level cache shared by every clone (downloads that are expensive to redo: the TensorFlow
+ * wheel, the built native binding, ImageNet weights). `COVID_CXR_CACHE` overrides; otherwise the
+ * platform convention (`$XDG_CACHE_HOME` or `~/.cache`), like Keras's `~/.keras`.
+ */
+export function userCacheDir(): string {
+  const explicit = Deno.env.get("COVID_CXR_CACHE");
+  if (explicit) return path.resolve(explicit);
+  const xdg = Deno.env.get("XDG_CACHE_HOME");
+  const base = xdg ? xdg : path.join(os.homedir(), ".cache");
+  return path.join(base, "covid-cxr");
+}
+
+/** The project-local, git-ignored cache (decoded and resized images). */
+export function projectCacheDir(): string {
+  return projectPath(".cache");
+}
