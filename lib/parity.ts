@@ -1,0 +1,105 @@
+/**
+ * Proof that our MobileNetV3-Large with weights from a Keras HDF5 file computes what Keras does:
+ * the parity fixture holds a randomised Keras MobileNetV3-Large in the layout of Keras's ImageNet
+ * file, two X-rays at 224 and 446 px, and Keras's logits and `conv_2` features for them.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { tf } from "./backend.ts";
+import { buildMobileNetV3Large, LAYER } from "./model.ts";
+import { KERAS_NORMALIZATION, loadKerasWeights } from "./weights.ts";
+
+/** The largest relative deviation the parity check accepts: max|ours − keras| / max|keras|. */
+export const PARITY_TOLERANCE = 1e-4;
+
+interface FixtureCase {
+  size: number;
+  input: string;
+  input_shape: number[];
+  logits: string;
+  logits_shape: number[];
+  features: string;
+  features_shape: number[];
+}
+
+export interface ParityResult {
+  size: number;
+  /** max|ours − keras| / max|keras| over the logits. */
+  logitsError: number;
+  /** The same over the 1280 `conv_2` features (before their hard-swish). */
+  featuresError: number;
+  logitsAbsMax: number;
+  pass: boolean;
+}
+
+/** The fixture folder: `--parity DIR` (passed in) or the env var `COVID_CXR_PARITY`. */
+export function resolveParityDir(flag?: string): string {
+  const dir = flag ?? Deno.env.get("COVID_CXR_PARITY");
+  if (!dir) {
+    throw new Error(
+      "No parity fixture: pass its folder or set COVID_CXR_PARITY to the folder holding " +
+        "fixture.json and mobilenet_v3_large_random_legacy.h5",
+    );
+  }
+  if (!fs.existsSync(path.join(dir, "fixture.json"))) {
+    throw new Error(`Parity fixture "${dir}" has no fixture.json; is COVID_CXR_PARITY right?`);
+  }
+  return dir;
+}
+
+function readF32(file: string): Float32Array {
+  const bytes = fs.readFileSync(file);
+  return new Float32Array(
+    bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength),
+  );
+}
+
+function relativeError(ours: Float32Array, ref: Float32Array): number {
+  let diff = 0, scale = 0;
+  for (let i = 0; i < ref.length; i++) {
+    diff = Math.max(diff, Math.abs(ours[i] - ref[i]));
+    scale = Math.max(scale, Math.abs(ref[i]));
+  }
+  return diff / scale;
+}
+
+/** Run every case of the fixture through the real loader and compare with Keras's outputs. */
+export async function checkParity(dir: string): Promise<ParityResult[]> {
+  const fixture = JSON.parse(fs.readFileSync(path.join(dir, "fixture.json"), "utf8"));
+  const weightsFile = path.join(dir, "mobilenet_v3_large_random_legacy.h5");
+  const results: ParityResult[] = [];
+  for (const c of fixture.cases as FixtureCase[]) {
+    const model = buildMobileNetV3Large({
+      imageSize: c.size,
+      numClasses: c.logits_shape[1],
+      normalization: KERAS_NORMALIZATION,
+    });
+    try {
+      await loadKerasWeights(model, weightsFile, { classifier: "load" });
+      const probe = tf.model({
+        inputs: model.inputs,
+        outputs: [model.getLayer(LAYER.features).output as tf.SymbolicTensor, model.outputs[0]],
+      });
+      const x = tf.tensor(readF32(path.join(dir, c.input)), c.input_shape);
+      const [features, logits] = probe.predict(x) as tf.Tensor[];
+      const ours = {
+        logits: await logits.data() as Float32Array,
+        features: await features.data() as Float32Array,
+      };
+      tf.dispose([x, features, logits]);
+      const refLogits = readF32(path.join(dir, c.logits));
+      const logitsError = relativeError(ours.logits, refLogits);
+      const featuresError = relativeError(ours.features, readF32(path.join(dir, c.features)));
+      results.push({
+        size: c.size,
+        logitsError,
+        featuresError,
+        logitsAbsMax: refLogits.reduce((m, v) => Math.max(m, Math.abs(v)), 0),
+        pass: logitsError <= PARITY_TOLERANCE && featuresError <= PARITY_TOLERANCE,
+      });
+    } finally {
+      model.dispose();
+    }
+  }
+  return results;
+}
