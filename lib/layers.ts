@@ -3,6 +3,7 @@
  * Each is registered with TF.js's serialization, so a saved `model.json` loads back.
  */
 import { tf } from "./backend.ts";
+import { normalize } from "./preprocess.ts";
 
 type Kwargs = Record<string, unknown>;
 
@@ -73,12 +74,7 @@ export class Normalize extends tf.layers.Layer {
 
   override call(inputs: tf.Tensor | tf.Tensor[], _kwargs: Kwargs): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
-    return tf.tidy(() => {
-      // y = x · a + b with a = 1 / (255 std), b = -mean / std: one multiply-add per pixel.
-      const a = tf.tensor1d(this.std.map((s) => 1 / (255 * s)));
-      const b = tf.tensor1d(this.mean.map((m, i) => -m / this.std[i]));
-      return tf.add(tf.mul(x, a), b);
-    });
+    return normalize(x, { mean: this.mean, std: this.std });
   }
 
   override getConfig(): tf.serialization.ConfigDict {

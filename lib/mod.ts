@@ -2,13 +2,103 @@
  * COVID-19 chest X-ray classification with an ImageNet-pretrained MobileNetV3-Large, reproduced
  * in TF.js on Deno. This module is the public surface: notebooks and task scripts import from here.
  *
+ * The stages, in the paper's order: data (`prepareData`), preprocessing (`iterateBatches`,
+ * augmentation), model (`buildModel`), training (`trainModel`), evaluation (`evaluateModel`).
+ *
  * @example
  * ```ts
- * import { initBackend } from "./lib/mod.ts";
- * const info = await initBackend();
- * console.log(info.backend); // "tensorflow"
+ * import { initBackend, prepareData, countByClass, plotClassCounts } from "./lib/mod.ts";
+ * await initBackend();
+ * const { dataset } = await prepareData();
+ * await plotClassCounts(countByClass(dataset)).save("outputs/class-counts");
  * ```
  * @module
  */
 export { type BackendInfo, initBackend, tf } from "./backend.ts";
 export { PROJECT_ROOT, projectCacheDir, projectPath, userCacheDir } from "./paths.ts";
+export { PAPER_CONFIG, QUICK_OVERRIDES, quickMode, type RunConfig, runConfig } from "./config.ts";
+export { Rng } from "./rng.ts";
+
+// Data
+export {
+  countByClass,
+  type Dataset,
+  DatasetError,
+  describeImages,
+  type DuplicateGroup,
+  duplicatesTable,
+  findDuplicates,
+  type ImageItem,
+  type ImageStats,
+  leakedTestItems,
+  loadDataset,
+  resolveDataDir,
+  splitSummary,
+  splitTrainValidation,
+  summarizeStorage,
+  validateDataset,
+  type ValidationReport,
+} from "./dataset.ts";
+export { prepareData, type PreparedData } from "./pipeline.ts";
+export {
+  decodeResized,
+  DEFAULT_MAX_PIXELS,
+  ImageError,
+  type ImageInfo,
+  readImageInfo,
+} from "./images.ts";
+export { ImageCache } from "./image_cache.ts";
+
+// Preprocessing
+export {
+  applyAugmentation,
+  type AugmentationOptions,
+  type AugmentationParams,
+  jitterEffect,
+  normalizationSummary,
+  normalize,
+  sampleAugmentation,
+} from "./preprocess.ts";
+export { type Batch, batchCount, batchSummary, iterateBatches } from "./batches.ts";
+
+// Model
+export {
+  type ArchitectureRow,
+  buildMobileNetV3Large,
+  buildModel,
+  describeArchitecture,
+  LARGE_BLOCKS,
+  LAYER,
+  type ModelOptions,
+} from "./model.ts";
+export {
+  HardSigmoid,
+  HardSwish,
+  type NormalizationSpec,
+  Normalize,
+  SeededDropout,
+} from "./layers.ts";
+export {
+  IMAGENET_WEIGHTS,
+  imagenetCachePath,
+  KERAS_NORMALIZATION,
+  loadKerasWeights,
+  resolveWeights,
+  TORCHVISION_IMAGENET_NORMALIZATION,
+  WeightsError,
+  type WeightsInfo,
+} from "./weights.ts";
+export { checkParity, PARITY_TOLERANCE, type ParityResult, resolveParityDir } from "./parity.ts";
+export {
+  CheckpointError,
+  type CheckpointMetadata,
+  loadCheckpoint,
+  readCheckpointMetadata,
+  saveCheckpoint,
+} from "./checkpoint.ts";
+
+// Figures and tables
+export { Figure, plotClassCounts, plotFigure, plotImageSizes, plotStorageModes } from "./charts.ts";
+export { augmentationPreview, sampleGrid } from "./grids.ts";
+export { type Cell, Table, table } from "./tables.ts";
+export { inNotebook, show } from "./show.ts";

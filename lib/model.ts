@@ -5,7 +5,7 @@
  *
  * Built when called, never at import.
  */
-import { tf } from "./backend.ts";
+import { initBackend, tf } from "./backend.ts";
 import {
   HardSigmoid,
   HardSwish,
@@ -317,6 +317,7 @@ export interface ModelOptions {
 export async function buildModel(
   opts: ModelOptions,
 ): Promise<{ model: tf.LayersModel; weights: WeightsInfo; classifierLoaded: boolean }> {
+  await initBackend();
   const weights = await resolveWeights(opts.weights, { cacheDir: opts.cacheDir });
   const model = buildMobileNetV3Large({
     imageSize: opts.imageSize,

@@ -8,6 +8,10 @@ export interface ExecutedNotebook {
   errors: string[];
   /** Each code cell's output MIME types, in order. */
   outputTypes: string[][];
+  /** Code cells tagged "figure" (in their metadata) that showed no image/png or image/svg+xml. */
+  figuresMissing: number[];
+  /** Code cells tagged "figure". */
+  figureCells: number;
   /** Seconds the execution took. */
   seconds: number;
 }
@@ -58,7 +62,9 @@ export async function executeNotebook(
     const nb = JSON.parse(fs.readFileSync(executed, "utf8"));
     const errors: string[] = [];
     const outputTypes: string[][] = [];
-    for (const cell of nb.cells) {
+    const figuresMissing: number[] = [];
+    let figureCells = 0;
+    for (const [index, cell] of nb.cells.entries()) {
       if (cell.cell_type !== "code") continue;
       const types: string[] = [];
       for (const o of cell.outputs ?? []) {
@@ -67,8 +73,20 @@ export async function executeNotebook(
         else types.push(...Object.keys(o.data ?? {}));
       }
       outputTypes.push(types);
+      if ((cell.metadata?.tags ?? []).includes("figure")) {
+        figureCells++;
+        if (!types.some((t) => t === "image/png" || t === "image/svg+xml")) {
+          figuresMissing.push(index);
+        }
+      }
     }
-    return { errors, outputTypes, seconds: (performance.now() - t0) / 1000 };
+    return {
+      errors,
+      outputTypes,
+      figuresMissing,
+      figureCells,
+      seconds: (performance.now() - t0) / 1000,
+    };
   } finally {
     await Deno.remove(out, { recursive: true });
   }

@@ -8,6 +8,7 @@ for (const file of listNotebooks()) {
     const run = await executeNotebook(file);
     assert.deepEqual(run.errors, [], `${name}: error outputs`);
     assert.ok(run.outputTypes.some((t) => t.length > 0), `${name}: no cell produced output`);
+    assert.deepEqual(run.figuresMissing, [], `${name}: figure cells without an image`);
     console.log(`${name}: ${run.seconds.toFixed(1)} s`);
   });
 }

@@ -1,0 +1,75 @@
+/** Image grids (sharp composites) as Figures: samples per class, augmentation previews. */
+import type { Dataset, ImageItem } from "./dataset.ts";
+import type { ImageCache } from "./image_cache.ts";
+import { composeGrid, type Tile } from "./images.ts";
+import { Figure } from "./charts.ts";
+import { applyAugmentation, type AugmentationOptions, sampleAugmentation } from "./preprocess.ts";
+import { Rng } from "./rng.ts";
+
+/** Float pixels (0..255) back to bytes for display. */
+export function toBytes(pixels: Float32Array): Uint8Array {
+  const out = new Uint8Array(pixels.length);
+  for (let i = 0; i < pixels.length; i++) out[i] = Math.round(pixels[i]);
+  return out;
+}
+
+function shortName(relPath: string, max = 22): string {
+  const name = relPath.split("/").at(-1)!;
+  return name.length > max ? `${name.slice(0, max - 1)}…` : name;
+}
+
+/** `perClass` random images of each class (seeded), one row per class, as the model sees them. */
+export async function sampleGrid(
+  ds: Dataset,
+  cache: ImageCache,
+  opts: { perClass?: number; seed?: number; split?: "train" | "test" } = {},
+): Promise<Figure> {
+  const perClass = opts.perClass ?? 6;
+  const split = opts.split ?? "train";
+  const rng = Rng.stream(opts.seed ?? 0, "sample-grid");
+  const rows = [];
+  for (const [label, className] of ds.classNames.entries()) {
+    const items = rng.shuffle(ds[split].filter((i) => i.label === label)).slice(0, perClass);
+    const tiles: Tile[] = [];
+    for (const item of items) {
+      tiles.push({
+        pixels: await cache.get(item),
+        size: cache.imageSize,
+        caption: shortName(item.relPath),
+      });
+    }
+    rows.push({ title: className, tiles });
+  }
+  return new Figure(`${perClass} ${split} images per class (resized to ${cache.imageSize} px)`, {
+    png: await composeGrid(rows),
+  });
+}
+
+/** One image, then `count` seeded draws of the training augmentation, each captioned. */
+export async function augmentationPreview(
+  item: ImageItem,
+  cache: ImageCache,
+  options: AugmentationOptions,
+  opts: { count?: number; seed?: number } = {},
+): Promise<Figure> {
+  const pixels = await cache.get(item);
+  const rng = Rng.stream(opts.seed ?? 0, "augmentation-preview");
+  const tiles: Tile[] = [{ pixels, size: cache.imageSize, caption: "original\n(resized)" }];
+  for (let i = 0; i < (opts.count ?? 8); i++) {
+    const params = sampleAugmentation(rng, options);
+    const f = params.factors;
+    const fmt = (v: number | undefined, digits = 2) => (v === undefined ? "–" : v.toFixed(digits));
+    tiles.push({
+      pixels: toBytes(applyAugmentation(pixels, cache.imageSize, params)),
+      size: cache.imageSize,
+      caption: `${params.flip ? "flipped" : "not flipped"} · b ${fmt(f.brightness)}\n` +
+        `c ${fmt(f.contrast)} · s ${fmt(f.saturation)} · h ${fmt(f.hue, 3)}`,
+    });
+  }
+  return new Figure(`Training augmentation of ${item.relPath}`, {
+    png: await composeGrid([
+      { tiles: tiles.slice(0, 5) },
+      { tiles: tiles.slice(5) },
+    ], { tileSize: 180 }),
+  });
+}

@@ -1,0 +1,204 @@
+/**
+ * The paper's preprocessing after decoding (lib/images.ts resizes): random horizontal flip and
+ * colour jitter for training, then normalisation, which belongs to the weights and is applied by
+ * the model's first layer (lib/layers.ts `Normalize`, via {@link normalize} below).
+ *
+ * Augmentation runs on plain arrays, one image at a time, from a seeded Rng: the same seed gives
+ * the same augmented images.
+ */
+import { tf } from "./backend.ts";
+import type { NormalizationSpec } from "./layers.ts";
+import type { Rng } from "./rng.ts";
+
+/** torchvision's `RandomHorizontalFlip(p)` + `ColorJitter(brightness, contrast, saturation, hue)`. */
+export interface AugmentationOptions {
+  flipProbability: number;
+  /** Factor drawn from [max(0, 1 − b), 1 + b]; 0 disables. */
+  brightness: number;
+  /** Factor drawn from [max(0, 1 − c), 1 + c]; 0 disables. */
+  contrast: number;
+  /** Factor drawn from [max(0, 1 − s), 1 + s]; 0 disables. */
+  saturation: number;
+  /** Hue shift drawn from [−h, h] (fraction of the colour circle, h ≤ 0.5); 0 disables. */
+  hue: number;
+}
+
+export type JitterStep = "brightness" | "contrast" | "saturation" | "hue";
+const JITTER_STEPS: JitterStep[] = ["brightness", "contrast", "saturation", "hue"];
+
+/** The random choices for one image. */
+export interface AugmentationParams {
+  flip: boolean;
+  /** The jitter steps in the order applied (torchvision applies them in random order). */
+  order: JitterStep[];
+  factors: Partial<Record<JitterStep, number>>;
+}
+
+/** Draw one image's augmentation the way torchvision does: flip, then order, then factors. */
+export function sampleAugmentation(rng: Rng, opts: AugmentationOptions): AugmentationParams {
+  const flip = rng.next() < opts.flipProbability;
+  const order = rng.permutation(4).map((i) => JITTER_STEPS[i]);
+  const factors: Partial<Record<JitterStep, number>> = {};
+  for (const step of JITTER_STEPS) {
+    const v = opts[step];
+    if (v <= 0) continue;
+    factors[step] = step === "hue" ? rng.uniform(-v, v) : rng.uniform(Math.max(0, 1 - v), 1 + v);
+  }
+  return { flip, order: order.filter((s) => factors[s] !== undefined), factors };
+}
+
+const clamp255 = (v: number) => (v < 0 ? 0 : v > 255 ? 255 : v);
+/** ITU-R 601 luma, as torchvision's `rgb_to_grayscale` and PIL's "L" mode. */
+const gray = (r: number, g: number, b: number) => 0.299 * r + 0.587 * g + 0.114 * b;
+
+function adjustBrightness(x: Float32Array, f: number): void {
+  for (let i = 0; i < x.length; i++) x[i] = clamp255(x[i] * f);
+}
+
+function adjustContrast(x: Float32Array, f: number): void {
+  // Blend with the mean gray level of the whole image.
+  let sum = 0;
+  for (let i = 0; i < x.length; i += 3) sum += gray(x[i], x[i + 1], x[i + 2]);
+  const mean = sum / (x.length / 3);
+  for (let i = 0; i < x.length; i++) x[i] = clamp255(f * x[i] + (1 - f) * mean);
+}
+
+function adjustSaturation(x: Float32Array, f: number): void {
+  // Blend each pixel with its own gray level: a gray pixel (R = G = B) does not change.
+  for (let i = 0; i < x.length; i += 3) {
+    const l = gray(x[i], x[i + 1], x[i + 2]);
+    x[i] = clamp255(f * x[i] + (1 - f) * l);
+    x[i + 1] = clamp255(f * x[i + 1] + (1 - f) * l);
+    x[i + 2] = clamp255(f * x[i + 2] + (1 - f) * l);
+  }
+}
+
+function adjustHue(x: Float32Array, shift: number): void {
+  // Rotate the hue in HSV space; gray pixels have no hue (saturation 0) and do not change.
+  for (let i = 0; i < x.length; i += 3) {
+    const r = x[i], g = x[i + 1], b = x[i + 2];
+    const max = Math.max(r, g, b), min = Math.min(r, g, b);
+    const delta = max - min;
+    if (delta === 0) continue;
+    let h = max === r
+      ? ((g - b) / delta) % 6
+      : max === g
+      ? (b - r) / delta + 2
+      : (r - g) / delta + 4;
+    h = h / 6 + shift;
+    h -= Math.floor(h);
+    const s = delta / max, v = max;
+    const k = (n: number) => (n + h * 6) % 6;
+    const f = (n: number) => v - v * s * Math.max(0, Math.min(k(n), 4 - k(n), 1));
+    x[i] = f(5);
+    x[i + 1] = f(3);
+    x[i + 2] = f(1);
+  }
+}
+
+/**
+ * Apply drawn augmentation to one image.
+ * @param pixels Uint8Array [size, size, 3] RGB (not modified).
+ * @returns Float32Array [size, size, 3] in 0..255.
+ */
+export function applyAugmentation(
+  pixels: Uint8Array,
+  size: number,
+  params: AugmentationParams,
+): Float32Array {
+  const out = new Float32Array(pixels.length);
+  if (params.flip) {
+    for (let y = 0; y < size; y++) {
+      const row = y * size * 3;
+      for (let x = 0; x < size; x++) {
+        const src = row + x * 3, dst = row + (size - 1 - x) * 3;
+        out[dst] = pixels[src];
+        out[dst + 1] = pixels[src + 1];
+        out[dst + 2] = pixels[src + 2];
+      }
+    }
+  } else {
+    out.set(pixels);
+  }
+  for (const step of params.order) {
+    const f = params.factors[step]!;
+    if (step === "brightness") adjustBrightness(out, f);
+    else if (step === "contrast") adjustContrast(out, f);
+    else if (step === "saturation") adjustSaturation(out, f);
+    else adjustHue(out, f);
+  }
+  return out;
+}
+
+/** Pixels as float32 with no augmentation (validation, test, prediction). */
+export function toFloat(pixels: Uint8Array): Float32Array {
+  return Float32Array.from(pixels);
+}
+
+/**
+ * The normalisation step: `(x / 255 − mean) / std` per channel, on 0..255 RGB. The model's first
+ * layer calls this with the normalisation its weights expect (Keras's MobileNetV3 weights:
+ * mean = std = 0.5, i.e. `x / 127.5 − 1`).
+ *
+ * @param x Tensor [..., 3] in 0..255.
+ * @returns Tensor of the same shape; caller disposes.
+ */
+export function normalize(x: tf.Tensor, spec: NormalizationSpec): tf.Tensor {
+  return tf.tidy(() => {
+    // One multiply-add per value: a = 1 / (255 std), b = −mean / std.
+    const a = tf.tensor1d(spec.std.map((s) => 1 / (255 * s)));
+    const b = tf.tensor1d(spec.mean.map((m, i) => -m / spec.std[i]));
+    return tf.add(tf.mul(x, a), b);
+  });
+}
+
+/**
+ * How much each jitter step changes an image at a given strength: the largest change of any
+ * value (0..255). On a gray image stored as RGB, saturation and hue change nothing.
+ */
+export function jitterEffect(
+  pixels: Uint8Array,
+  size: number,
+  factors: Record<JitterStep, number> = {
+    brightness: 1.2,
+    contrast: 1.2,
+    saturation: 1.2,
+    hue: 0.02,
+  },
+): { step: JitterStep; factor: number; maxChange: number }[] {
+  return JITTER_STEPS.map((step) => {
+    const out = applyAugmentation(pixels, size, {
+      flip: false,
+      order: [step],
+      factors: { [step]: factors[step] },
+    });
+    let max = 0;
+    for (let i = 0; i < out.length; i++) max = Math.max(max, Math.abs(out[i] - pixels[i]));
+    return { step, factor: factors[step], maxChange: max };
+  });
+}
+
+/** Min, mean and max of pixels before and after a normalisation (what the first layer does). */
+export async function normalizationSummary(
+  pixels: Uint8Array,
+  specs: Record<string, NormalizationSpec>,
+): Promise<{ stage: string; min: number; mean: number; max: number }[]> {
+  const stat = (data: ArrayLike<number>) => {
+    let min = Infinity, max = -Infinity, sum = 0;
+    for (let i = 0; i < data.length; i++) {
+      min = Math.min(min, data[i]);
+      max = Math.max(max, data[i]);
+      sum += data[i];
+    }
+    return { min, mean: sum / data.length, max };
+  };
+  const rows = [{ stage: "pixels (0..255)", ...stat(pixels) }];
+  const x = tf.tensor2d(Float32Array.from(pixels), [pixels.length / 3, 3]);
+  for (const [name, spec] of Object.entries(specs)) {
+    const y = normalize(x, spec);
+    rows.push({ stage: name, ...stat(await y.data()) });
+    y.dispose();
+  }
+  x.dispose();
+  return rows;
+}

@@ -1,0 +1,40 @@
+/**
+ * Show results in a notebook, or print them in a terminal.
+ *
+ * Notebooks call `await show(x)` rather than ending a cell with `x`: the Deno kernel (2.9) can
+ * report a cell finished before the value of its last expression is published, and a client that
+ * stops listening at that point (nbconvert, sometimes JupyterLab) loses the output. A display sent
+ * while the cell still runs always arrives.
+ */
+
+interface JupyterApi {
+  display(obj: unknown, options?: { raw?: boolean }): Promise<void>;
+}
+
+function jupyter(): JupyterApi | undefined {
+  return (Deno as unknown as { jupyter?: JupyterApi }).jupyter;
+}
+
+/** True inside the Deno Jupyter kernel. */
+export function inNotebook(): boolean {
+  return jupyter() !== undefined;
+}
+
+/** Display each item (figures, tables, values) in the notebook; outside one, print it. */
+export async function show(...items: unknown[]): Promise<void> {
+  const api = jupyter();
+  for (const item of items) {
+    if (api) {
+      await api.display(item);
+    } else if (typeof item === "string") {
+      console.log(item);
+    } else if (
+      item && typeof item === "object" && "toString" in item &&
+      item.toString !== Object.prototype.toString
+    ) {
+      console.log(String(item));
+    } else {
+      console.log(Deno.inspect(item, { colors: false, depth: 4 }));
+    }
+  }
+}

@@ -1,0 +1,73 @@
+/** Tables that display as HTML in Jupyter and as aligned text elsewhere. */
+
+export type Cell = string | number | boolean | null | undefined;
+
+function format(v: Cell, digits: number): string {
+  if (v === null || v === undefined) return "";
+  if (typeof v === "number") {
+    return Number.isInteger(v) ? String(v) : String(Number(v.toFixed(digits)));
+  }
+  return String(v);
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/[<>&"]/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+export class Table {
+  constructor(
+    readonly rows: Record<string, Cell>[],
+    readonly opts: { columns?: string[]; title?: string; digits?: number } = {},
+  ) {}
+
+  get columns(): string[] {
+    return this.opts.columns ?? [...new Set(this.rows.flatMap((r) => Object.keys(r)))];
+  }
+
+  /** Aligned plain text (also what a terminal or a report shows). */
+  toString(): string {
+    const digits = this.opts.digits ?? 4;
+    const cols = this.columns;
+    const cells = this.rows.map((r) => cols.map((c) => format(r[c], digits)));
+    const widths = cols.map((c, i) => Math.max(c.length, ...cells.map((row) => row[i].length)));
+    const line = (values: string[]) =>
+      values.map((v, i) => (i === 0 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join("  ");
+    return [
+      ...(this.opts.title ? [this.opts.title] : []),
+      line(cols),
+      widths.map((w) => "-".repeat(w)).join("  "),
+      ...cells.map(line),
+    ].join("\n");
+  }
+
+  /** A Markdown table (for report.md). */
+  toMarkdown(): string {
+    const digits = this.opts.digits ?? 4;
+    const cols = this.columns;
+    return [
+      `| ${cols.join(" | ")} |`,
+      `| ${cols.map((_, i) => (i === 0 ? "---" : "---:")).join(" | ")} |`,
+      ...this.rows.map((r) => `| ${cols.map((c) => format(r[c], digits)).join(" | ")} |`),
+    ].join("\n");
+  }
+
+  [Symbol.for("Jupyter.display")](): Record<string, string> {
+    const digits = this.opts.digits ?? 4;
+    const cols = this.columns;
+    const html =
+      `<table>${this.opts.title ? `<caption>${escapeHtml(this.opts.title)}</caption>` : ""}` +
+      `<thead><tr>${cols.map((c) => `<th>${escapeHtml(c)}</th>`).join("")}</tr></thead><tbody>` +
+      this.rows.map((r) =>
+        `<tr>${cols.map((c) => `<td>${escapeHtml(format(r[c], digits))}</td>`).join("")}</tr>`
+      ).join("") + `</tbody></table>`;
+    return { "text/html": html, "text/plain": this.toString() };
+  }
+}
+
+/** Rows as a displayable table. */
+export function table(
+  rows: Record<string, Cell>[],
+  opts: { columns?: string[]; title?: string; digits?: number } = {},
+): Table {
+  return new Table(rows, opts);
+}
