@@ -9,6 +9,7 @@ import { encodeBase64 } from "./encoding.ts";
 import { svgToPng } from "./images.ts";
 import { writeFileAtomic } from "./files.ts";
 import type { ImageStats } from "./dataset.ts";
+import type { EpochRecord } from "./train.ts";
 
 /** A figure: SVG (charts) or PNG (image grids), displayable in Jupyter and savable to disk. */
 export class Figure {
@@ -70,22 +71,38 @@ function escapeXml(text: string): string {
   return text.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-/**
- * Render Plot options to a standalone SVG Figure, with the title drawn in the SVG (Plot's own
- * title would wrap the chart in HTML, which neither an .svg file nor librsvg can use).
- */
-export function plotFigure(title: string, options: Plot.PlotOptions, subtitle?: string): Figure {
+function renderPlot(options: Plot.PlotOptions, context: string): SvgElement {
   const el = Plot.plot({ ...options, document: document() }) as unknown as SvgElement;
   if (el.tagName.toLowerCase() !== "svg") {
-    throw new Error(
-      `plotFigure("${title}"): Plot returned <${el.tagName}>, not <svg>; avoid legends/captions`,
-    );
+    throw new Error(`${context}: Plot returned <${el.tagName}>, not <svg>; avoid legends/captions`);
   }
-  const width = Number(el.getAttribute("width"));
-  const height = Number(el.getAttribute("height"));
+  return el;
+}
+
+/**
+ * Render one or more Plot charts, side by side, to a standalone SVG Figure with the title drawn
+ * in the SVG (Plot's own title would wrap the chart in HTML, which neither an .svg file nor
+ * librsvg can use).
+ */
+export function plotFigure(
+  title: string,
+  options: Plot.PlotOptions | Plot.PlotOptions[],
+  subtitle?: string,
+): Figure {
+  const panels = (Array.isArray(options) ? options : [options]).map((o) =>
+    renderPlot(o, `plotFigure("${title}")`)
+  );
   const head = subtitle ? 40 : 24;
-  el.setAttribute("y", String(head));
-  const inner = el.outerHTML;
+  let x = 0;
+  let height = 0;
+  const inner = panels.map((el) => {
+    el.setAttribute("x", String(x));
+    el.setAttribute("y", String(head));
+    x += Number(el.getAttribute("width"));
+    height = Math.max(height, Number(el.getAttribute("height")));
+    return el.outerHTML;
+  }).join("");
+  const width = x;
   const svg =
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height + head}" ` +
     `viewBox="0 0 ${width} ${height + head}" font-family="system-ui, sans-serif">` +
@@ -166,4 +183,108 @@ export function plotStorageModes(stats: ImageStats[]): Figure {
       Plot.ruleX([0]),
     ],
   }, "the paper says every image is 3-channel; gray JPEGs and RGBA PNGs say otherwise");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training and evaluation
+
+const SPLIT_COLORS = { domain: ["train", "valid"], range: ["#4e79a7", "#e15759"] };
+
+/**
+ * Loss and accuracy per epoch, training and validation, with the learning-rate drops marked and
+ * the epoch of the best validation loss (the checkpoint kept) circled.
+ */
+export function plotTrainingCurves(
+  history: readonly EpochRecord[],
+  opts: { title?: string } = {},
+): Figure {
+  const rows = (metric: "loss" | "accuracy") =>
+    history.flatMap((h) => [
+      { epoch: h.epoch, split: "train", value: metric === "loss" ? h.trainLoss : h.trainAccuracy },
+      { epoch: h.epoch, split: "valid", value: metric === "loss" ? h.validLoss : h.validAccuracy },
+    ]);
+  const drops = history.slice(1).filter((h, i) => h.learningRate < history[i].learningRate);
+  const best = history.reduce((b, h) => (h.validLoss < b.validLoss ? h : b), history[0]);
+  const epochs = history.map((h) => h.epoch);
+  const panel = (metric: "loss" | "accuracy"): Plot.PlotOptions => {
+    const data = rows(metric);
+    const last = data.filter((d) => d.epoch === epochs.at(-1));
+    return {
+      width: 420,
+      height: 280,
+      marginRight: 50,
+      x: { label: "epoch", ticks: epochs, tickFormat: "d" },
+      y: {
+        label: metric,
+        grid: true,
+        ...(metric === "accuracy" ? { domain: [0, 1], tickFormat: "%" } : {}),
+      },
+      color: SPLIT_COLORS,
+      marks: [
+        Plot.ruleX(drops, {
+          x: (d: EpochRecord) => d.epoch - 0.5,
+          stroke: "#999",
+          strokeDasharray: "4,3",
+        }),
+        Plot.text(drops, {
+          x: (d: EpochRecord) => d.epoch - 0.5,
+          frameAnchor: "top",
+          text: (d: EpochRecord) => `lr ${d.learningRate.toExponential(0)}`,
+          dy: 4,
+          fill: "#777",
+        }),
+        Plot.line(data, { x: "epoch", y: "value", stroke: "split" }),
+        Plot.dot(data, { x: "epoch", y: "value", fill: "split", r: 2.5 }),
+        ...(metric === "loss"
+          ? [Plot.dot([best], { x: "epoch", y: "validLoss", r: 7, stroke: "black", fill: "none" })]
+          : []),
+        Plot.text(last, {
+          x: "epoch",
+          y: "value",
+          text: "split",
+          dx: 8,
+          textAnchor: "start",
+          fill: "split",
+        }),
+      ],
+    };
+  };
+  return plotFigure(
+    opts.title ?? "Training curves",
+    [panel("loss"), panel("accuracy")],
+    `circle: lowest validation loss (epoch ${best.epoch}, the checkpoint kept); dashed: learning-rate drops`,
+  );
+}
+
+/** Counts of true class (rows) × predicted class (columns), with the counts written in. */
+export function plotConfusionMatrix(
+  confusion: readonly number[][],
+  classNames: readonly string[],
+  opts: { title?: string; subtitle?: string } = {},
+): Figure {
+  const cells = confusion.flatMap((row, t) =>
+    row.map((n, p) => ({ truth: classNames[t], predicted: classNames[p], n, diagonal: t === p }))
+  );
+  const max = Math.max(1, ...cells.map((c) => c.n));
+  return plotFigure(opts.title ?? "Confusion matrix", {
+    width: 460,
+    height: 360,
+    marginLeft: 120,
+    marginBottom: 50,
+    padding: 0.05,
+    x: { label: "predicted", domain: [...classNames] },
+    y: { label: "true", domain: [...classNames] },
+    color: { type: "linear", domain: [0, max], range: ["#f4f6fb", "#2b5c8a"] },
+    marks: [
+      Plot.cell(cells, { x: "predicted", y: "truth", fill: "n", inset: 0.5 }),
+      Plot.text(cells, {
+        x: "predicted",
+        y: "truth",
+        text: "n",
+        fontSize: 16,
+        fontWeight: "bold",
+        fill: (d: { n: number }) => (d.n > max / 2 ? "white" : "black"),
+      }),
+    ],
+  }, opts.subtitle);
 }

@@ -96,6 +96,46 @@ export interface ScanProblem {
 }
 
 /**
+ * Scan one ImageFolder (one sub-folder per class, classes sorted by name) and hash every image.
+ * Files whose extension is not an image's come back as problems; empty class folders are listed.
+ */
+export async function scanImageFolder(
+  dir: string,
+  split: "train" | "test",
+  opts: { root?: string; classNames?: readonly string[] } = {},
+): Promise<{ classNames: string[]; items: ImageItem[]; problems: ScanProblem[]; empty: string[] }> {
+  const root = opts.root ?? dir;
+  const classNames = opts.classNames ? [...opts.classNames] : sortedDirs(dir);
+  const items: ImageItem[] = [];
+  const problems: ScanProblem[] = [];
+  const empty: string[] = [];
+  for (const [label, className] of classNames.entries()) {
+    const classDir = path.join(dir, className);
+    const files = classFiles(classDir);
+    const images = files.filter((f) => IMAGE_EXTENSIONS.includes(path.extname(f).toLowerCase()));
+    for (const f of files.filter((f) => !images.includes(f))) {
+      problems.push({
+        path: path.join(classDir, f),
+        reason: `not an image file (extension "${path.extname(f)}")`,
+      });
+    }
+    if (images.length === 0) empty.push(path.relative(root, classDir));
+    for (const f of images) {
+      const file = path.join(classDir, f);
+      items.push({
+        path: file,
+        relPath: path.relative(root, file),
+        split,
+        label,
+        className,
+        sha256: await sha256File(file),
+      });
+    }
+  }
+  return { classNames, items, problems, empty };
+}
+
+/**
  * Scan `root/train` and `root/test` (class = sub-folder name, classes sorted) and hash every file.
  * Stops on empty class folders and on train/test class sets that differ; files with extensions
  * that are not images are returned as problems for validation to report.
@@ -125,34 +165,9 @@ export async function loadDataset(
       `${root}/train has ${classNames.length} class folder(s); 2 or more needed`,
     );
   }
-  const problems: ScanProblem[] = [];
-  const empty: string[] = [];
-  const result: Dataset = { root, classNames, train: [], test: [] };
-  for (const split of ["train", "test"] as const) {
-    for (const [label, className] of classNames.entries()) {
-      const dir = path.join(root, split, className);
-      const files = classFiles(dir);
-      const images = files.filter((f) => IMAGE_EXTENSIONS.includes(path.extname(f).toLowerCase()));
-      for (const f of files.filter((f) => !images.includes(f))) {
-        problems.push({
-          path: path.join(dir, f),
-          reason: `not an image file (extension "${path.extname(f)}")`,
-        });
-      }
-      if (images.length === 0) empty.push(`${split}/${className}`);
-      for (const f of images) {
-        const file = path.join(dir, f);
-        result[split].push({
-          path: file,
-          relPath: path.relative(root, file),
-          split,
-          label,
-          className,
-          sha256: await sha256File(file),
-        });
-      }
-    }
-  }
+  const train = await scanImageFolder(path.join(root, "train"), "train", { root, classNames });
+  const test = await scanImageFolder(path.join(root, "test"), "test", { root, classNames });
+  const empty = [...train.empty, ...test.empty];
   if (empty.length > 0) {
     throw new DatasetError(
       `Empty class folder(s) in ${root}: ${
@@ -160,7 +175,13 @@ export async function loadDataset(
       }. Every class needs images in both splits.`,
     );
   }
-  return { ...result, problems };
+  return {
+    root,
+    classNames,
+    train: train.items,
+    test: test.items,
+    problems: [...train.problems, ...test.problems],
+  };
 }
 
 /** Images per class, per split. */

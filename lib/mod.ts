@@ -64,9 +64,11 @@ export { type Batch, batchCount, batchSummary, iterateBatches } from "./batches.
 // Model
 export {
   type ArchitectureRow,
+  architectureTable,
   buildMobileNetV3Large,
   buildModel,
   describeArchitecture,
+  describeHead,
   LARGE_BLOCKS,
   LAYER,
   type ModelOptions,
@@ -85,10 +87,17 @@ export {
   loadKerasWeights,
   resolveWeights,
   TORCHVISION_IMAGENET_NORMALIZATION,
+  weightsAvailability,
   WeightsError,
   type WeightsInfo,
 } from "./weights.ts";
-export { checkParity, PARITY_TOLERANCE, type ParityResult, resolveParityDir } from "./parity.ts";
+export {
+  checkParity,
+  PARITY_TOLERANCE,
+  type ParityResult,
+  parityTable,
+  resolveParityDir,
+} from "./parity.ts";
 export {
   CheckpointError,
   type CheckpointMetadata,
@@ -102,3 +111,47 @@ export { Figure, plotClassCounts, plotFigure, plotImageSizes, plotStorageModes }
 export { augmentationPreview, sampleGrid } from "./grids.ts";
 export { type Cell, Table, table } from "./tables.ts";
 export { inNotebook, show } from "./show.ts";
+export { predictProbabilities } from "./predict.ts";
+
+// Training, evaluation, runs
+export {
+  type EpochRecord,
+  learningRateAt,
+  loadTrainingState,
+  trainModel,
+  type TrainOptions,
+  type TrainResult,
+  validationPass,
+} from "./train.ts";
+export {
+  evaluateModel,
+  type Evaluation,
+  loadEvaluationImages,
+  type Prediction,
+} from "./evaluate.ts";
+export {
+  classificationReport,
+  clopperPearson,
+  computeMetrics,
+  type ConfusionMatrix,
+  confusionMatrix,
+  type Interval,
+  type Metrics,
+  wilson,
+} from "./metrics.ts";
+export { plotConfusionMatrix, plotTrainingCurves } from "./charts.ts";
+export {
+  accuracySentence,
+  metricsTable,
+  outputsRoot,
+  renderReport,
+  resolveRunDir,
+  type RunSummary,
+} from "./report.ts";
+export {
+  type ExperimentOptions,
+  type ExperimentResult,
+  type FinishedRun,
+  loadRun,
+  runExperiment,
+} from "./experiment.ts";

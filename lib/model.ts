@@ -6,6 +6,7 @@
  * Built when called, never at import.
  */
 import { initBackend, tf } from "./backend.ts";
+import { type Table, table } from "./tables.ts";
 import {
   HardSigmoid,
   HardSwish,
@@ -428,4 +429,44 @@ export function describeArchitecture(model: tf.LayersModel): ArchitectureRow[] {
     parameters: params(top),
   });
   return rows;
+}
+
+/** The top of the model, layer by layer, and where each layer's weights come from. */
+export function describeHead(
+  model: tf.LayersModel,
+  opts: { pretrained: boolean; classifierLoaded: boolean },
+): Table {
+  const layers = model.layers;
+  const start = layers.findIndex((l) => l.name === "avg_pool");
+  return table(
+    layers.slice(start).map((l) => ({
+      layer: l.name,
+      type: l.getClassName(),
+      output: JSON.stringify((l.outputShape as number[]).slice(1)),
+      parameters: l.countParams(),
+      weights: l.countParams() === 0
+        ? "—"
+        : l.name === LAYER.logits && !opts.classifierLoaded
+        ? "new (random, PyTorch nn.Linear init)"
+        : opts.pretrained
+        ? "pretrained"
+        : "random",
+    })),
+  );
+}
+
+/** {@link describeArchitecture} as a table with readable column names. */
+export function architectureTable(model: tf.LayersModel): Table {
+  return table(
+    describeArchitecture(model).map((r) => ({
+      stage: r.stage,
+      kernel: r.kernel,
+      expansion: r.expansion,
+      "squeeze-excite": r.squeezeExcite,
+      activation: r.activation,
+      stride: r.stride,
+      "output shape": r.outputShape,
+      parameters: r.parameters,
+    })),
+  );
 }

@@ -8,6 +8,7 @@ import * as path from "node:path";
 import { tf } from "./backend.ts";
 import { buildMobileNetV3Large, LAYER } from "./model.ts";
 import { KERAS_NORMALIZATION, loadKerasWeights } from "./weights.ts";
+import { type Table, table } from "./tables.ts";
 
 /** The largest relative deviation the parity check accepts: max|ours − keras| / max|keras|. */
 export const PARITY_TOLERANCE = 1e-4;
@@ -102,4 +103,16 @@ export async function checkParity(dir: string): Promise<ParityResult[]> {
     }
   }
   return results;
+}
+
+/** Parity results as a table (relative errors against the tolerance). */
+export function parityTable(results: readonly ParityResult[]): Table {
+  return table(results.map((r) => ({
+    "input size": `${r.size} px`,
+    "logits: max|ours − keras| / max|keras|": r.logitsError.toExponential(2),
+    "conv_2 features: same": r.featuresError.toExponential(2),
+    tolerance: PARITY_TOLERANCE.toExponential(0),
+    "max |logit| (Keras)": r.logitsAbsMax.toFixed(1),
+    result: r.pass ? "pass" : "FAIL",
+  })));
 }

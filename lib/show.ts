@@ -12,7 +12,11 @@ interface JupyterApi {
 }
 
 function jupyter(): JupyterApi | undefined {
-  return (Deno as unknown as { jupyter?: JupyterApi }).jupyter;
+  try {
+    return (Deno as unknown as { jupyter?: JupyterApi }).jupyter;
+  } catch {
+    return undefined; // outside the kernel, the getter throws
+  }
 }
 
 /** True inside the Deno Jupyter kernel. */

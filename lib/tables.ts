@@ -44,9 +44,13 @@ export class Table {
   toMarkdown(): string {
     const digits = this.opts.digits ?? 4;
     const cols = this.columns;
+    // Right-align columns that hold only numbers.
+    const numeric = cols.map((c) =>
+      this.rows.every((r) => typeof r[c] === "number" || r[c] == null)
+    );
     return [
       `| ${cols.join(" | ")} |`,
-      `| ${cols.map((_, i) => (i === 0 ? "---" : "---:")).join(" | ")} |`,
+      `| ${cols.map((_, i) => (numeric[i] ? "---:" : "---")).join(" | ")} |`,
       ...this.rows.map((r) => `| ${cols.map((c) => format(r[c], digits)).join(" | ")} |`),
     ].join("\n");
   }

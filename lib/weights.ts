@@ -343,3 +343,27 @@ function matchShape(expected: number[], found: number[]): number[] | undefined {
     sameShape(expected, found.slice(2));
   return pointwise ? expected : undefined;
 }
+
+/**
+ * Which weights a notebook can use here: the preferred source when it can be had, otherwise
+ * "none", with the reason. For demonstrations only; training never falls back silently.
+ */
+export async function weightsAvailability(
+  preferred: WeightsSource,
+): Promise<{ use: WeightsSource; note: string }> {
+  try {
+    const info = await resolveWeights(preferred, { quiet: true });
+    return {
+      use: preferred,
+      note: `using ${info.kind} weights${info.file ? ` from ${info.file}` : ""}`,
+    };
+  } catch (error) {
+    if (!(error instanceof WeightsError)) throw error;
+    return {
+      use: "none",
+      note: `"${preferred}" weights are not available here (${error.message.split("\n")[0]}); ` +
+        "this notebook continues with random initialisation, which shows the structure but not " +
+        "the pretrained behaviour",
+    };
+  }
+}

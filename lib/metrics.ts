@@ -1,0 +1,250 @@
+/**
+ * Evaluation maths as pure functions (no tensors, no I/O): confusion matrix, accuracy, per-class
+ * precision / recall / F1 / support, macro and weighted averages, a scikit-learn-style report, and
+ * confidence intervals for an accuracy measured on few images.
+ */
+
+/** counts[t][p]: images of true class t predicted as class p. */
+export type ConfusionMatrix = number[][];
+
+export function confusionMatrix(
+  truth: readonly number[],
+  predicted: readonly number[],
+  numClasses: number,
+): ConfusionMatrix {
+  if (truth.length !== predicted.length) {
+    throw new Error(`confusionMatrix: ${truth.length} labels but ${predicted.length} predictions`);
+  }
+  const m = Array.from({ length: numClasses }, () => new Array<number>(numClasses).fill(0));
+  truth.forEach((t, i) => m[t][predicted[i]]++);
+  return m;
+}
+
+export interface ClassMetrics {
+  precision: number;
+  recall: number;
+  f1: number;
+  support: number;
+}
+
+export interface Metrics {
+  accuracy: number;
+  correct: number;
+  total: number;
+  /** 95 % Clopper–Pearson (exact binomial) interval of the accuracy. */
+  accuracyInterval: Interval;
+  confusion: ConfusionMatrix;
+  perClass: ClassMetrics[];
+  macro: ClassMetrics;
+  weighted: ClassMetrics;
+}
+
+export interface Interval {
+  method: "clopper-pearson" | "wilson";
+  level: number;
+  lower: number;
+  upper: number;
+}
+
+/** 0/0 is 0, as scikit-learn's `zero_division=0`. */
+const ratio = (a: number, b: number) => (b === 0 ? 0 : a / b);
+
+/** Precision, recall, F1 and support of each class (scikit-learn's definitions). */
+export function perClassMetrics(cm: ConfusionMatrix): ClassMetrics[] {
+  return cm.map((row, k) => {
+    const tp = row[k];
+    const support = row.reduce((s, v) => s + v, 0);
+    const predictedK = cm.reduce((s, r) => s + r[k], 0);
+    const precision = ratio(tp, predictedK);
+    const recall = ratio(tp, support);
+    return { precision, recall, f1: ratio(2 * precision * recall, precision + recall), support };
+  });
+}
+
+/** Unweighted mean over classes (macro) and support-weighted mean (weighted). */
+export function averages(
+  perClass: readonly ClassMetrics[],
+): { macro: ClassMetrics; weighted: ClassMetrics } {
+  const total = perClass.reduce((s, c) => s + c.support, 0);
+  const mean = (f: (c: ClassMetrics) => number, w: (c: ClassMetrics) => number) =>
+    ratio(perClass.reduce((s, c) => s + f(c) * w(c), 0), perClass.reduce((s, c) => s + w(c), 0));
+  const macro = {
+    precision: mean((c) => c.precision, () => 1),
+    recall: mean((c) => c.recall, () => 1),
+    f1: mean((c) => c.f1, () => 1),
+    support: total,
+  };
+  const weighted = {
+    precision: mean((c) => c.precision, (c) => c.support),
+    recall: mean((c) => c.recall, (c) => c.support),
+    f1: mean((c) => c.f1, (c) => c.support),
+    support: total,
+  };
+  return { macro, weighted };
+}
+
+/** Every metric from labels and predictions. */
+export function computeMetrics(
+  truth: readonly number[],
+  predicted: readonly number[],
+  numClasses: number,
+): Metrics {
+  const confusion = confusionMatrix(truth, predicted, numClasses);
+  const correct = confusion.reduce((s, row, k) => s + row[k], 0);
+  const total = truth.length;
+  const perClass = perClassMetrics(confusion);
+  return {
+    accuracy: ratio(correct, total),
+    correct,
+    total,
+    accuracyInterval: clopperPearson(correct, total),
+    confusion,
+    perClass,
+    ...averages(perClass),
+  };
+}
+
+/**
+ * A text report laid out like scikit-learn's `classification_report(digits=4)`.
+ */
+export function classificationReport(
+  m: Metrics,
+  classNames: readonly string[],
+  digits = 4,
+): string {
+  const width = Math.max(...classNames.map((n) => n.length), "weighted avg".length, digits);
+  // Each field is " " + value right-aligned in 9, after the row label and one space.
+  const field = (v: string) => " " + v.padStart(9);
+  const num = (v: number) => field(v.toFixed(digits));
+  const row = (label: string, c: ClassMetrics) =>
+    label.padStart(width) + " " + num(c.precision) + num(c.recall) + num(c.f1) +
+    field(String(c.support));
+  return [
+    " ".repeat(width) + " " + ["precision", "recall", "f1-score", "support"].map(field).join(""),
+    "",
+    ...classNames.map((name, k) => row(name, m.perClass[k])),
+    "",
+    "accuracy".padStart(width) + " " + field("") + field("") + num(m.accuracy) +
+    field(String(m.total)),
+    row("macro avg", m.macro),
+    row("weighted avg", m.weighted),
+  ].join("\n") + "\n";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Intervals
+
+/** ln Γ(x) for x > 0 (Lanczos approximation, g = 7, n = 9; ~15 significant digits). */
+export function logGamma(x: number): number {
+  const c = [
+    0.99999999999980993,
+    676.5203681218851,
+    -1259.1392167224028,
+    771.32342877765313,
+    -176.61502916214059,
+    12.507343278686905,
+    -0.13857109526572012,
+    9.9843695780195716e-6,
+    1.5056327351493116e-7,
+  ];
+  if (x < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * x)) - logGamma(1 - x);
+  x -= 1;
+  let a = c[0];
+  const t = x + 7.5;
+  for (let i = 1; i < 9; i++) a += c[i] / (x + i);
+  return 0.5 * Math.log(2 * Math.PI) + (x + 0.5) * Math.log(t) - t + Math.log(a);
+}
+
+/** P(X ≤ k) for X ~ Binomial(n, p), summed exactly in log space. */
+export function binomialCdf(k: number, n: number, p: number): number {
+  if (k < 0) return 0;
+  if (k >= n) return 1;
+  if (p <= 0) return 1;
+  if (p >= 1) return 0;
+  const lnChoose = (i: number) => logGamma(n + 1) - logGamma(i + 1) - logGamma(n - i + 1);
+  let sum = 0;
+  for (let i = 0; i <= k; i++) {
+    sum += Math.exp(lnChoose(i) + i * Math.log(p) + (n - i) * Math.log1p(-p));
+  }
+  return Math.min(1, sum);
+}
+
+/** The p in [0, 1] where a decreasing function of p crosses `target` (bisection). */
+function solveDecreasing(f: (p: number) => number, target: number): number {
+  let lo = 0, hi = 1;
+  for (let i = 0; i < 100; i++) {
+    const mid = (lo + hi) / 2;
+    if (f(mid) > target) lo = mid;
+    else hi = mid;
+  }
+  return (lo + hi) / 2;
+}
+
+/**
+ * Clopper–Pearson ("exact") interval for k successes in n trials: the p whose binomial tails put
+ * (1 − level)/2 on each side. Conservative: it covers at least `level`. Used for the accuracies
+ * this project reports.
+ */
+export function clopperPearson(k: number, n: number, level = 0.95): Interval {
+  const alpha = 1 - level;
+  if (n === 0) return { method: "clopper-pearson", level, lower: 0, upper: 1 };
+  // Lower: P(X ≥ k | p) = α/2, i.e. 1 − P(X ≤ k − 1 | p) = α/2; P(X ≤ k − 1 | p) falls with p.
+  const lower = k === 0 ? 0 : solveDecreasing((p) => binomialCdf(k - 1, n, p), 1 - alpha / 2);
+  // Upper: P(X ≤ k | p) = α/2.
+  const upper = k === n ? 1 : solveDecreasing((p) => binomialCdf(k, n, p), alpha / 2);
+  return { method: "clopper-pearson", level, lower, upper };
+}
+
+/** Wilson score interval (narrower than Clopper–Pearson; for comparison). */
+export function wilson(k: number, n: number, level = 0.95): Interval {
+  if (n === 0) return { method: "wilson", level, lower: 0, upper: 1 };
+  const z = normalQuantile(1 - (1 - level) / 2);
+  const p = k / n;
+  const denom = 1 + (z * z) / n;
+  const centre = (p + (z * z) / (2 * n)) / denom;
+  const half = (z / denom) * Math.sqrt((p * (1 - p)) / n + (z * z) / (4 * n * n));
+  return {
+    method: "wilson",
+    level,
+    lower: Math.max(0, centre - half),
+    upper: Math.min(1, centre + half),
+  };
+}
+
+/** Standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9). */
+export function normalQuantile(p: number): number {
+  const a = [
+    -39.69683028665376,
+    220.9460984245205,
+    -275.9285104469687,
+    138.357751867269,
+    -30.66479806614716,
+    2.506628277459239,
+  ];
+  const b = [
+    -54.47609879822406,
+    161.5858368580409,
+    -155.6989798598866,
+    66.80131188771972,
+    -13.28068155288572,
+  ];
+  const c = [
+    -0.007784894002430293,
+    -0.3223964580411365,
+    -2.400758277161838,
+    -2.549732539343734,
+    4.374664141464968,
+    2.938163982698783,
+  ];
+  const d = [0.007784695709041462, 0.3224671290700398, 2.445134137142996, 3.754408661907416];
+  const low = 0.02425;
+  if (p < low) {
+    const q = Math.sqrt(-2 * Math.log(p));
+    return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+      ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
+  }
+  if (p > 1 - low) return -normalQuantile(1 - p);
+  const q = p - 0.5, r = q * q;
+  return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q /
+    (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
+}

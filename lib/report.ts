@@ -1,0 +1,307 @@
+/**
+ * Run folders in `outputs/` and what goes in them: every file written atomically, a new folder
+ * per run (an earlier run is never overwritten), `outputs/latest` pointing at the newest, and a
+ * `report.md` that reads like the paper's results section with this run's numbers.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { plotConfusionMatrix, plotTrainingCurves } from "./charts.ts";
+import type { RunConfig } from "./config.ts";
+import type { Evaluation } from "./evaluate.ts";
+import { writeFileAtomic, writeJsonAtomic } from "./files.ts";
+import { classificationReport, type Metrics } from "./metrics.ts";
+import { projectPath } from "./paths.ts";
+import { Table, table } from "./tables.ts";
+import type { EpochRecord } from "./train.ts";
+import type { WeightsInfo } from "./weights.ts";
+
+/** The outputs folder: `--out`, else `COVID_CXR_OUTPUTS`, else `outputs/` in the project. */
+export function outputsRoot(flag?: string): string {
+  return path.resolve(flag ?? Deno.env.get("COVID_CXR_OUTPUTS") ?? projectPath("outputs"));
+}
+
+/** A new, unique run folder: `<root>/<date>-<time>_<size>px_<weights>_seed<seed>`. */
+export function createRunDir(root: string, config: RunConfig, now = new Date()): string {
+  const stamp = now.toISOString().slice(0, 19).replace(/[-:]/g, "").replace("T", "-");
+  const weights = ["imagenet", "none"].includes(config.weights) ? config.weights : "file";
+  const base = `${stamp}_${config.imageSize}px_${weights}_seed${config.seed}`;
+  fs.mkdirSync(root, { recursive: true });
+  for (let i = 1;; i++) {
+    const dir = path.join(root, i === 1 ? base : `${base}-${i}`);
+    try {
+      fs.mkdirSync(dir); // fails if it exists: never reuse a folder
+      return dir;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+    }
+  }
+}
+
+/** Point `<root>/latest` at `runDir` (a relative symlink, swapped in atomically). */
+export function updateLatest(root: string, runDir: string): void {
+  const link = path.join(root, "latest");
+  const tmp = `${link}.tmp-${Deno.pid}`;
+  fs.rmSync(tmp, { force: true });
+  fs.symlinkSync(path.relative(root, runDir), tmp);
+  fs.renameSync(tmp, link);
+}
+
+/** A run folder from a spec: "latest" (in `root`) or a path. */
+export function resolveRunDir(spec: string, root = outputsRoot()): string {
+  const dir = spec === "latest" ? path.join(root, "latest") : path.resolve(spec);
+  if (!fs.existsSync(dir)) {
+    throw new Error(
+      spec === "latest"
+        ? `No finished run in ${root} (no "latest"): run \`deno task reproduce\` or notebook 04 first`
+        : `No run folder at ${dir}`,
+    );
+  }
+  return fs.realpathSync(dir);
+}
+
+/** Everything report.md is written from. */
+export interface RunSummary {
+  runId: string;
+  config: RunConfig;
+  weights: WeightsInfo;
+  classNames: string[];
+  dataRoot: string;
+  counts: { train: number; validation: number; test: number };
+  history: EpochRecord[];
+  bestEpoch: number;
+  test: Metrics;
+  /** Test metrics without the test images that are byte-identical to training images. */
+  unseenTest?: { metrics: Metrics; excluded: string[] };
+  skippedFiles: { path: string; reason: string }[];
+  backend: { backend: string; versions: Record<string, string> };
+  codeVersion: string;
+  totalSeconds: number;
+}
+
+const pct = (v: number, digits = 2) => `${(100 * v).toFixed(digits)} %`;
+
+/** Per-class precision, recall, F1 and support as a table. */
+export function metricsTable(m: Metrics, classNames: readonly string[]): Table {
+  const row = (name: string, c: Metrics["macro"]) => ({
+    class: name,
+    precision: c.precision,
+    recall: c.recall,
+    "F1": c.f1,
+    support: c.support,
+  });
+  return table([
+    ...classNames.map((n, k) => row(n, m.perClass[k])),
+    row("macro avg", m.macro),
+    row("weighted avg", m.weighted),
+  ]);
+}
+
+/** The accuracy sentence every report and notebook uses. */
+export function accuracySentence(m: Metrics): string {
+  const ci = m.accuracyInterval;
+  return `${pct(m.accuracy)} (${m.correct} of ${m.total} images; 95 % Clopper–Pearson interval ` +
+    `${pct(ci.lower, 1)} – ${pct(ci.upper, 1)}). One test image is ${(100 / m.total).toFixed(2)} ` +
+    "percentage points.";
+}
+
+/** `report.md`: the paper's results section, with this run's numbers. */
+export function renderReport(s: RunSummary): string {
+  const c = s.config;
+  const lines: string[] = [];
+  lines.push(`# Results of run ${s.runId}`, "");
+  if (s.weights.kind === "none") {
+    lines.push(
+      "> **Not pretrained.** This model was trained from random initialisation (`--weights none`), " +
+        "not from ImageNet weights as in the paper. Its numbers are **not comparable** to the " +
+        "paper's 96.97 %; they show what the pipeline does without transfer learning.",
+      "",
+    );
+  } else if (s.weights.kind === "file") {
+    lines.push(
+      `> Weights from ${s.weights.file} (MD5 ${s.weights.md5}), not Keras's ImageNet file.`,
+      "",
+    );
+  }
+  if (c.imageSize !== 446 || c.epochs !== 8) {
+    lines.push(
+      `> Settings differ from the paper's (446 px, 8 epochs): ${c.imageSize} px, ${c.epochs} epochs.`,
+      "",
+    );
+  }
+  lines.push(
+    `**Test accuracy: ${accuracySentence(s.test)}** The paper reports 96.97 % (64 of 66).`,
+    "",
+  );
+  if (s.unseenTest) {
+    lines.push(
+      `On the ${s.unseenTest.metrics.total} test images that are not copies of training images ` +
+        `(${s.unseenTest.excluded.length} are byte-identical to training images and were seen, ` +
+        `with their label, in training): ${accuracySentence(s.unseenTest.metrics)}`,
+      "",
+    );
+  }
+  lines.push("## Setup", "");
+  lines.push(
+    table([
+      {
+        setting: "model",
+        value: `MobileNetV3-Large, ${
+          s.weights.kind === "imagenet"
+            ? "ImageNet weights (Keras)"
+            : s.weights.kind === "none"
+            ? "random initialisation"
+            : "weights from file"
+        }, new ${s.classNames.length}-way classifier`,
+      },
+      {
+        setting: "input",
+        value: `${c.imageSize}×${c.imageSize} RGB, normalised as the weights expect (mean [${
+          s.weights.normalization.mean.join(", ")
+        }], std [${s.weights.normalization.std.join(", ")}])`,
+      },
+      {
+        setting: "augmentation",
+        value:
+          `horizontal flip p=${c.augmentation.flipProbability}; colour jitter brightness ${c.augmentation.brightness}, contrast ${c.augmentation.contrast}, saturation ${c.augmentation.saturation}, hue ${c.augmentation.hue}`,
+      },
+      {
+        setting: "data",
+        value:
+          `${s.counts.train} training, ${s.counts.validation} validation (random ${c.validationFraction} of the training folder${
+            c.stratify ? ", stratified" : ""
+          }), ${s.counts.test} test images`,
+      },
+      {
+        setting: "optimiser",
+        value:
+          `SGD, learning rate ${c.learningRate}, momentum ${c.momentum}, ×${c.lrGamma} after epochs ${
+            c.lrMilestones.join(" and ")
+          }`,
+      },
+      {
+        setting: "training",
+        value:
+          `${c.epochs} epochs, batch size ${c.batchSize}, cross-entropy; weights kept from the epoch with the lowest validation loss`,
+      },
+      { setting: "seed", value: String(c.seed) },
+      {
+        setting: "backend",
+        value: `TF.js ${s.backend.versions["tfjs-core"]} on ${s.backend.backend}${
+          s.backend.versions.libtensorflow
+            ? ` (libtensorflow ${s.backend.versions.libtensorflow})`
+            : ""
+        }`,
+      },
+      { setting: "code", value: s.codeVersion },
+      {
+        setting: "wall time",
+        value: `${(s.totalSeconds / 60).toFixed(1)} min; peak memory ${
+          Math.max(...s.history.map((h) => h.peakRssMB))
+        } MB`,
+      },
+    ]).toMarkdown(),
+    "",
+  );
+
+  lines.push("## Training and validation", "");
+  lines.push(
+    table(s.history.map((h) => ({
+      epoch: h.epoch,
+      "learning rate": h.learningRate,
+      "train loss": h.trainLoss,
+      "train acc": pct(h.trainAccuracy, 1),
+      "valid loss": h.validLoss,
+      "valid acc": pct(h.validAccuracy, 1),
+      saved: h.improved ? "✓" : "",
+      "time (s)": Math.round(h.seconds),
+    }))).toMarkdown(),
+    "",
+  );
+  const best = s.history.find((h) => h.epoch === s.bestEpoch);
+  lines.push(
+    `The validation loss was lowest after epoch ${s.bestEpoch} (${best?.validLoss.toFixed(4)}); ` +
+      "those weights are the ones evaluated below. The validation set has " +
+      `${s.counts.validation} images, so its accuracy moves in steps of ${
+        (100 / s.counts.validation).toFixed(1)
+      } points.`,
+    "",
+    "![Training curves](training_curves.svg)",
+    "",
+  );
+
+  lines.push("## Test set", "");
+  lines.push("```", classificationReport(s.test, s.classNames).trimEnd(), "```", "");
+  lines.push("![Confusion matrix](confusion_matrix.svg)", "");
+  lines.push(
+    "Rows are the true classes, columns the predicted ones. " +
+      s.classNames.map((name, k) => {
+        const row = s.test.confusion[k];
+        const wrong = row.reduce((t, v, j) => (j === k ? t : t + v), 0);
+        return `${name}: ${row[k]} of ${s.test.perClass[k].support} right${
+          wrong ? `, ${wrong} wrong` : ""
+        }`;
+      }).join("; ") + ".",
+    "",
+  );
+
+  lines.push("## Reading these numbers", "");
+  lines.push(
+    `- The test set has ${s.test.total} images; the interval above is what that allows. Two runs ` +
+      "that differ by one or two images are not different results.",
+    "- In the paper's data set, Normal and Viral Pneumonia images come from one pediatric hospital and " +
+      "Covid images from many adult sources: a model can separate them by age and source as well as by " +
+      "disease signs (notebook 06 measures how far such cues go).",
+  );
+  if (s.skippedFiles.length > 0) {
+    lines.push(
+      `- ${s.skippedFiles.length} file(s) were skipped as unreadable (--skip-bad): see data_report.json.`,
+    );
+  }
+  lines.push("", "## Files", "");
+  lines.push(
+    "`config.json` (settings and environment), `history.json` / `history.csv` (per epoch), " +
+      "`metrics.json`, `classification_report.txt`, `predictions.csv`, `confusion_matrix.svg|png`, " +
+      "`training_curves.svg|png`, `data_report.json`, `best/` (the checkpoint evaluated, " +
+      "self-describing), `state/` (to resume).",
+    "",
+  );
+  return lines.join("\n");
+}
+
+/** Write the evaluation files of a run: metrics, report text, predictions, confusion matrix. */
+export async function writeEvaluation(
+  dir: string,
+  evaluation: Evaluation,
+  classNames: readonly string[],
+  opts: { prefix?: string; title?: string } = {},
+): Promise<void> {
+  const p = opts.prefix ?? "";
+  await writeJsonAtomic(path.join(dir, `${p}metrics.json`), { classNames, ...evaluation.metrics });
+  await writeFileAtomic(
+    path.join(dir, `${p}classification_report.txt`),
+    classificationReport(evaluation.metrics, classNames),
+  );
+  const csv = [
+    ["file", "true", "predicted", "correct", ...classNames.map((c) => `p(${c})`)].join(","),
+    ...evaluation.predictions.map((x) =>
+      [
+        JSON.stringify(x.item.relPath),
+        JSON.stringify(classNames[x.item.label]),
+        JSON.stringify(classNames[x.predicted]),
+        x.correct,
+        ...x.probabilities.map((v) => v.toFixed(6)),
+      ].join(",")
+    ),
+  ].join("\n") + "\n";
+  await writeFileAtomic(path.join(dir, `${p}predictions.csv`), csv);
+  const m = evaluation.metrics;
+  await plotConfusionMatrix(m.confusion, classNames, {
+    title: opts.title ?? "Confusion matrix (test set)",
+    subtitle: `${m.correct} of ${m.total} correct, accuracy ${pct(m.accuracy)}`,
+  }).save(path.join(dir, `${p}confusion_matrix`));
+}
+
+/** Write the training curves of a run. */
+export async function writeCurves(dir: string, history: readonly EpochRecord[]): Promise<void> {
+  await plotTrainingCurves(history).save(path.join(dir, "training_curves"));
+}

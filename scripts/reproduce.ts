@@ -1,0 +1,114 @@
+/**
+ * `deno task reproduce`: the paper's training and evaluation, end to end, into outputs/<run-id>/.
+ * Calls the library's stages in the paper's order (lib/experiment.ts wires them).
+ */
+import { initBackend, quickMode, type RunConfig, runConfig, runExperiment } from "../lib/mod.ts";
+import { numberFlag, parseFlags, runMain, UsageError } from "../lib/cli.ts";
+
+const USAGE = `Usage: deno task reproduce [options]
+
+Trains MobileNetV3-Large as the paper does (446 px, 8 epochs, ImageNet weights) and evaluates it
+on the test folder. Writes outputs/<run-id>/ (report.md, metrics, figures, checkpoint).
+
+  --data DIR              data set folder with train/ and test/ (else $COVID_CXR_DATA, else data/Covid19-dataset)
+  --weights SRC           imagenet (default) | none | path/to/keras.h5
+  --epochs N              default 8
+  --image-size N          default 446
+  --batch-size N          default 4
+  --lr X                  initial learning rate, default 0.001
+  --momentum X            default 0.9
+  --seed N                one seed for split, order, augmentation, initialisation, dropout; default 42
+  --validation-fraction X share of the training folder held out, default 0.14 (35 of 251)
+  --stratify              hold out the same share of each class
+  --max-pixels N          refuse images larger than this (decompression-bomb guard)
+  --skip-bad              leave unreadable images out (listed in data_report.json) instead of stopping
+  --out DIR               outputs folder (else $COVID_CXR_OUTPUTS, else outputs/)
+  --resume [DIR]          continue an interrupted run (default: outputs/latest)
+  --quick                 small budget (128 px, 2 epochs) for a first look; not comparable to the paper
+  --help`;
+
+const FLAGS = {
+  data: { type: "string" },
+  weights: { type: "string" },
+  epochs: { type: "string" },
+  "image-size": { type: "string" },
+  "batch-size": { type: "string" },
+  lr: { type: "string" },
+  momentum: { type: "string" },
+  seed: { type: "string" },
+  "validation-fraction": { type: "string" },
+  stratify: { type: "boolean" },
+  "max-pixels": { type: "string" },
+  "skip-bad": { type: "boolean" },
+  out: { type: "string" },
+  resume: { type: "boolean" },
+  quick: { type: "boolean" },
+  "stop-after-epoch": { type: "string" }, // for tests: behave as if interrupted after this epoch
+  help: { type: "boolean" },
+} as const;
+
+async function main() {
+  const { values: v, positionals } = parseFlags(Deno.args, FLAGS);
+  if (v.help) {
+    console.log(USAGE);
+    return;
+  }
+  // `--resume` may be followed by a folder (a positional, since parseArgs has no optional values).
+  if (positionals.length > (v.resume ? 1 : 0)) {
+    throw new UsageError(`unexpected argument(s): ${positionals.join(" ")}`);
+  }
+  if (v.quick) Deno.env.set("COVID_CXR_QUICK", "1");
+  const overrides: Partial<RunConfig> = {};
+  const set = <K extends keyof RunConfig>(key: K, value: RunConfig[K] | undefined) => {
+    if (value !== undefined) overrides[key] = value;
+  };
+  set("weights", v.weights);
+  set("epochs", numberFlag("epochs", v.epochs, { integer: true, min: 1 }));
+  set(
+    "imageSize",
+    numberFlag("image-size", v["image-size"], { integer: true, min: 32, max: 1024 }),
+  );
+  set("batchSize", numberFlag("batch-size", v["batch-size"], { integer: true, min: 1 }));
+  set("learningRate", numberFlag("lr", v.lr, { min: 0 }));
+  set("momentum", numberFlag("momentum", v.momentum, { min: 0, max: 1 }));
+  set("seed", numberFlag("seed", v.seed, { integer: true }));
+  set(
+    "validationFraction",
+    numberFlag("validation-fraction", v["validation-fraction"], { min: 0, max: 0.9 }),
+  );
+  set("maxPixels", numberFlag("max-pixels", v["max-pixels"], { integer: true, min: 1 }));
+  if (v.stratify) overrides.stratify = true;
+  if (v.resume && Object.keys(overrides).length > 0) {
+    throw new UsageError(
+      `--resume continues a run with its own settings; drop ${Object.keys(overrides).join(", ")}`,
+    );
+  }
+
+  const backend = await initBackend();
+  const config = runConfig(overrides);
+  console.log(
+    `Backend: ${backend.backend} (${backend.package} ${
+      backend.versions["tfjs-node"] ?? backend.versions.tfjs
+    })` +
+      (quickMode() ? " · QUICK MODE (not comparable to the paper)" : ""),
+  );
+  if (!v.resume) {
+    console.log(
+      `Settings: ${config.imageSize} px, ${config.epochs} epochs, batch ${config.batchSize}, lr ${config.learningRate}, ` +
+        `momentum ${config.momentum}, seed ${config.seed}, weights ${config.weights}`,
+    );
+  }
+  await runExperiment({
+    config: overrides,
+    data: v.data,
+    outputs: v.out,
+    resume: v.resume ? positionals[0] ?? "latest" : undefined,
+    skipBad: v["skip-bad"],
+    stopAfterEpoch: numberFlag("stop-after-epoch", v["stop-after-epoch"], {
+      integer: true,
+      min: 1,
+    }),
+  });
+}
+
+await runMain(main, USAGE);
