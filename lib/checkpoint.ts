@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { tf } from "./backend.ts";
+import { initBackend, tf } from "./backend.ts";
 import { type NormalizationSpec, Normalize } from "./layers.ts"; // also registers custom layers
 import { replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from "./files.ts";
 import { codeVersion } from "./provenance.ts";
@@ -152,6 +152,7 @@ export function readCheckpointMetadata(dir: string): CheckpointMetadata {
 export async function loadCheckpoint(
   dir: string,
 ): Promise<{ model: tf.LayersModel; meta: CheckpointMetadata }> {
+  await initBackend();
   const meta = readCheckpointMetadata(dir);
   for (const f of ["model.json", "weights.bin"]) {
     if (!fs.existsSync(path.join(dir, f))) {

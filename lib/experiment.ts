@@ -26,7 +26,7 @@ import {
   writeEvaluation,
 } from "./report.ts";
 import { type EpochRecord, loadTrainingState, trainModel } from "./train.ts";
-import { resolveWeights, type WeightsInfo } from "./weights.ts";
+import { resolveWeights, weightsAvailability, type WeightsInfo } from "./weights.ts";
 
 export interface ExperimentOptions {
   /** Overrides of the paper's configuration (ignored when resuming: the run's own is used). */
@@ -252,4 +252,49 @@ export function loadRun(spec = "latest", root?: string): FinishedRun {
   }
   const summary = JSON.parse(fs.readFileSync(file, "utf8")) as RunSummary;
   return { runDir, summary, history: summary.history, bestDir: path.join(runDir, "best") };
+}
+
+/**
+ * For notebook 04: load the finished run named by `COVID_CXR_RUN` (or `opts.run`) when given, or
+ * else train one now. Where the configured weights cannot be had (ImageNet, offline), training
+ * uses random initialisation and says so in the log.
+ */
+export async function trainOrLoadRun(
+  opts: { run?: string; config?: Partial<RunConfig>; log?: (line: string) => void } = {},
+): Promise<FinishedRun & { trainedNow: boolean }> {
+  const log = opts.log ?? ((line: string) => console.log(line));
+  const spec = opts.run ?? Deno.env.get("COVID_CXR_RUN");
+  if (spec) {
+    const run = loadRun(spec);
+    log(`Loaded the finished run ${run.runDir} (COVID_CXR_RUN); no training in this session.`);
+    return { ...run, trainedNow: false };
+  }
+  const config = runConfig(opts.config);
+  const availability = await weightsAvailability(config.weights);
+  if (availability.use !== config.weights) log(availability.note);
+  const result = await runExperiment({
+    config: { ...opts.config, weights: availability.use },
+    log,
+  });
+  return { ...loadRun(result.runDir), trainedNow: true };
+}
+
+/** A finished run's best checkpoint evaluated again on its test images, with what notebooks need. */
+export async function evaluateRun(run: FinishedRun, opts: { data?: string } = {}) {
+  const { model, meta } = await loadCheckpoint(run.bestDir);
+  const data = await prepareData({
+    data: opts.data ?? run.summary.dataRoot,
+    config: { ...run.summary.config },
+  });
+  try {
+    const evaluation = await evaluateModel(model, data.splits.test, {
+      cache: data.cache,
+      numClasses: meta.classNames.length,
+      batchSize: run.summary.config.batchSize,
+      quiet: true,
+    });
+    return { evaluation, meta, dataset: data.dataset, cache: data.cache };
+  } finally {
+    model.dispose();
+  }
 }

@@ -3,6 +3,7 @@ import type { Dataset, ImageItem } from "./dataset.ts";
 import type { ImageCache } from "./image_cache.ts";
 import { composeGrid, type Tile } from "./images.ts";
 import { Figure } from "./charts.ts";
+import type { Prediction } from "./evaluate.ts";
 import { applyAugmentation, type AugmentationOptions, sampleAugmentation } from "./preprocess.ts";
 import { Rng } from "./rng.ts";
 
@@ -72,4 +73,43 @@ export async function augmentationPreview(
       { tiles: tiles.slice(5) },
     ], { tileSize: 180 }),
   });
+}
+
+/**
+ * Test images with their prediction: the mistakes (default) or every image, each captioned with
+ * its true class, the predicted class and its probability.
+ */
+export async function predictionGrid(
+  predictions: readonly Prediction[],
+  cache: ImageCache,
+  classNames: readonly string[],
+  opts: { only?: "wrong" | "right" | "all"; max?: number; columns?: number } = {},
+): Promise<Figure> {
+  const only = opts.only ?? "wrong";
+  const chosen = predictions
+    .filter((p) => only === "all" || (only === "wrong" ? !p.correct : p.correct))
+    .slice(0, opts.max ?? 12);
+  const tiles: Tile[] = [];
+  for (const p of chosen) {
+    tiles.push({
+      pixels: await cache.get(p.item),
+      size: cache.imageSize,
+      caption: `${shortName(p.item.relPath)}\ntrue ${classNames[p.item.label]} → ${
+        classNames[p.predicted]
+      } ${(100 * p.probabilities[p.predicted]).toFixed(0)} %`,
+      color: p.correct ? "#1a7f37" : "#b42318",
+    });
+  }
+  const title = only === "wrong"
+    ? `Misclassified test images (${chosen.length})`
+    : `Test images (${chosen.length})`;
+  if (tiles.length === 0) {
+    return new Figure(title, {
+      png: await composeGrid([{ title: "none", tiles: [] }], { tileSize: 40 }),
+    });
+  }
+  const columns = opts.columns ?? 4;
+  const rows = [];
+  for (let i = 0; i < tiles.length; i += columns) rows.push({ tiles: tiles.slice(i, i + columns) });
+  return new Figure(title, { png: await composeGrid(rows, { tileSize: 200, captionHeight: 32 }) });
 }

@@ -108,7 +108,7 @@ export {
 
 // Figures and tables
 export { Figure, plotClassCounts, plotFigure, plotImageSizes, plotStorageModes } from "./charts.ts";
-export { augmentationPreview, sampleGrid } from "./grids.ts";
+export { augmentationPreview, predictionGrid, sampleGrid } from "./grids.ts";
 export { type Cell, Table, table } from "./tables.ts";
 export { inNotebook, show } from "./show.ts";
 export { predictProbabilities } from "./predict.ts";
@@ -142,6 +142,7 @@ export {
 export { plotConfusionMatrix, plotTrainingCurves } from "./charts.ts";
 export {
   accuracySentence,
+  intervalTable,
   metricsTable,
   outputsRoot,
   renderReport,
@@ -149,9 +150,11 @@ export {
   type RunSummary,
 } from "./report.ts";
 export {
+  evaluateRun,
   type ExperimentOptions,
   type ExperimentResult,
   type FinishedRun,
   loadRun,
   runExperiment,
+  trainOrLoadRun,
 } from "./experiment.ts";

@@ -9,7 +9,7 @@ import { plotConfusionMatrix, plotTrainingCurves } from "./charts.ts";
 import type { RunConfig } from "./config.ts";
 import type { Evaluation } from "./evaluate.ts";
 import { writeFileAtomic, writeJsonAtomic } from "./files.ts";
-import { classificationReport, type Metrics } from "./metrics.ts";
+import { classificationReport, clopperPearson, type Metrics, wilson } from "./metrics.ts";
 import { projectPath } from "./paths.ts";
 import { Table, table } from "./tables.ts";
 import type { EpochRecord } from "./train.ts";
@@ -304,4 +304,22 @@ export async function writeEvaluation(
 /** Write the training curves of a run. */
 export async function writeCurves(dir: string, history: readonly EpochRecord[]): Promise<void> {
   await plotTrainingCurves(history).save(path.join(dir, "training_curves"));
+}
+
+/** The accuracy with both 95 % intervals, and what one or two images more or fewer would give. */
+export function intervalTable(m: Metrics): Table {
+  const rows = [-2, -1, 0, 1, 2]
+    .map((d) => m.correct + d)
+    .filter((k) => k >= 0 && k <= m.total)
+    .map((k) => {
+      const cp = clopperPearson(k, m.total);
+      const w = wilson(k, m.total);
+      return {
+        correct: `${k} of ${m.total}${k === m.correct ? " ← this run" : ""}`,
+        accuracy: pct(k / m.total),
+        "95 % Clopper–Pearson": `${pct(cp.lower, 1)} – ${pct(cp.upper, 1)}`,
+        "95 % Wilson": `${pct(w.lower, 1)} – ${pct(w.upper, 1)}`,
+      };
+    });
+  return table(rows);
 }

@@ -29,7 +29,10 @@ export async function show(...items: unknown[]): Promise<void> {
   const api = jupyter();
   for (const item of items) {
     if (api) {
-      await api.display(item);
+      // Strings as plain text, not as a quoted JavaScript value.
+      await api.display(typeof item === "string" ? { "text/plain": item } : item, {
+        raw: typeof item === "string",
+      });
     } else if (typeof item === "string") {
       console.log(item);
     } else if (

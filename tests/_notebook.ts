@@ -48,6 +48,7 @@ export async function executeNotebook(
       ],
       cwd: path.dirname(file),
       env: { COVID_CXR_QUICK: "1", ...opts.env },
+      // The notebooks write runs into COVID_CXR_OUTPUTS (the caller's temp folder, never outputs/).
       stdout: "piped",
       stderr: "piped",
     }).output();

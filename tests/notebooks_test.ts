@@ -2,13 +2,41 @@ import assert from "node:assert/strict";
 import * as path from "node:path";
 import { executeNotebook, listNotebooks } from "./_notebook.ts";
 
+// Notebook 04 trains (quick mode) into this folder; 05 and 06 read that run from it. Never the
+// project's outputs/, whose "latest" may be a reader's real run.
+const OUTPUTS = await Deno.makeTempDir({ prefix: "notebook-outputs-" });
+globalThis.addEventListener("unload", () => Deno.removeSync(OUTPUTS, { recursive: true }));
+
 for (const file of listNotebooks()) {
   const name = path.basename(file, ".ipynb");
   Deno.test(`notebook ${name} executes headlessly through the Deno kernel with no error output`, async () => {
-    const run = await executeNotebook(file);
+    const run = await executeNotebook(file, { env: { COVID_CXR_OUTPUTS: OUTPUTS } });
     assert.deepEqual(run.errors, [], `${name}: error outputs`);
     assert.ok(run.outputTypes.some((t) => t.length > 0), `${name}: no cell produced output`);
     assert.deepEqual(run.figuresMissing, [], `${name}: figure cells without an image`);
     console.log(`${name}: ${run.seconds.toFixed(1)} s`);
   });
 }
+
+Deno.test("notebook code type-checks (every code cell of every notebook, as one module each)", async () => {
+  const dir = path.dirname(listNotebooks()[0]);
+  const files: string[] = [];
+  try {
+    for (const file of listNotebooks()) {
+      const nb = JSON.parse(await Deno.readTextFile(file));
+      const code = nb.cells
+        .filter((c: { cell_type: string }) => c.cell_type === "code")
+        .map((c: { source: string[] }) => c.source.join(""))
+        .join("\n\n");
+      // Beside the notebook, so its relative imports resolve the same way.
+      const ts = path.join(dir, `.typecheck-${path.basename(file, ".ipynb")}.ts`);
+      await Deno.writeTextFile(ts, `${code}\nexport {};\n`);
+      files.push(ts);
+    }
+    const out = await new Deno.Command(Deno.execPath(), { args: ["check", ...files], stdout: "piped", stderr: "piped" })
+      .output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  } finally {
+    for (const f of files) await Deno.remove(f).catch(() => {});
+  }
+});
