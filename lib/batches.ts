@@ -8,7 +8,9 @@ import type { ImageItem } from "./dataset.ts";
 import type { ImageCache } from "./image_cache.ts";
 import {
   applyAugmentation,
+  applyMask,
   type AugmentationOptions,
+  type InputMask,
   sampleAugmentation,
   toFloat,
 } from "./preprocess.ts";
@@ -30,6 +32,8 @@ export interface BatchOptions {
   shuffle?: Rng;
   /** Augment every image with this stream and these options (training only). */
   augment?: { rng: Rng; options: AugmentationOptions };
+  /** Blank part of every image (the review's shortcut experiments); default none. */
+  mask?: InputMask;
 }
 
 /** The batch count for `n` items (the last batch may be smaller, as PyTorch's default). */
@@ -59,7 +63,7 @@ export async function* iterateBatches(
       const image = opts.augment
         ? applyAugmentation(p, size, sampleAugmentation(opts.augment.rng, opts.augment.options))
         : toFloat(p);
-      data.set(image, k * size * size * 3);
+      data.set(applyMask(image, size, opts.mask ?? "none"), k * size * size * 3);
     });
     return { chunk, data };
   };

@@ -9,6 +9,7 @@ import { DatasetError, type ImageItem, scanImageFolder } from "./dataset.ts";
 import type { ImageCache } from "./image_cache.ts";
 import { computeMetrics, type Metrics } from "./metrics.ts";
 import { createProgress } from "./progress.ts";
+import type { InputMask } from "./preprocess.ts";
 
 /** One image's prediction. */
 export interface Prediction {
@@ -27,7 +28,13 @@ export interface Evaluation {
 export async function evaluateModel(
   model: tf.LayersModel,
   items: readonly ImageItem[],
-  opts: { cache: ImageCache; numClasses: number; batchSize?: number; quiet?: boolean },
+  opts: {
+    cache: ImageCache;
+    numClasses: number;
+    batchSize?: number;
+    mask?: InputMask;
+    quiet?: boolean;
+  },
 ): Promise<Evaluation> {
   await initBackend();
   const batchSize = opts.batchSize ?? 8;
@@ -36,7 +43,9 @@ export async function evaluateModel(
     quiet: opts.quiet,
   });
   let done = 0;
-  for await (const batch of iterateBatches(items, { batchSize, cache: opts.cache })) {
+  for await (
+    const batch of iterateBatches(items, { batchSize, cache: opts.cache, mask: opts.mask })
+  ) {
     const probs = tf.tidy(() => tf.softmax(model.predict(batch.x) as tf.Tensor2D));
     const rows = await probs.array() as number[][];
     tf.dispose([probs, batch.x, batch.labels]);

@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { type BackendInfo, initBackend, tf } from "./backend.ts";
 import { loadCheckpoint } from "./checkpoint.ts";
-import { type RunConfig, runConfig } from "./config.ts";
+import { type RunConfig, runConfig, sameSettings } from "./config.ts";
 import { leakedTestItems, resolveDataDir } from "./dataset.ts";
 import { evaluateModel, type Evaluation } from "./evaluate.ts";
 import { writeFileAtomic, writeJsonAtomic } from "./files.ts";
@@ -37,6 +37,10 @@ export interface ExperimentOptions {
   outputs?: string;
   /** Continue the interrupted run in this folder ("latest" for the newest). */
   resume?: string;
+  /** Name the run folder (a seed sweep's "seed3") instead of the dated default. */
+  runName?: string;
+  /** Point `<outputs>/latest` at this run when done (default true; sweeps keep their own link). */
+  markLatest?: boolean;
   /** Leave unreadable files out (recorded in data_report.json) instead of stopping. */
   skipBad?: boolean;
   /** No progress bars. */
@@ -85,7 +89,7 @@ export async function runExperiment(opts: ExperimentOptions = {}): Promise<Exper
     const config = runConfig(opts.config);
     const weights = await resolveWeights(config.weights);
     const dataRoot = resolveDataDir(opts.data);
-    runDir = createRunDir(root, config);
+    runDir = createRunDir(root, config, { name: opts.runName });
     record = {
       config,
       dataRoot,
@@ -177,6 +181,7 @@ export async function runExperiment(opts: ExperimentOptions = {}): Promise<Exper
       cache: data.cache,
       numClasses: classNames.length,
       batchSize: config.batchSize,
+      mask: config.inputMask,
       quiet: opts.quiet,
     });
   } finally {
@@ -221,7 +226,7 @@ export async function runExperiment(opts: ExperimentOptions = {}): Promise<Exper
   await writeCurves(runDir, trained.history);
   await writeJsonAtomic(path.join(runDir, "summary.json"), summary);
   await writeFileAtomic(path.join(runDir, "report.md"), renderReport(summary));
-  if (path.dirname(runDir) === root) updateLatest(root, runDir);
+  if ((opts.markLatest ?? true) && path.dirname(runDir) === root) updateLatest(root, runDir);
   const m = evaluation.metrics;
   log(
     `Test accuracy ${(100 * m.accuracy).toFixed(2)} % (${m.correct}/${m.total}; 95 % CI ` +
@@ -291,10 +296,39 @@ export async function evaluateRun(run: FinishedRun, opts: { data?: string } = {}
       cache: data.cache,
       numClasses: meta.classNames.length,
       batchSize: run.summary.config.batchSize,
+      mask: run.summary.config.inputMask,
       quiet: true,
     });
     return { evaluation, meta, dataset: data.dataset, cache: data.cache };
   } finally {
     model.dispose();
   }
+}
+
+/** Finished runs under `root` (folders with summary.json), newest first. */
+export function listRuns(root = outputsRoot()): FinishedRun[] {
+  if (!fs.existsSync(root)) return [];
+  return fs.readdirSync(root, { withFileTypes: true })
+    .filter((e) => e.isDirectory() && fs.existsSync(path.join(root, e.name, "summary.json")))
+    .map((e) => loadRun(path.join(root, e.name)))
+    .sort((a, b) => b.summary.runId.localeCompare(a.summary.runId));
+}
+
+/**
+ * The newest finished run in `root` whose settings are exactly `config` (all of them), or a new
+ * one trained now. Lets notebooks reuse `deno task reproduce` runs instead of training again.
+ */
+export async function findOrTrainRun(
+  config: RunConfig,
+  opts: { root?: string; data?: string; log?: (line: string) => void } = {},
+): Promise<FinishedRun> {
+  const log = opts.log ?? ((line: string) => console.log(line));
+  const same = listRuns(outputsRoot(opts.root)).find((r) => sameSettings(r.summary.config, config));
+  if (same) {
+    log(`Using the finished run ${same.runDir} (same settings).`);
+    return same;
+  }
+  log(`No finished run with these settings in ${outputsRoot(opts.root)}; training one now.`);
+  const result = await runExperiment({ config, data: opts.data, outputs: opts.root, log });
+  return loadRun(result.runDir);
 }

@@ -4,7 +4,13 @@ import type { ImageCache } from "./image_cache.ts";
 import { composeGrid, type Tile } from "./images.ts";
 import { Figure } from "./charts.ts";
 import type { Prediction } from "./evaluate.ts";
-import { applyAugmentation, type AugmentationOptions, sampleAugmentation } from "./preprocess.ts";
+import {
+  applyAugmentation,
+  applyMask,
+  type AugmentationOptions,
+  INPUT_MASKS,
+  sampleAugmentation,
+} from "./preprocess.ts";
 import { Rng } from "./rng.ts";
 
 /** Float pixels (0..255) back to bytes for display. */
@@ -112,4 +118,24 @@ export async function predictionGrid(
   const rows = [];
   for (let i = 0; i < tiles.length; i += columns) rows.push({ tiles: tiles.slice(i, i + columns) });
   return new Figure(title, { png: await composeGrid(rows, { tileSize: 200, captionHeight: 32 }) });
+}
+
+/** One image as each shortcut experiment's model sees it: whole, border only, lung field only. */
+export async function maskPreview(items: readonly ImageItem[], cache: ImageCache): Promise<Figure> {
+  const size = cache.imageSize;
+  const rows = [];
+  for (const item of items) {
+    const pixels = await cache.get(item);
+    rows.push({
+      title: item.className,
+      tiles: INPUT_MASKS.map((mask) => ({
+        pixels: toBytes(applyMask(Float32Array.from(pixels), size, mask)),
+        size,
+        caption: mask === "none" ? "whole image" : mask,
+      })),
+    });
+  }
+  return new Figure("What the shortcut experiments' models see", {
+    png: await composeGrid(rows, { tileSize: 180 }),
+  });
 }

@@ -108,10 +108,19 @@ export {
 
 // Figures and tables
 export { Figure, plotClassCounts, plotFigure, plotImageSizes, plotStorageModes } from "./charts.ts";
-export { augmentationPreview, predictionGrid, sampleGrid } from "./grids.ts";
+export { augmentationPreview, maskPreview, predictionGrid, sampleGrid } from "./grids.ts";
 export { type Cell, Table, table } from "./tables.ts";
 export { inNotebook, show } from "./show.ts";
-export { predictProbabilities } from "./predict.ts";
+export {
+  expandInputs,
+  type ImagePrediction,
+  predictImages,
+  predictionsTable,
+  predictProbabilities,
+  type PredictResult,
+  writePredictionsCsv,
+  writePredictionsJson,
+} from "./predict.ts";
 
 // Training, evaluation, runs
 export {
@@ -158,3 +167,33 @@ export {
   runExperiment,
   trainOrLoadRun,
 } from "./experiment.ts";
+
+// Review
+export { gradCam, gradCamGrid, heatShare, overlayHeatmap } from "./gradcam.ts";
+export { applyMask, INPUT_MASKS, type InputMask, LUNG_FIELD } from "./preprocess.ts";
+export {
+  loadSweep,
+  plotSeedSpread,
+  runSweep,
+  type Spread,
+  spread,
+  summarizeSweep,
+  type SweepResult,
+  sweepRunsTable,
+  sweepSpreadTable,
+} from "./sweep.ts";
+export {
+  comparisonTable,
+  fitLogistic,
+  gradCamGroups,
+  leakageTable,
+  majorityBaseline,
+  METADATA_FEATURES,
+  metadataBaseline,
+  metadataVector,
+  predictLogistic,
+  REVIEW_SEEDS,
+  singleFeatureTable,
+  sweepForReview,
+} from "./review.ts";
+export { findOrTrainRun, listRuns } from "./experiment.ts";

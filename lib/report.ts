@@ -20,11 +20,22 @@ export function outputsRoot(flag?: string): string {
   return path.resolve(flag ?? Deno.env.get("COVID_CXR_OUTPUTS") ?? projectPath("outputs"));
 }
 
-/** A new, unique run folder: `<root>/<date>-<time>_<size>px_<weights>_seed<seed>`. */
-export function createRunDir(root: string, config: RunConfig, now = new Date()): string {
-  const stamp = now.toISOString().slice(0, 19).replace(/[-:]/g, "").replace("T", "-");
+/**
+ * A new, unique run folder: `<root>/<date>-<time>_<size>px_<weights>[_<mask>]_seed<seed>`, or
+ * `<root>/<name>` when named.
+ */
+export function createRunDir(
+  root: string,
+  config: RunConfig,
+  opts: { name?: string; now?: Date } = {},
+): string {
+  const stamp = (opts.now ?? new Date()).toISOString().slice(0, 19).replace(/[-:]/g, "").replace(
+    "T",
+    "-",
+  );
   const weights = ["imagenet", "none"].includes(config.weights) ? config.weights : "file";
-  const base = `${stamp}_${config.imageSize}px_${weights}_seed${config.seed}`;
+  const mask = config.inputMask && config.inputMask !== "none" ? `_${config.inputMask}` : "";
+  const base = opts.name ?? `${stamp}_${config.imageSize}px_${weights}${mask}_seed${config.seed}`;
   fs.mkdirSync(root, { recursive: true });
   for (let i = 1;; i++) {
     const dir = path.join(root, i === 1 ? base : `${base}-${i}`);
@@ -37,9 +48,9 @@ export function createRunDir(root: string, config: RunConfig, now = new Date()):
   }
 }
 
-/** Point `<root>/latest` at `runDir` (a relative symlink, swapped in atomically). */
-export function updateLatest(root: string, runDir: string): void {
-  const link = path.join(root, "latest");
+/** Point `<root>/latest` (or another link name) at `runDir`: a relative symlink, swapped in atomically. */
+export function updateLatest(root: string, runDir: string, name = "latest"): void {
+  const link = path.join(root, name);
   const tmp = `${link}.tmp-${Deno.pid}`;
   fs.rmSync(tmp, { force: true });
   fs.symlinkSync(path.relative(root, runDir), tmp);
@@ -119,6 +130,16 @@ export function renderReport(s: RunSummary): string {
   } else if (s.weights.kind === "file") {
     lines.push(
       `> Weights from ${s.weights.file} (MD5 ${s.weights.md5}), not Keras's ImageNet file.`,
+      "",
+    );
+  }
+  if (c.inputMask && c.inputMask !== "none") {
+    lines.push(
+      `> **Review experiment, not the paper's method:** the model saw only ${
+        c.inputMask === "border-only"
+          ? "the image border (the lung field blanked)"
+          : "the lung field (the border blanked)"
+      }.`,
       "",
     );
   }

@@ -20,6 +20,7 @@ import { dropoutLayers } from "./model.ts";
 import { createProgress } from "./progress.ts";
 import { Rng } from "./rng.ts";
 import type { WeightsInfo } from "./weights.ts";
+import type { InputMask } from "./preprocess.ts";
 
 /** One epoch of the training history. */
 export interface EpochRecord {
@@ -112,6 +113,7 @@ export async function validationPass(
     cache: ImageCache;
     batchSize: number;
     numClasses: number;
+    mask?: InputMask;
     quiet?: boolean;
     label?: string;
   },
@@ -126,7 +128,11 @@ export async function validationPass(
   );
   let done = 0;
   for await (
-    const batch of iterateBatches(items, { batchSize: opts.batchSize, cache: opts.cache })
+    const batch of iterateBatches(items, {
+      batchSize: opts.batchSize,
+      cache: opts.cache,
+      mask: opts.mask,
+    })
   ) {
     const [losses, predicted] = tf.tidy(() => {
       const logits = model.predict(batch.x) as tf.Tensor2D;
@@ -194,6 +200,7 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
           cache: opts.cache,
           shuffle: Rng.stream(config.seed, "shuffle", epoch),
           augment: { rng: Rng.stream(config.seed, "augment", epoch), options: config.augmentation },
+          mask: config.inputMask,
         })
       ) {
         for (const d of dropouts) d.step = globalStep;
@@ -236,6 +243,7 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
         cache: opts.cache,
         batchSize: config.batchSize,
         numClasses,
+        mask: config.inputMask,
         quiet: opts.quiet,
       });
       const improved = valid.loss < bestValidLoss;

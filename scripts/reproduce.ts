@@ -2,7 +2,16 @@
  * `deno task reproduce`: the paper's training and evaluation, end to end, into outputs/<run-id>/.
  * Calls the library's stages in the paper's order (lib/experiment.ts wires them).
  */
-import { initBackend, quickMode, type RunConfig, runConfig, runExperiment } from "../lib/mod.ts";
+import {
+  initBackend,
+  INPUT_MASKS,
+  type InputMask,
+  quickMode,
+  type RunConfig,
+  runConfig,
+  runExperiment,
+  runSweep,
+} from "../lib/mod.ts";
 import { numberFlag, parseFlags, runMain, UsageError } from "../lib/cli.ts";
 
 const USAGE = `Usage: deno task reproduce [options]
@@ -24,7 +33,10 @@ on the test folder. Writes outputs/<run-id>/ (report.md, metrics, figures, check
   --skip-bad              leave unreadable images out (listed in data_report.json) instead of stopping
   --out DIR               outputs folder (else $COVID_CXR_OUTPUTS, else outputs/)
   --resume [DIR]          continue an interrupted run (default: outputs/latest)
-  --quick                 small budget (128 px, 2 epochs) for a first look; not comparable to the paper
+  --seeds 1,2,3,4,5       run once per seed into outputs/sweep_…/seed<N>/ and report the spread of
+                          every test metric (re-running the same command continues a sweep)
+  --mask MODE             review experiment: none (default) | border-only | lung-only
+  --quick                 small budget (128 px, 3 epochs, lr 0.01) for a first look; not comparable
   --help`;
 
 const FLAGS = {
@@ -43,6 +55,8 @@ const FLAGS = {
   out: { type: "string" },
   resume: { type: "boolean" },
   quick: { type: "boolean" },
+  seeds: { type: "string" },
+  mask: { type: "string" },
   "stop-after-epoch": { type: "string" }, // for tests: behave as if interrupted after this epoch
   help: { type: "boolean" },
 } as const;
@@ -78,6 +92,20 @@ async function main() {
   );
   set("maxPixels", numberFlag("max-pixels", v["max-pixels"], { integer: true, min: 1 }));
   if (v.stratify) overrides.stratify = true;
+  if (v.mask !== undefined) {
+    if (!(INPUT_MASKS as readonly string[]).includes(v.mask)) {
+      throw new UsageError(`--mask must be one of ${INPUT_MASKS.join(", ")}, got "${v.mask}"`);
+    }
+    overrides.inputMask = v.mask as InputMask;
+  }
+  const seeds = v.seeds?.split(",").map((s, i) =>
+    numberFlag(`seeds (item ${i + 1})`, s.trim(), { integer: true })!
+  );
+  if (seeds && (v.resume || overrides.seed !== undefined)) {
+    throw new UsageError(
+      "--seeds runs a sweep; it does not combine with --seed or --resume (re-run it to continue)",
+    );
+  }
   if (v.resume && Object.keys(overrides).length > 0) {
     throw new UsageError(
       `--resume continues a run with its own settings; drop ${Object.keys(overrides).join(", ")}`,
@@ -97,6 +125,15 @@ async function main() {
       `Settings: ${config.imageSize} px, ${config.epochs} epochs, batch ${config.batchSize}, lr ${config.learningRate}, ` +
         `momentum ${config.momentum}, seed ${config.seed}, weights ${config.weights}`,
     );
+  }
+  if (seeds) {
+    await runSweep(seeds, {
+      config: overrides,
+      data: v.data,
+      outputs: v.out,
+      skipBad: v["skip-bad"],
+    });
+    return;
   }
   await runExperiment({
     config: overrides,
