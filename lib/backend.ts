@@ -49,6 +49,12 @@ export function initBackend(opts: { quiet?: boolean } = {}): Promise<BackendInfo
 async function load(quiet: boolean): Promise<BackendInfo> {
   // libtensorflow logs CPU-feature notices to stderr at load; keep only warnings and errors.
   if (Deno.env.get("TF_CPP_MIN_LOG_LEVEL") === undefined) Deno.env.set("TF_CPP_MIN_LOG_LEVEL", "2");
+  // oneDNN's CPU kernels: not on by default in this library; measured on MobileNetV3-Large at
+  // 446 px, batch 4, they cut a training step from ~290 to ~190 ms per image on 2 cores.
+  // Read when libtensorflow loads, so set before the import; `=0` in the environment still wins.
+  if (Deno.env.get("TF_ENABLE_ONEDNN_OPTS") === undefined) {
+    Deno.env.set("TF_ENABLE_ONEDNN_OPTS", "1");
+  }
   // Deno's node:util dropped this deprecated helper, which tfjs-node's kernel backend calls.
   // deno-lint-ignore no-explicit-any
   (util as any).isNullOrUndefined ??= (x: unknown) => x === null || x === undefined;
@@ -62,6 +68,7 @@ async function load(quiet: boolean): Promise<BackendInfo> {
         const spec = `npm:${GPU_PACKAGE}@${tf.version_core}`;
         const mod = await import(spec);
         await tf.setBackend("tensorflow");
+        (await import("./native_ops.ts")).registerNativeGradients();
         return info(GPU_PACKAGE, mod.version);
       } catch (error) {
         nativeError = `${GPU_PACKAGE}: ${firstLine(error)}`;
@@ -69,7 +76,10 @@ async function load(quiet: boolean): Promise<BackendInfo> {
     }
     try {
       const mod = await import(NODE_PACKAGE);
-      if (await tf.setBackend("tensorflow")) return info(NODE_PACKAGE, mod.version, nativeError);
+      if (await tf.setBackend("tensorflow")) {
+        (await import("./native_ops.ts")).registerNativeGradients();
+        return info(NODE_PACKAGE, mod.version, nativeError);
+      }
       nativeError = `${NODE_PACKAGE} loaded but the "tensorflow" backend did not initialise`;
     } catch (error) {
       nativeError = `${NODE_PACKAGE}: ${firstLine(error)}`;

@@ -10,8 +10,8 @@ export interface RunConfig {
   /** Paper, "Model training": 8 epochs. */
   epochs: number;
   /**
-   * Not in the paper. 4 keeps peak memory under 8 GB at 446 px on TF.js (see README: Speed and
-   * memory); it is also a common fine-tuning batch size for a 216-image set.
+   * Not in the paper. 4, as PyTorch's transfer-learning tutorial (whose recipe the paper's
+   * training loop follows) uses; peak memory at 446 px is ~1.9 GB (16 would need ~5.6 GB).
    */
   batchSize: number;
   /** Not in the paper. 0.001 with momentum 0.9: PyTorch's transfer-learning recipe for SGD. */

@@ -9,6 +9,7 @@ import { DatasetError, type ImageItem, scanImageFolder } from "./dataset.ts";
 import type { ImageCache } from "./image_cache.ts";
 import { computeMetrics, type Metrics } from "./metrics.ts";
 import { createProgress } from "./progress.ts";
+import { predictorFor } from "./inference.ts";
 import type { InputMask } from "./preprocess.ts";
 
 /** One image's prediction. */
@@ -43,22 +44,27 @@ export async function evaluateModel(
     quiet: opts.quiet,
   });
   let done = 0;
-  for await (
-    const batch of iterateBatches(items, { batchSize, cache: opts.cache, mask: opts.mask })
-  ) {
-    const probs = tf.tidy(() => tf.softmax(model.predict(batch.x) as tf.Tensor2D));
-    const rows = await probs.array() as number[][];
-    tf.dispose([probs, batch.x, batch.labels]);
-    rows.forEach((p, i) => {
-      const predicted = p.indexOf(Math.max(...p));
-      predictions.push({
-        item: batch.items[i],
-        predicted,
-        probabilities: p,
-        correct: predicted === batch.items[i].label,
+  const predictor = predictorFor(model);
+  try {
+    for await (
+      const batch of iterateBatches(items, { batchSize, cache: opts.cache, mask: opts.mask })
+    ) {
+      const probs = tf.tidy(() => tf.softmax(predictor.predict(batch.x)));
+      const rows = await probs.array() as number[][];
+      tf.dispose([probs, batch.x, batch.labels]);
+      rows.forEach((p, i) => {
+        const predicted = p.indexOf(Math.max(...p));
+        predictions.push({
+          item: batch.items[i],
+          predicted,
+          probabilities: p,
+          correct: predicted === batch.items[i].label,
+        });
       });
-    });
-    progress.update(++done);
+      progress.update(++done);
+    }
+  } finally {
+    predictor.dispose();
   }
   progress.end();
   const metrics = computeMetrics(

@@ -4,6 +4,7 @@
  */
 import { tf } from "./backend.ts";
 import { normalize } from "./preprocess.ts";
+import { batchNormTraining, nativeBackend } from "./native_ops.ts";
 
 type Kwargs = Record<string, unknown>;
 
@@ -20,17 +21,27 @@ const hardSwishOp = tf.customGrad((x, save) => {
     value,
     gradFunc: (dy, saved) => {
       const [s] = saved;
-      // d/dx: 0 for x < -3, 1 for x > 3, (2x + 3) / 6 between.
-      const inner = tf.div(tf.add(tf.mul(s, 2), 3), 6);
-      const grad = tf.where(
-        tf.less(s, -3),
-        tf.zerosLike(s),
-        tf.where(tf.greater(s, 3), tf.onesLike(s), inner),
-      );
-      return tf.mul(dy, grad);
+      // d/dx x·relu6(x+3)/6 = relu6(x+3)/6 + x/6 · [0 < x+3 < 6]; the bracket times dy is
+      // exactly what ReLU6's gradient computes, natively one kernel.
+      const t = tf.add(s, 3);
+      const gate = relu6Grad(dy as tf.Tensor, t);
+      return tf.mul(tf.add(tf.mul(dy, tf.relu6(t)), tf.mul(gate, s)), 1 / 6);
     },
   };
 });
+
+/** dy where 0 < t < 6, else 0: TF's Relu6Grad, or its composition without the native backend. */
+function relu6Grad(dy: tf.Tensor, t: tf.Tensor): tf.Tensor {
+  const b = nativeBackend();
+  if (b) {
+    return b.executeSingleOutput("Relu6Grad", [{
+      name: "T",
+      type: b.binding.TF_ATTR_TYPE,
+      value: b.binding.TF_FLOAT,
+    }], [dy, t]);
+  }
+  return tf.mul(dy, tf.cast(tf.logicalAnd(tf.greater(t, 0), tf.less(t, 6)), "float32"));
+}
 
 export class HardSwish extends tf.layers.Layer {
   static className = "HardSwish";
@@ -110,7 +121,87 @@ export class SeededDropout extends tf.layers.Layer {
   }
 }
 
+/**
+ * Batch normalisation with Keras's weights and semantics (gamma, beta, moving mean, moving
+ * variance; `moving = moving · momentum + batch · (1 − momentum)`), whose training mode runs
+ * TensorFlow's fused kernels (see native_ops.ts) instead of TF.js's composition.
+ */
+export class BatchNorm extends tf.layers.Layer {
+  static className = "BatchNorm";
+  readonly epsilon: number;
+  readonly momentum: number;
+  gamma!: tf.LayerVariable;
+  beta!: tf.LayerVariable;
+  movingMean!: tf.LayerVariable;
+  movingVariance!: tf.LayerVariable;
+
+  constructor(args: { epsilon?: number; momentum?: number; name?: string }) {
+    super({ name: args.name });
+    this.epsilon = args.epsilon ?? 1e-3;
+    this.momentum = args.momentum ?? 0.99;
+  }
+
+  override build(inputShape: tf.Shape | tf.Shape[]): void {
+    const shape = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    const channels = [shape.at(-1) as number];
+    // The weight order of Keras's BatchNormalization: gamma, beta, moving_mean, moving_variance.
+    this.gamma = this.addWeight("gamma", channels, "float32", tf.initializers.ones());
+    this.beta = this.addWeight("beta", channels, "float32", tf.initializers.zeros());
+    this.movingMean = this.addWeight(
+      "moving_mean",
+      channels,
+      "float32",
+      tf.initializers.zeros(),
+      undefined,
+      false,
+    );
+    this.movingVariance = this.addWeight(
+      "moving_variance",
+      channels,
+      "float32",
+      tf.initializers.ones(),
+      undefined,
+      false,
+    );
+    this.built = true;
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs): tf.Tensor {
+    const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
+    if (!kwargs.training) {
+      return tf.batchNorm(
+        x,
+        this.movingMean.read(),
+        this.movingVariance.read(),
+        this.beta.read(),
+        this.gamma.read(),
+        this.epsilon,
+      );
+    }
+    return batchNormTraining(
+      x,
+      this.gamma.read() as tf.Tensor1D,
+      this.beta.read() as tf.Tensor1D,
+      this.epsilon,
+      ({ mean, variance }) => {
+        tf.tidy(() => {
+          const m = this.momentum;
+          this.movingMean.write(tf.add(tf.mul(this.movingMean.read(), m), tf.mul(mean, 1 - m)));
+          this.movingVariance.write(
+            tf.add(tf.mul(this.movingVariance.read(), m), tf.mul(variance, 1 - m)),
+          );
+        });
+      },
+    );
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return { ...super.getConfig(), epsilon: this.epsilon, momentum: this.momentum };
+  }
+}
+
 tf.serialization.registerClass(SeededDropout);
+tf.serialization.registerClass(BatchNorm);
 tf.serialization.registerClass(HardSwish);
 tf.serialization.registerClass(HardSigmoid);
 tf.serialization.registerClass(Normalize);

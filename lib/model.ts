@@ -8,6 +8,7 @@
 import { initBackend, tf } from "./backend.ts";
 import { type Table, table } from "./tables.ts";
 import {
+  BatchNorm,
   HardSigmoid,
   HardSwish,
   type NormalizationSpec,
@@ -182,8 +183,7 @@ export function buildMobileNetV3Large(opts: BuildModelOptions): tf.LayersModel {
       name,
     }).apply(x) as tf.SymbolicTensor;
   const bn = (x: tf.SymbolicTensor, name: string) =>
-    tf.layers.batchNormalization({ axis: -1, epsilon: BN_EPSILON, momentum, name })
-      .apply(x) as tf.SymbolicTensor;
+    new BatchNorm({ epsilon: BN_EPSILON, momentum, name }).apply(x) as tf.SymbolicTensor;
   const act = (x: tf.SymbolicTensor, kind: BlockSpec["activation"], name: string) =>
     (kind === "relu"
       ? tf.layers.reLU({ name: `${name}_relu` })

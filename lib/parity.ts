@@ -8,6 +8,7 @@ import * as path from "node:path";
 import { tf } from "./backend.ts";
 import { buildMobileNetV3Large, LAYER } from "./model.ts";
 import { KERAS_NORMALIZATION, loadKerasWeights } from "./weights.ts";
+import { compileForInference } from "./inference.ts";
 import { type Table, table } from "./tables.ts";
 
 /** The largest relative deviation the parity check accepts: max|ours − keras| / max|keras|. */
@@ -30,6 +31,8 @@ export interface ParityResult {
   /** The same over the 1280 `conv_2` features (before their hard-swish). */
   featuresError: number;
   logitsAbsMax: number;
+  /** The same for the compiled predictor (BatchNorm folded into the convolutions). */
+  compiledLogitsError: number;
   pass: boolean;
 }
 
@@ -81,22 +84,32 @@ export async function checkParity(dir: string): Promise<ParityResult[]> {
         inputs: model.inputs,
         outputs: [model.getLayer(LAYER.features).output as tf.SymbolicTensor, model.outputs[0]],
       });
-      const x = tf.tensor(readF32(path.join(dir, c.input)), c.input_shape);
+      const x = tf.tensor4d(
+        readF32(path.join(dir, c.input)),
+        c.input_shape as [number, number, number, number],
+      );
       const [features, logits] = probe.predict(x) as tf.Tensor[];
+      const predictor = compileForInference(model);
+      const compiled = predictor.predict(x);
       const ours = {
         logits: await logits.data() as Float32Array,
         features: await features.data() as Float32Array,
+        compiled: await compiled.data() as Float32Array,
       };
-      tf.dispose([x, features, logits]);
+      predictor.dispose();
+      tf.dispose([x, features, logits, compiled]);
       const refLogits = readF32(path.join(dir, c.logits));
       const logitsError = relativeError(ours.logits, refLogits);
       const featuresError = relativeError(ours.features, readF32(path.join(dir, c.features)));
+      const compiledLogitsError = relativeError(ours.compiled, refLogits);
       results.push({
         size: c.size,
         logitsError,
         featuresError,
         logitsAbsMax: refLogits.reduce((m, v) => Math.max(m, Math.abs(v)), 0),
-        pass: logitsError <= PARITY_TOLERANCE && featuresError <= PARITY_TOLERANCE,
+        compiledLogitsError,
+        pass: logitsError <= PARITY_TOLERANCE && featuresError <= PARITY_TOLERANCE &&
+          compiledLogitsError <= PARITY_TOLERANCE,
       });
     } finally {
       model.dispose();
@@ -111,6 +124,7 @@ export function parityTable(results: readonly ParityResult[]): Table {
     "input size": `${r.size} px`,
     "logits: max|ours − keras| / max|keras|": r.logitsError.toExponential(2),
     "conv_2 features: same": r.featuresError.toExponential(2),
+    "logits, BatchNorm folded": r.compiledLogitsError.toExponential(2),
     tolerance: PARITY_TOLERANCE.toExponential(0),
     "max |logit| (Keras)": r.logitsAbsMax.toFixed(1),
     result: r.pass ? "pass" : "FAIL",

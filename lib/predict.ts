@@ -12,6 +12,7 @@ import { decodeResized, ImageError } from "./images.ts";
 import { applyMask, type InputMask, toFloat } from "./preprocess.ts";
 import { type Table, table } from "./tables.ts";
 import { writeFileAtomic, writeJsonAtomic } from "./files.ts";
+import { type Predictor, predictorFor } from "./inference.ts";
 
 /**
  * Softmax probabilities for a batch.
@@ -19,7 +20,7 @@ import { writeFileAtomic, writeJsonAtomic } from "./files.ts";
  * @returns B rows of numClasses probabilities, each row summing to 1.
  */
 export async function predictProbabilities(
-  model: tf.LayersModel,
+  model: tf.LayersModel | Predictor,
   x: tf.Tensor4D,
 ): Promise<number[][]> {
   const probs = tf.tidy(() => tf.softmax(model.predict(x) as tf.Tensor2D));
@@ -86,31 +87,36 @@ export async function predictImages(
   const mask = ((meta.training as { inputMask?: InputMask } | undefined)?.inputMask) ?? "none";
   const predictions: ImagePrediction[] = [];
   const batchSize = opts.batchSize ?? 8;
-  for (let i = 0; i < files.length; i += batchSize) {
-    const ready: { file: string; pixels: Float32Array }[] = [];
-    for (const file of files.slice(i, i + batchSize)) {
-      try {
-        const pixels = await decodeResized(file, size, { maxPixels: opts.maxPixels });
-        ready.push({ file, pixels: applyMask(toFloat(pixels), size, mask) });
-      } catch (error) {
-        if (!(error instanceof ImageError)) throw error;
-        failed.push({ file, reason: error.message });
+  const predictor = predictorFor(model);
+  try {
+    for (let i = 0; i < files.length; i += batchSize) {
+      const ready: { file: string; pixels: Float32Array }[] = [];
+      for (const file of files.slice(i, i + batchSize)) {
+        try {
+          const pixels = await decodeResized(file, size, { maxPixels: opts.maxPixels });
+          ready.push({ file, pixels: applyMask(toFloat(pixels), size, mask) });
+        } catch (error) {
+          if (!(error instanceof ImageError)) throw error;
+          failed.push({ file, reason: error.message });
+        }
       }
-    }
-    if (ready.length === 0) continue;
-    const data = new Float32Array(ready.length * size * size * 3);
-    ready.forEach((r, k) => data.set(r.pixels, k * size * size * 3));
-    const x = tf.tensor4d(data, [ready.length, size, size, 3]);
-    const rows = await predictProbabilities(model, x);
-    x.dispose();
-    rows.forEach((p, k) => {
-      const best = p.indexOf(Math.max(...p));
-      predictions.push({
-        file: ready[k].file,
-        predicted: meta.classNames[best],
-        probabilities: Object.fromEntries(meta.classNames.map((c, j) => [c, p[j]])),
+      if (ready.length === 0) continue;
+      const data = new Float32Array(ready.length * size * size * 3);
+      ready.forEach((r, k) => data.set(r.pixels, k * size * size * 3));
+      const x = tf.tensor4d(data, [ready.length, size, size, 3]);
+      const rows = await predictProbabilities(predictor, x);
+      x.dispose();
+      rows.forEach((p, k) => {
+        const best = p.indexOf(Math.max(...p));
+        predictions.push({
+          file: ready[k].file,
+          predicted: meta.classNames[best],
+          probabilities: Object.fromEntries(meta.classNames.map((c, j) => [c, p[j]])),
+        });
       });
-    });
+    }
+  } finally {
+    predictor.dispose();
   }
   return { predictions, failed };
 }

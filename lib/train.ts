@@ -18,6 +18,8 @@ import { replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from "./files.ts";
 import type { ImageCache } from "./image_cache.ts";
 import { dropoutLayers } from "./model.ts";
 import { createProgress } from "./progress.ts";
+import { minimizeLean } from "./gradients.ts";
+import { predictorFor } from "./inference.ts";
 import { Rng } from "./rng.ts";
 import type { WeightsInfo } from "./weights.ts";
 import type { InputMask } from "./preprocess.ts";
@@ -105,6 +107,39 @@ export class TrainingError extends Error {
 const fmt = (v: number) => (Number.isFinite(v) ? v.toFixed(4) : "inf");
 const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
 
+/**
+ * Which gradient implementation training uses: ours, which releases memory during the backward
+ * pass (default), or TF.js's `optimizer.minimize` (`COVID_CXR_GRADIENTS=tfjs`, for comparison).
+ */
+function useLeanGradients(): boolean {
+  return Deno.env.get("COVID_CXR_GRADIENTS") !== "tfjs";
+}
+
+/**
+ * One training step: forward in training mode, cross-entropy, backward, SGD update.
+ * @param x Tensor4D [B, S, S, 3] in 0..255; labels Tensor1D [B] int32 (neither disposed).
+ * @returns the batch's mean loss and the predicted classes (caller disposes both).
+ */
+export function trainStep(
+  model: tf.LayersModel,
+  optimizer: tf.Optimizer,
+  variables: tf.Variable[],
+  x: tf.Tensor4D,
+  labels: tf.Tensor1D,
+  numClasses: number,
+): { loss: tf.Scalar; predicted: tf.Tensor1D } {
+  let predicted: tf.Tensor1D | undefined;
+  const f = () => {
+    const logits = model.apply(x, { training: true }) as tf.Tensor2D;
+    predicted = tf.keep(tf.argMax(logits, 1));
+    return tf.losses.softmaxCrossEntropy(tf.oneHot(labels, numClasses), logits) as tf.Scalar;
+  };
+  const loss = useLeanGradients()
+    ? minimizeLean(optimizer, f, variables)
+    : optimizer.minimize(f, true, variables)!;
+  return { loss, predicted: predicted! };
+}
+
 /** Loss and accuracy of `model` on `items` in inference mode. */
 export async function validationPass(
   model: tf.LayersModel,
@@ -127,28 +162,34 @@ export async function validationPass(
     },
   );
   let done = 0;
-  for await (
-    const batch of iterateBatches(items, {
-      batchSize: opts.batchSize,
-      cache: opts.cache,
-      mask: opts.mask,
-    })
-  ) {
-    const [losses, predicted] = tf.tidy(() => {
-      const logits = model.predict(batch.x) as tf.Tensor2D;
-      const onehot = tf.oneHot(batch.labels, opts.numClasses);
-      return [
-        tf.losses.softmaxCrossEntropy(onehot, logits, undefined, undefined, tf.Reduction.NONE),
-        tf.argMax(logits, 1),
-      ];
-    });
-    const [l, p] = [await losses.data(), await predicted.data()];
-    tf.dispose([losses, predicted, batch.x, batch.labels]);
-    for (let i = 0; i < l.length; i++) {
-      lossSum += l[i];
-      if (p[i] === batch.items[i].label) correct++;
+  // BatchNorm folded for this pass (the weights are this epoch's).
+  const predictor = predictorFor(model);
+  try {
+    for await (
+      const batch of iterateBatches(items, {
+        batchSize: opts.batchSize,
+        cache: opts.cache,
+        mask: opts.mask,
+      })
+    ) {
+      const [losses, predicted] = tf.tidy(() => {
+        const logits = predictor.predict(batch.x);
+        const onehot = tf.oneHot(batch.labels, opts.numClasses);
+        return [
+          tf.losses.softmaxCrossEntropy(onehot, logits, undefined, undefined, tf.Reduction.NONE),
+          tf.argMax(logits, 1),
+        ];
+      });
+      const [l, p] = [await losses.data(), await predicted.data()];
+      tf.dispose([losses, predicted, batch.x, batch.labels]);
+      for (let i = 0; i < l.length; i++) {
+        lossSum += l[i];
+        if (p[i] === batch.items[i].label) correct++;
+      }
+      progress.update(++done);
     }
-    progress.update(++done);
+  } finally {
+    predictor.dispose();
   }
   progress.end();
   return { loss: lossSum / items.length, accuracy: correct / items.length };

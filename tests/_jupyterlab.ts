@@ -36,7 +36,7 @@ export interface Lab {
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr as Deno.NetAddr;
   listener.close();
@@ -52,7 +52,7 @@ export async function startLab(
   env: Record<string, string>,
   scratch: string,
 ): Promise<Lab> {
-  const port = await freePort();
+  const port = freePort();
   const token = crypto.randomUUID().replaceAll("-", "");
   const settings = path.join(scratch, "lab-settings");
   const notebookSettings = path.join(settings, "@jupyterlab", "notebook-extension");

@@ -77,11 +77,12 @@ Deno.test({
     const timings: string[] = [];
     try {
       browser = await startBrowser(scratch);
-      const page = await browser.newPage();
       for (const file of listNotebooks()) {
         const name = path.basename(file);
         const t0 = performance.now();
-        await page.goto(`${lab.url}/lab/tree/${name}?token=${lab.token}`);
+        // A fresh page and a reset workspace per notebook: only this notebook is open.
+        const page = await browser.newPage();
+        await page.goto(`${lab.url}/lab/tree/${name}?reset&token=${lab.token}`);
         await page.locator(".jp-NotebookPanel:visible").waitFor({ timeout: 60_000 });
         // The kernel named in the notebook's toolbar is the project's Deno kernel.
         const kernel = page.locator(".jp-NotebookPanel:visible .jp-Toolbar-kernelName");
@@ -99,22 +100,29 @@ Deno.test({
         );
         const errorTexts = await errors.allInnerTexts();
         assert.deepEqual(errorTexts, [], `${name}: error or stderr output`);
-        const cells = page.locator(".jp-NotebookPanel:visible .jp-Notebook > .jp-Cell");
+        const cells = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell");
         for (const index of figureCells(file)) {
           const images = cells.nth(index).locator(
             ".jp-OutputArea-output img, .jp-OutputArea-output svg",
           );
           assert.ok(await images.count() > 0, `${name}: figure cell ${index} shows no image`);
         }
-        // One screenshot per notebook, tall enough for the whole notebook.
-        const height = await page.evaluate(() => {
-          // deno-lint-ignore no-explicit-any
-          const scroller = (globalThis as any).document.querySelector(
-            ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer",
-          );
-          return scroller ? scroller.scrollHeight : 1000;
-        });
+        // One screenshot per notebook, from the top, tall enough for the whole notebook.
+        const scrollTop = () =>
+          page.evaluate(() => {
+            // deno-lint-ignore no-explicit-any
+            const doc = (globalThis as any).document;
+            const scroller = doc.querySelector(
+              ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer",
+            );
+            if (!scroller) return 1000;
+            scroller.scrollTop = 0;
+            return scroller.scrollHeight as number;
+          });
+        const height = await scrollTop();
         await page.setViewportSize({ width: 1400, height: Math.min(16000, height + 200) });
+        await scrollTop();
+        await page.waitForTimeout(300);
         await page.screenshot({ path: path.join(shots, `${path.basename(name, ".ipynb")}.png`) });
         await page.setViewportSize({ width: 1400, height: 1000 });
         // Shut this notebook's kernel down before the next one starts its own.

@@ -357,3 +357,30 @@ Deno.test("weights: a model built twice with one seed is identical, another seed
   tf.dispose([x]);
   [a, b, c].forEach((m) => m.dispose());
 });
+
+Deno.test("parity: the compiled predictor (BatchNorm folded, ReLU fused) computes what model.predict does", async () => {
+  const { compileForInference } = await import("../lib/inference.ts");
+  // Non-trivial BatchNorm statistics: a few training-mode passes move them away from 0 and 1.
+  const model = small(3, 8);
+  const x = pixels();
+  for (let i = 0; i < 3; i++) tf.tidy(() => model.apply(x, { training: true }) as tf.Tensor);
+  const before = tf.memory().numTensors;
+  const predictor = compileForInference(model);
+  const [a, b] = [
+    await outputs(model, x),
+    await (async () => {
+      const y = predictor.predict(x as tf.Tensor4D);
+      const d = await y.data() as Float32Array;
+      y.dispose();
+      return d;
+    })(),
+  ];
+  const scale = Math.max(...a.map(Math.abs));
+  a.forEach((v, i) =>
+    assert.ok(Math.abs(v - b[i]) <= 1e-4 * scale, `output ${i}: ${v} vs ${b[i]}`)
+  );
+  predictor.dispose();
+  assert.equal(tf.memory().numTensors, before, "the folded weights are released");
+  tf.dispose(x);
+  model.dispose();
+});

@@ -1,0 +1,172 @@
+/**
+ * One TF.js measurement in a fresh process (so its peak memory is its own), printed as JSON:
+ *
+ *   deno run -A bench/tfjs_worker.ts --mode train|infer --size 446 --batch 4 --steps 3
+ *
+ * Train: the training step `deno task reproduce` takes (SGD with momentum, cross-entropy, model in
+ * training mode) on random pixels; infer: `model.predict`. The first step is a warm-up and is not
+ * timed. Peak resident memory is the kernel's VmHWM for this process.
+ */
+import { initBackend, tf } from "../lib/backend.ts";
+import { buildMobileNetV3Large } from "../lib/model.ts";
+import { KERAS_NORMALIZATION } from "../lib/weights.ts";
+import { trainModel, trainStep } from "../lib/train.ts";
+import * as path from "node:path";
+import { runConfig } from "../lib/config.ts";
+import { loadDataset, resolveDataDir } from "../lib/dataset.ts";
+import { ImageCache } from "../lib/image_cache.ts";
+import { prepareData } from "../lib/pipeline.ts";
+import { iterateBatches } from "../lib/batches.ts";
+import { Rng } from "../lib/rng.ts";
+import { buildModel } from "../lib/model.ts";
+import { numberFlag, parseFlags } from "../lib/cli.ts";
+
+const { values: v } = parseFlags(Deno.args, {
+  mode: { type: "string" },
+  size: { type: "string" },
+  batch: { type: "string" },
+  steps: { type: "string" },
+  data: { type: "string" },
+});
+const mode = v.mode ?? "train";
+const size = numberFlag("size", v.size, { integer: true, min: 32 }) ?? 224;
+const batch = numberFlag("batch", v.batch, { integer: true, min: 1 }) ?? 1;
+const steps = numberFlag("steps", v.steps, { integer: true, min: 1 }) ?? 3;
+
+function peakRssMB(): number {
+  const status = Deno.readTextFileSync("/proc/self/status");
+  const m = /VmHWM:\s+(\d+) kB/.exec(status);
+  return m ? Math.round(Number(m[1]) / 1024) : Math.round(Deno.memoryUsage().rss / 2 ** 20);
+}
+
+await initBackend({ quiet: true });
+
+if (mode === "decode" || mode === "batches" || mode === "epoch") {
+  await pipelineMeasurement();
+  Deno.exit(0);
+}
+
+/**
+ * decode: every image decoded and resized into an empty cache (cold); batches: one epoch of
+ * augmented training batches from the warm cache, no training; epoch: one training epoch and its
+ * validation pass, as `deno task reproduce` runs them (cache warm).
+ */
+async function pipelineMeasurement() {
+  const scratch = await Deno.makeTempDir({ prefix: "bench-" });
+  try {
+    const config = runConfig({ imageSize: size, batchSize: batch, weights: "none", epochs: 1 });
+    if (mode === "decode") {
+      const ds = await loadDataset(resolveDataDir(v.data));
+      const items = [...ds.train, ...ds.test];
+      const cache = new ImageCache({ imageSize: size, dir: path.join(scratch, "cache") });
+      const t0 = performance.now();
+      await cache.warm(items);
+      const seconds = (performance.now() - t0) / 1000;
+      console.log(
+        JSON.stringify({
+          framework: "tfjs",
+          mode,
+          size,
+          images: items.length,
+          seconds,
+          cacheMB: Math.round(cache.diskBytes() / 2 ** 20),
+          peakRssMB: peakRssMB(),
+        }),
+      );
+      return;
+    }
+    const data = await prepareData({ data: v.data, config });
+    if (mode === "batches") {
+      const t0 = performance.now();
+      for await (
+        const b of iterateBatches(data.splits.train, {
+          batchSize: batch,
+          cache: data.cache,
+          shuffle: Rng.stream(1, "shuffle", 1),
+          augment: { rng: Rng.stream(1, "augment", 1), options: config.augmentation },
+        })
+      ) tf.dispose([b.x, b.labels]);
+      const seconds = (performance.now() - t0) / 1000;
+      console.log(
+        JSON.stringify({
+          framework: "tfjs",
+          mode,
+          size,
+          batch,
+          images: data.splits.train.length,
+          seconds,
+          peakRssMB: peakRssMB(),
+        }),
+      );
+      return;
+    }
+    const { model, weights } = await buildModel({
+      weights: "none",
+      numClasses: 3,
+      imageSize: size,
+      seed: 1,
+    });
+    const t0 = performance.now();
+    await trainModel(model, {
+      config,
+      classNames: data.dataset.classNames,
+      train: data.splits.train,
+      validation: data.splits.validation,
+      cache: data.cache,
+      runDir: path.join(scratch, "run"),
+      weights,
+      quiet: true,
+      log: () => {},
+    });
+    const seconds = (performance.now() - t0) / 1000;
+    console.log(
+      JSON.stringify({
+        framework: "tfjs",
+        mode,
+        size,
+        batch,
+        seconds,
+        images: data.splits.train.length + data.splits.validation.length,
+        peakRssMB: peakRssMB(),
+      }),
+    );
+  } finally {
+    await Deno.remove(scratch, { recursive: true });
+  }
+}
+
+const model = buildMobileNetV3Large({
+  imageSize: size,
+  numClasses: 3,
+  normalization: KERAS_NORMALIZATION,
+  seed: 1,
+  batchNormMomentum: 0.99,
+});
+const x = tf.randomUniform([batch, size, size, 3], 0, 255, "float32", 1) as tf.Tensor4D;
+const labels = tf.tensor1d(Array.from({ length: batch }, (_, i) => i % 3), "int32");
+const optimizer = tf.train.momentum(0.001, 0.9);
+const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
+const times: number[] = [];
+for (let i = 0; i <= steps; i++) {
+  const t0 = performance.now();
+  if (mode === "train") {
+    const { loss, predicted } = trainStep(model, optimizer, variables, x, labels, 3);
+    await loss.data();
+    tf.dispose([loss, predicted]);
+  } else {
+    const y = model.predict(x) as tf.Tensor;
+    await y.data();
+    y.dispose();
+  }
+  if (i > 0) times.push((performance.now() - t0) / batch);
+}
+console.log(
+  JSON.stringify({
+    framework: "tfjs",
+    mode,
+    size,
+    batch,
+    msPerImage: times,
+    peakRssMB: peakRssMB(),
+  }),
+);
