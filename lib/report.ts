@@ -228,7 +228,7 @@ export function renderReport(s: RunSummary): string {
   lines.push(
     table(s.history.map((h) => ({
       epoch: h.epoch,
-      "learning rate": h.learningRate,
+      "learning rate": String(h.learningRate), // not rounded: 1e-5 is not 0
       "train loss": h.trainLoss,
       "train acc": pct(h.trainAccuracy, 1),
       "valid loss": h.validLoss,

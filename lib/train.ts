@@ -245,22 +245,17 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
         })
       ) {
         for (const d of dropouts) d.step = globalStep;
-        let predicted: tf.Tensor | undefined;
-        const loss = optimizer.minimize(
-          () => {
-            const logits = model.apply(batch.x, { training: true }) as tf.Tensor2D;
-            predicted = tf.keep(tf.argMax(logits, 1));
-            return tf.losses.softmaxCrossEntropy(
-              tf.oneHot(batch.labels, numClasses),
-              logits,
-            ) as tf.Scalar;
-          },
-          true,
+        const { loss, predicted } = trainStep(
+          model,
+          optimizer,
           variables,
-        )!;
+          batch.x,
+          batch.labels,
+          numClasses,
+        );
         const value = (await loss.data())[0];
-        const p = await predicted!.data();
-        tf.dispose([loss, predicted!, batch.x, batch.labels]);
+        const p = await predicted.data();
+        tf.dispose([loss, predicted, batch.x, batch.labels]);
         if (!Number.isFinite(value)) {
           throw new TrainingError(
             `Training diverged: loss ${value} at epoch ${epoch}, step ${step + 1}. ` +
