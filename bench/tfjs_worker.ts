@@ -19,6 +19,7 @@ import { prepareData } from "../lib/pipeline.ts";
 import { iterateBatches } from "../lib/batches.ts";
 import { Rng } from "../lib/rng.ts";
 import { buildModel } from "../lib/model.ts";
+import { predictorFor } from "../lib/inference.ts";
 import { numberFlag, parseFlags } from "../lib/cli.ts";
 
 const { values: v } = parseFlags(Deno.args, {
@@ -146,6 +147,7 @@ const x = tf.randomUniform([batch, size, size, 3], 0, 255, "float32", 1) as tf.T
 const labels = tf.tensor1d(Array.from({ length: batch }, (_, i) => i % 3), "int32");
 const optimizer = tf.train.momentum(0.001, 0.9);
 const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
+const predictor = predictorFor(model);
 const times: number[] = [];
 for (let i = 0; i <= steps; i++) {
   const t0 = performance.now();
@@ -154,7 +156,8 @@ for (let i = 0; i <= steps; i++) {
     await loss.data();
     tf.dispose([loss, predicted]);
   } else {
-    const y = model.predict(x) as tf.Tensor;
+    // What evaluation and prediction use: the compiled model (BatchNorm folded).
+    const y = predictor.predict(x);
     await y.data();
     y.dispose();
   }

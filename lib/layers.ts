@@ -182,15 +182,16 @@ export class BatchNorm extends tf.layers.Layer {
       x,
       this.gamma.read() as tf.Tensor1D,
       this.beta.read() as tf.Tensor1D,
+      {
+        mean: this.movingMean.read() as tf.Tensor1D,
+        variance: this.movingVariance.read() as tf.Tensor1D,
+      },
+      this.momentum,
       this.epsilon,
       ({ mean, variance }) => {
-        tf.tidy(() => {
-          const m = this.momentum;
-          this.movingMean.write(tf.add(tf.mul(this.movingMean.read(), m), tf.mul(mean, 1 - m)));
-          this.movingVariance.write(
-            tf.add(tf.mul(this.movingVariance.read(), m), tf.mul(variance, 1 - m)),
-          );
-        });
+        // write() takes its own copy; the caller disposes these.
+        this.movingMean.write(mean);
+        this.movingVariance.write(variance);
       },
     );
   }

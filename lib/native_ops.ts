@@ -37,48 +37,58 @@ function floatType(b: NodeBackend, name: string) {
   return { name, type: b.binding.TF_ATTR_TYPE, value: b.binding.TF_FLOAT };
 }
 
-/** Batch statistics of a training-mode batch normalisation, for the moving averages. */
-export interface BatchStats {
+/** The moving statistics after a training step. */
+export interface MovingStats {
   mean: tf.Tensor1D;
   variance: tf.Tensor1D;
 }
 
 /**
  * Batch normalisation with the batch's own statistics (training mode), differentiable in x,
- * gamma and beta. `onStats` receives the batch mean and variance (for moving averages); they are
- * disposed after it returns.
+ * gamma and beta, that also advances the moving statistics:
+ * `moving = moving · momentum + batch · (1 − momentum)` (Keras's convention; the batch variance
+ * is the unbiased one, as TF's kernel and PyTorch compute it). `onMoving` receives the new moving
+ * mean and variance; they are disposed after it returns.
  *
- * @param x Tensor4D [B, H, W, C]; gamma, beta Tensor1D [C].
+ * With the native backend one kernel (FusedBatchNormV3 with `exponential_avg_factor`) does the
+ * normalisation and both moving averages, and FusedBatchNormGradV3 the gradient.
+ *
+ * @param x Tensor4D [B, H, W, C]; gamma, beta, movingMean, movingVariance Tensor1D [C].
  * @returns Tensor4D like x.
  */
 export function batchNormTraining(
   x: tf.Tensor4D,
   gamma: tf.Tensor1D,
   beta: tf.Tensor1D,
+  moving: MovingStats,
+  momentum: number,
   epsilon: number,
-  onStats: (stats: BatchStats) => void,
+  onMoving: (stats: MovingStats) => void,
 ): tf.Tensor4D {
   const b = nativeBackend();
-  if (!b) return compositeBatchNormTraining(x, gamma, beta, epsilon, onStats);
-  const attrs = (training: boolean) => [
+  if (!b) return compositeBatchNormTraining(x, gamma, beta, moving, momentum, epsilon, onMoving);
+  const attrs = (extra: unknown[] = []) => [
     floatType(b, "T"),
     floatType(b, "U"),
     { name: "epsilon", type: b.binding.TF_ATTR_FLOAT, value: epsilon },
     { name: "data_format", type: b.binding.TF_ATTR_STRING, value: "NHWC" },
-    { name: "is_training", type: b.binding.TF_ATTR_BOOL, value: training },
+    { name: "is_training", type: b.binding.TF_ATTR_BOOL, value: true },
+    ...extra,
   ];
   const op = tf.customGrad((xi, g, o, save) => {
-    const empty = tf.tensor1d([]);
-    // Outputs: y, batch mean, batch variance (for the moving averages), and three reserve
-    // tensors the gradient kernel needs.
+    // Outputs: y, the new moving mean and variance (TF blends them with the factor 1 − momentum),
+    // and three reserve tensors the gradient kernel needs.
     const [y, mean, variance, r1, r2, r3] = b.executeMultipleOutputs(
       "FusedBatchNormV3",
-      [...attrs(true), { name: "exponential_avg_factor", type: b.binding.TF_ATTR_FLOAT, value: 1 }],
-      [xi as tf.Tensor, g as tf.Tensor, o as tf.Tensor, empty, empty],
+      attrs([{
+        name: "exponential_avg_factor",
+        type: b.binding.TF_ATTR_FLOAT,
+        value: 1 - momentum,
+      }]),
+      [xi as tf.Tensor, g as tf.Tensor, o as tf.Tensor, moving.mean, moving.variance],
       6,
     );
-    empty.dispose();
-    onStats({ mean: mean as tf.Tensor1D, variance: variance as tf.Tensor1D });
+    onMoving({ mean: mean as tf.Tensor1D, variance: variance as tf.Tensor1D });
     tf.dispose([mean, variance]);
     (save as tf.GradSaveFunc)([xi as tf.Tensor, g as tf.Tensor, r1, r2, r3]);
     return {
@@ -87,7 +97,7 @@ export function batchNormTraining(
         const [sx, sg, s1, s2, s3] = saved;
         const [dx, dg, db, r4, r5] = b.executeMultipleOutputs(
           "FusedBatchNormGradV3",
-          attrs(true),
+          attrs(),
           [dy as tf.Tensor, sx, sg, s1, s2, s3],
           5,
         );
@@ -100,19 +110,26 @@ export function batchNormTraining(
 }
 
 /** The same maths as TF.js composes it (pure-JS backend). */
-function compositeBatchNormTraining(
+export function compositeBatchNormTraining(
   x: tf.Tensor4D,
   gamma: tf.Tensor1D,
   beta: tf.Tensor1D,
+  moving: MovingStats,
+  momentum: number,
   epsilon: number,
-  onStats: (stats: BatchStats) => void,
+  onMoving: (stats: MovingStats) => void,
 ): tf.Tensor4D {
   const { mean, variance } = tf.moments(x, [0, 1, 2]);
   const n = x.shape[0] * x.shape[1] * x.shape[2];
-  // Report the unbiased variance, as TF's fused kernel (and PyTorch's running variance) do.
-  const unbiased = tf.tidy(() => tf.mul(variance, n / Math.max(1, n - 1)));
-  onStats({ mean: tf.keep(mean.clone()) as tf.Tensor1D, variance: unbiased as tf.Tensor1D });
-  tf.dispose(unbiased);
+  const next = tf.tidy(() => {
+    const unbiased = tf.mul(variance, n / Math.max(1, n - 1));
+    return [
+      tf.add(tf.mul(moving.mean, momentum), tf.mul(mean, 1 - momentum)),
+      tf.add(tf.mul(moving.variance, momentum), tf.mul(unbiased, 1 - momentum)),
+    ];
+  });
+  onMoving({ mean: next[0] as tf.Tensor1D, variance: next[1] as tf.Tensor1D });
+  tf.dispose(next);
   return tf.batchNorm(x, mean, variance, beta, gamma, epsilon) as tf.Tensor4D;
 }
 

@@ -2,6 +2,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { projectPath } from "../lib/paths.ts";
+import { resolveDataDir } from "../lib/dataset.ts";
 
 export interface ExecutedNotebook {
   /** Error outputs ("ename: evalue") of every cell. */
@@ -90,5 +91,15 @@ export async function executeNotebook(
     };
   } finally {
     await Deno.remove(out, { recursive: true });
+  }
+}
+
+/** True when a data set is configured (COVID_CXR_DATA or data/Covid19-dataset) and present. */
+export function dataAvailable(): boolean {
+  try {
+    resolveDataDir();
+    return true;
+  } catch {
+    return false;
   }
 }

@@ -10,18 +10,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Page } from "playwright-core";
 import { projectPath } from "../lib/paths.ts";
-import { resolveDataDir } from "../lib/dataset.ts";
 import { chromiumPath, startBrowser, startLab } from "./_jupyterlab.ts";
-import { listNotebooks } from "./_notebook.ts";
-
-function dataAvailable(): boolean {
-  try {
-    resolveDataDir();
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { dataAvailable, listNotebooks } from "./_notebook.ts";
 
 const required = Deno.env.get("COVID_CXR_REQUIRE_BROWSER") === "1";
 const ready = chromiumPath() !== undefined && dataAvailable();

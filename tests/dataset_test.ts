@@ -13,25 +13,17 @@ import {
   validateDataset,
 } from "../lib/dataset.ts";
 import { ImageCache } from "../lib/image_cache.ts";
+import { withTemp } from "./_temp.ts";
 import { projectPath } from "../lib/paths.ts";
 import { makeSyntheticDataset, SYNTHETIC_CLASSES } from "./_synthetic.ts";
 
 const REAL = Deno.env.get("COVID_CXR_DATA");
 
-async function withTemp(fn: (dir: string) => Promise<void>) {
-  const dir = await Deno.makeTempDir({ prefix: "dataset-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 const tempCache = (dir: string, imageSize = 32) =>
   new ImageCache({ imageSize, dir: path.join(dir, "cache") });
 
 Deno.test("dataset: loadDataset() scans train/ and test/, classes sorted, every item labelled and hashed", async () => {
-  await withTemp(async (dir) => {
+  await withTemp("dataset-", async (dir) => {
     const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 5, test: 2 });
     const ds = await loadDataset(root);
     assert.deepEqual(ds.classNames, SYNTHETIC_CLASSES);
@@ -46,7 +38,7 @@ Deno.test("dataset: loadDataset() scans train/ and test/, classes sorted, every 
 });
 
 Deno.test("dataset: resolveDataDir() takes the flag over COVID_CXR_DATA and explains a missing data set", async () => {
-  await withTemp(async (dir) => {
+  await withTemp("dataset-", async (dir) => {
     const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 1, test: 1 });
     const saved = Deno.env.get("COVID_CXR_DATA");
     try {
@@ -70,7 +62,7 @@ Deno.test("dataset: resolveDataDir() takes the flag over COVID_CXR_DATA and expl
 });
 
 Deno.test("dataset: validation lists every bad file with its reason and stops; --skip-bad records and continues", async () => {
-  await withTemp(async (dir) => {
+  await withTemp("dataset-", async (dir) => {
     const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 4, test: 2 });
     const good = fs.readFileSync(path.join(root, "train", "Covid", "train-0.jpeg"));
     fs.writeFileSync(
@@ -98,7 +90,7 @@ Deno.test("dataset: validation lists every bad file with its reason and stops; -
 });
 
 Deno.test("dataset: an empty class folder or different train/test classes stop with a clear message", async () => {
-  await withTemp(async (dir) => {
+  await withTemp("dataset-", async (dir) => {
     const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 2, test: 1 });
     for (const f of fs.readdirSync(path.join(root, "test", "Normal"))) {
       fs.rmSync(path.join(root, "test", "Normal", f));
@@ -114,7 +106,7 @@ Deno.test("dataset: an empty class folder or different train/test classes stop w
 });
 
 Deno.test("dataset: SHA256SUMS is checked; a changed file is reported as bad", async () => {
-  await withTemp(async (dir) => {
+  await withTemp("dataset-", async (dir) => {
     const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 2, test: 1 });
     const ds = await loadDataset(root);
     const lines = [...ds.train, ...ds.test].map((i) => `${i.sha256}  ${i.relPath}`);
@@ -137,7 +129,7 @@ Deno.test("dataset: SHA256SUMS is checked; a changed file is reported as bad", a
 });
 
 Deno.test("dataset: findDuplicates() finds planted copies across and within splits", async () => {
-  await withTemp(async (dir) => {
+  await withTemp("dataset-", async (dir) => {
     const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 3, test: 2 });
     const first = (dir: string) => fs.readdirSync(path.join(root, dir)).sort()[0];
     const covid = first("train/Covid"), normal = first("train/Normal");
@@ -157,7 +149,7 @@ Deno.test("dataset: findDuplicates() finds planted copies across and within spli
 });
 
 Deno.test("dataset: splitTrainValidation() holds out floor(f·n), seeded, disjoint; stratified per class", async () => {
-  await withTemp(async (dir) => {
+  await withTemp("dataset-", async (dir) => {
     const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 10, test: 1 });
     const ds = await loadDataset(root);
     const a = splitTrainValidation(ds.train, { validationFraction: 0.14, seed: 3 });

@@ -1,17 +1,6 @@
 import assert from "node:assert/strict";
 import * as path from "node:path";
-import { executeNotebook, listNotebooks } from "./_notebook.ts";
-import { resolveDataDir } from "../lib/dataset.ts";
-
-/** Notebooks 01–06 read the data set; without one (no COVID_CXR_DATA, no data/) they cannot run. */
-function dataAvailable(): boolean {
-  try {
-    resolveDataDir();
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { dataAvailable, executeNotebook, listNotebooks } from "./_notebook.ts";
 
 // Notebook 04 trains (quick mode) into this folder; 05 and 06 read that run from it. Never the
 // project's outputs/, whose "latest" may be a reader's real run.

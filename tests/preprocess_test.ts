@@ -4,6 +4,7 @@ import * as path from "node:path";
 import { initBackend, tf } from "../lib/backend.ts";
 import { decodeResized, ImageError } from "../lib/images.ts";
 import { ImageCache } from "../lib/image_cache.ts";
+import { withTemp } from "./_temp.ts";
 import { loadDataset } from "../lib/dataset.ts";
 import {
   applyAugmentation,
@@ -18,15 +19,6 @@ import { Rng } from "../lib/rng.ts";
 import { makeSyntheticDataset, writeImage } from "./_synthetic.ts";
 
 await initBackend();
-
-async function withTemp(fn: (dir: string) => Promise<void>) {
-  const dir = await Deno.makeTempDir({ prefix: "preprocess-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 /** A w×h image whose left half is `left` and right half `right` (RGB triples). */
 function halves(w: number, h: number, left: number[], right: number[]): Uint8Array {
@@ -45,7 +37,7 @@ const at = (
 ) => [...px.slice((y * size + x) * 3, (y * size + x) * 3 + 3)];
 
 Deno.test("preprocess: decodeResized() makes 8-bit RGB of every stored format, stretched to a square", async () => {
-  await withTemp(async (dir) => {
+  await withTemp("preprocess-", async (dir) => {
     const src = halves(40, 20, [250, 250, 250], [10, 10, 10]);
     for (
       const format of [
@@ -70,7 +62,7 @@ Deno.test("preprocess: decodeResized() makes 8-bit RGB of every stored format, s
 });
 
 Deno.test("preprocess: decodeResized() honours EXIF orientation", async () => {
-  await withTemp(async (dir) => {
+  await withTemp("preprocess-", async (dir) => {
     // Stored: top half white, bottom half black. Orientation 6 means "rotate 90° clockwise to show",
     // so the shown image has white on the right.
     const w = 32, h = 32;
@@ -85,7 +77,7 @@ Deno.test("preprocess: decodeResized() honours EXIF orientation", async () => {
 });
 
 Deno.test("preprocess: the decompression-bomb guard refuses oversized images with the file and the fix", async () => {
-  await withTemp(async (dir) => {
+  await withTemp("preprocess-", async (dir) => {
     const file = path.join(dir, "big.png");
     await writeImage(file, new Uint8Array(300 * 200 * 3), 300, 200, "png-rgb");
     await assert.rejects(() => decodeResized(file, 16, { maxPixels: 50_000 }), (e: Error) => {
@@ -98,7 +90,7 @@ Deno.test("preprocess: the decompression-bomb guard refuses oversized images wit
 });
 
 Deno.test("preprocess: ImageCache decodes each image once, then serves it from memory and from disk", async () => {
-  await withTemp(async (dir) => {
+  await withTemp("preprocess-", async (dir) => {
     const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 2, test: 1 });
     const ds = await loadDataset(root);
     const cacheDir = path.join(dir, "cache");
@@ -215,7 +207,7 @@ Deno.test("preprocess: normalize() maps 0..255 to Keras's [-1, 1] and to ImageNe
 });
 
 Deno.test("preprocess: iterateBatches() yields [B,S,S,3] float32 + labels, every item once, and leaks no tensor", async () => {
-  await withTemp(async (dir) => {
+  await withTemp("preprocess-", async (dir) => {
     const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 5, test: 1 });
     const ds = await loadDataset(root);
     const cache = new ImageCache({ imageSize: 16, dir: path.join(dir, "cache") });
