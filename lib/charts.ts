@@ -5,7 +5,7 @@
  */
 import * as Plot from "@observablehq/plot";
 import { parseHTML } from "linkedom";
-import { encodeBase64 } from "./encoding.ts";
+import { encodeBase64, escapeMarkup } from "./encoding.ts";
 import { svgToPng } from "./images.ts";
 import { writeFileAtomic } from "./files.ts";
 import type { ImageStats } from "./dataset.ts";
@@ -67,10 +67,6 @@ function document(): any {
   return doc;
 }
 
-function escapeXml(text: string): string {
-  return text.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
 function renderPlot(options: Plot.PlotOptions, context: string): SvgElement {
   const el = Plot.plot({ ...options, document: document() }) as unknown as SvgElement;
   if (el.tagName.toLowerCase() !== "svg") {
@@ -107,9 +103,9 @@ export function plotFigure(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height + head}" ` +
     `viewBox="0 0 ${width} ${height + head}" font-family="system-ui, sans-serif">` +
     `<rect width="100%" height="100%" fill="white"/>` +
-    `<text x="4" y="16" font-size="14" font-weight="bold">${escapeXml(title)}</text>` +
+    `<text x="4" y="16" font-size="14" font-weight="bold">${escapeMarkup(title)}</text>` +
     (subtitle
-      ? `<text x="4" y="33" font-size="11" fill="#555">${escapeXml(subtitle)}</text>`
+      ? `<text x="4" y="33" font-size="11" fill="#555">${escapeMarkup(subtitle)}</text>`
       : "") +
     inner + `</svg>`;
   return new Figure(title, { svg });

@@ -1,6 +1,7 @@
 /**
  * The only place sharp (libvips) is used: image files in, pixels out; pixels and SVG in, PNG out.
  */
+import { escapeMarkup } from "./encoding.ts";
 import sharp from "sharp";
 import { Buffer } from "node:buffer";
 
@@ -134,10 +135,6 @@ export interface Tile {
   color?: string;
 }
 
-function escapeXml(text: string): string {
-  return text.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
 /**
  * Composite square tiles into a grid with a caption under each and an optional title per row:
  * one PNG.
@@ -161,7 +158,7 @@ export async function composeGrid(
     if (row.title) {
       texts.push(
         `<text x="${titleWidth - 8}" y="${top + tile / 2}" text-anchor="end" font-size="15" ` +
-          `font-weight="bold">${escapeXml(row.title)}</text>`,
+          `font-weight="bold">${escapeMarkup(row.title)}</text>`,
       );
     }
     for (const [c, t] of row.tiles.entries()) {
@@ -175,7 +172,7 @@ export async function composeGrid(
       lines.forEach((line, i) => {
         texts.push(
           `<text x="${left + tile / 2}" y="${top + tile + 13 + 13 * i}" text-anchor="middle" ` +
-            `font-size="11" fill="${t.color ?? "#222"}">${escapeXml(line)}</text>`,
+            `font-size="11" fill="${t.color ?? "#222"}">${escapeMarkup(line)}</text>`,
         );
       });
     }

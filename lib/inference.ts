@@ -196,7 +196,9 @@ export function compileForInference(model: tf.LayersModel): Predictor {
       tf.tidy(() => {
         const values = new Map<string, tf.Tensor>([[inputName, x]]);
         steps.forEach((step, i) => {
-          values.set(step.name, step.run(step.inputs.map((n) => values.get(n)!)));
+          // Each step in its own scope: a convolution's output before its bias and activation is
+          // freed at once, not at the end of the whole pass.
+          values.set(step.name, tf.tidy(() => step.run(step.inputs.map((n) => values.get(n)!))));
           for (const n of step.inputs) {
             if (lastUse.get(n) === i && n !== inputName) {
               values.get(n)!.dispose();

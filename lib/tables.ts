@@ -1,4 +1,5 @@
 /** Tables that display as HTML in Jupyter and as aligned text elsewhere. */
+import { escapeMarkup } from "./encoding.ts";
 
 export type Cell = string | number | boolean | null | undefined;
 
@@ -8,10 +9,6 @@ function format(v: Cell, digits: number): string {
     return Number.isInteger(v) ? String(v) : String(Number(v.toFixed(digits)));
   }
   return String(v);
-}
-
-function escapeHtml(text: string): string {
-  return text.replace(/[<>&"]/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
 export class Table {
@@ -59,10 +56,10 @@ export class Table {
     const digits = this.opts.digits ?? 4;
     const cols = this.columns;
     const html =
-      `<table>${this.opts.title ? `<caption>${escapeHtml(this.opts.title)}</caption>` : ""}` +
-      `<thead><tr>${cols.map((c) => `<th>${escapeHtml(c)}</th>`).join("")}</tr></thead><tbody>` +
+      `<table>${this.opts.title ? `<caption>${escapeMarkup(this.opts.title)}</caption>` : ""}` +
+      `<thead><tr>${cols.map((c) => `<th>${escapeMarkup(c)}</th>`).join("")}</tr></thead><tbody>` +
       this.rows.map((r) =>
-        `<tr>${cols.map((c) => `<td>${escapeHtml(format(r[c], digits))}</td>`).join("")}</tr>`
+        `<tr>${cols.map((c) => `<td>${escapeMarkup(format(r[c], digits))}</td>`).join("")}</tr>`
       ).join("") + `</tbody></table>`;
     return { "text/html": html, "text/plain": this.toString() };
   }

@@ -26,6 +26,7 @@ on the test folder. Writes outputs/<run-id>/ (report.md, metrics, figures, check
   --batch-size N          default 4
   --lr X                  initial learning rate, default 0.001
   --momentum X            default 0.9
+  --bn-momentum X         BatchNorm moving-average momentum, default 0.99 (Keras convention)
   --seed N                one seed for split, order, augmentation, initialisation, dropout; default 42
   --validation-fraction X share of the training folder held out, default 0.14 (35 of 251)
   --stratify              hold out the same share of each class
@@ -47,6 +48,7 @@ const FLAGS = {
   "batch-size": { type: "string" },
   lr: { type: "string" },
   momentum: { type: "string" },
+  "bn-momentum": { type: "string" },
   seed: { type: "string" },
   "validation-fraction": { type: "string" },
   stratify: { type: "boolean" },
@@ -85,6 +87,7 @@ async function main() {
   set("batchSize", numberFlag("batch-size", v["batch-size"], { integer: true, min: 1 }));
   set("learningRate", numberFlag("lr", v.lr, { min: 0 }));
   set("momentum", numberFlag("momentum", v.momentum, { min: 0, max: 1 }));
+  set("batchNormMomentum", numberFlag("bn-momentum", v["bn-momentum"], { min: 0, max: 1 }));
   set("seed", numberFlag("seed", v.seed, { integer: true }));
   set(
     "validationFraction",
