@@ -147,7 +147,9 @@ const x = tf.randomUniform([batch, size, size, 3], 0, 255, "float32", 1) as tf.T
 const labels = tf.tensor1d(Array.from({ length: batch }, (_, i) => i % 3), "int32");
 const optimizer = tf.train.momentum(0.001, 0.9);
 const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
-const predictor = predictorFor(model);
+// What evaluation and prediction use: the whole model as one TensorFlow graph with the native
+// backend (lib/saved_model.ts), else the eager compiled model (BatchNorm folded).
+const predictor = mode === "infer" ? predictorFor(model) : undefined;
 const times: number[] = [];
 for (let i = 0; i <= steps; i++) {
   const t0 = performance.now();
@@ -156,8 +158,7 @@ for (let i = 0; i <= steps; i++) {
     await loss.data();
     tf.dispose([loss, predicted]);
   } else {
-    // What evaluation and prediction use: the compiled model (BatchNorm folded).
-    const y = predictor.predict(x);
+    const y = predictor!.predict(x);
     await y.data();
     y.dispose();
   }
@@ -171,5 +172,6 @@ console.log(
     batch,
     msPerImage: times,
     peakRssMB: peakRssMB(),
+    ...(predictor ? { engine: predictor.engine } : {}),
   }),
 );

@@ -9,6 +9,8 @@ import { tf } from "./backend.ts";
 import { buildMobileNetV3Large, LAYER } from "./model.ts";
 import { KERAS_NORMALIZATION, loadKerasWeights } from "./weights.ts";
 import { compileForInference } from "./inference.ts";
+import { nativeBackend } from "./native_ops.ts";
+import { graphPredictor } from "./saved_model.ts";
 import { type Table, table } from "./tables.ts";
 
 /** The largest relative deviation the parity check accepts: max|ours − keras| / max|keras|. */
@@ -33,6 +35,8 @@ export interface ParityResult {
   logitsAbsMax: number;
   /** The same for the compiled predictor (BatchNorm folded into the convolutions). */
   compiledLogitsError: number;
+  /** The same for the model run as one TensorFlow graph (native backend only). */
+  graphLogitsError?: number;
   pass: boolean;
 }
 
@@ -91,25 +95,32 @@ export async function checkParity(dir: string): Promise<ParityResult[]> {
       const [features, logits] = probe.predict(x) as tf.Tensor[];
       const predictor = compileForInference(model);
       const compiled = predictor.predict(x);
+      const graph = nativeBackend() ? graphPredictor(model) : undefined;
+      const graphLogits = graph?.predict(x);
       const ours = {
         logits: await logits.data() as Float32Array,
         features: await features.data() as Float32Array,
         compiled: await compiled.data() as Float32Array,
+        graph: await graphLogits?.data() as Float32Array | undefined,
       };
       predictor.dispose();
-      tf.dispose([x, features, logits, compiled]);
+      graph?.dispose();
+      tf.dispose([x, features, logits, compiled, ...(graphLogits ? [graphLogits] : [])]);
       const refLogits = readF32(path.join(dir, c.logits));
       const logitsError = relativeError(ours.logits, refLogits);
       const featuresError = relativeError(ours.features, readF32(path.join(dir, c.features)));
       const compiledLogitsError = relativeError(ours.compiled, refLogits);
+      const graphLogitsError = ours.graph ? relativeError(ours.graph, refLogits) : undefined;
       results.push({
         size: c.size,
         logitsError,
         featuresError,
         logitsAbsMax: refLogits.reduce((m, v) => Math.max(m, Math.abs(v)), 0),
         compiledLogitsError,
+        graphLogitsError,
         pass: logitsError <= PARITY_TOLERANCE && featuresError <= PARITY_TOLERANCE &&
-          compiledLogitsError <= PARITY_TOLERANCE,
+          compiledLogitsError <= PARITY_TOLERANCE &&
+          (graphLogitsError === undefined || graphLogitsError <= PARITY_TOLERANCE),
       });
     } finally {
       model.dispose();
@@ -125,6 +136,7 @@ export function parityTable(results: readonly ParityResult[]): Table {
     "logits: max|ours − keras| / max|keras|": r.logitsError.toExponential(2),
     "conv_2 features: same": r.featuresError.toExponential(2),
     "logits, BatchNorm folded": r.compiledLogitsError.toExponential(2),
+    "logits, one TF graph": r.graphLogitsError?.toExponential(2) ?? "(needs native backend)",
     tolerance: PARITY_TOLERANCE.toExponential(0),
     "max |logit| (Keras)": r.logitsAbsMax.toFixed(1),
     result: r.pass ? "pass" : "FAIL",

@@ -62,6 +62,13 @@ export async function startLab(
     path.join(notebookSettings, "tracker.jupyterlab-settings"),
     JSON.stringify({ windowingMode: "none" }),
   );
+  // Autosave off: running the notebooks must not write their outputs into the project's files.
+  const docmanager = path.join(settings, "@jupyterlab", "docmanager-extension");
+  fs.mkdirSync(docmanager, { recursive: true });
+  fs.writeFileSync(
+    path.join(docmanager, "plugin.jupyterlab-settings"),
+    JSON.stringify({ autosave: false }),
+  );
   const log = path.join(scratch, "jupyterlab.log");
   const child = new Deno.Command(projectPath(".venv", "bin", "jupyter"), {
     args: [

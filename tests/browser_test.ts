@@ -65,6 +65,7 @@ Deno.test({
     }, scratch);
     let browser: Awaited<ReturnType<typeof startBrowser>> | undefined;
     const timings: string[] = [];
+    const onDisk = new Map(listNotebooks().map((f) => [f, Deno.readTextFileSync(f)]));
     try {
       browser = await startBrowser(scratch);
       for (const file of listNotebooks()) {
@@ -122,6 +123,9 @@ Deno.test({
             method: "DELETE",
           })).body?.cancel();
         }
+      }
+      for (const [file, text] of onDisk) {
+        assert.equal(Deno.readTextFileSync(file), text, `${file} was changed by running it`);
       }
     } finally {
       await browser?.close().catch(() => {});

@@ -54,6 +54,17 @@ Deno.test({
         r.featuresError <= PARITY_TOLERANCE,
         `${r.size}px features: relative error ${r.featuresError}`,
       );
+      assert.ok(
+        r.compiledLogitsError <= PARITY_TOLERANCE,
+        `${r.size}px compiled predictor: relative error ${r.compiledLogitsError}`,
+      );
+      // CI runs the native backend, so the one-graph path is checked against Keras there.
+      if (tf.getBackend() === "tensorflow") {
+        assert.ok(
+          r.graphLogitsError !== undefined && r.graphLogitsError <= PARITY_TOLERANCE,
+          `${r.size}px graph predictor: relative error ${r.graphLogitsError}`,
+        );
+      }
       assert.ok(r.logitsAbsMax > 100, "fixture logits should be large (random weights)");
     }
   },
@@ -358,29 +369,80 @@ Deno.test("weights: a model built twice with one seed is identical, another seed
   [a, b, c].forEach((m) => m.dispose());
 });
 
-Deno.test("parity: the compiled predictor (BatchNorm folded, ReLU fused) computes what model.predict does", async () => {
-  const { compileForInference } = await import("../lib/inference.ts");
-  // Non-trivial BatchNorm statistics: a few training-mode passes move them away from 0 and 1.
+for (const engine of ["eager", "graph"] as const) {
+  Deno.test(`parity: the ${engine} predictor (BatchNorm folded, ReLU fused) computes what model.predict does`, async () => {
+    const { predictorFor } = await import("../lib/inference.ts");
+    // Non-trivial BatchNorm statistics: a few training-mode passes move them away from 0 and 1.
+    const model = small(3, 8);
+    const x = pixels();
+    for (let i = 0; i < 3; i++) tf.tidy(() => model.apply(x, { training: true }) as tf.Tensor);
+    const before = tf.memory().numTensors;
+    const predictor = predictorFor(model, engine);
+    assert.equal(predictor.engine, engine);
+    const [a, b] = [
+      await outputs(model, x),
+      await (async () => {
+        const y = predictor.predict(x as tf.Tensor4D);
+        const d = await y.data() as Float32Array;
+        y.dispose();
+        return d;
+      })(),
+    ];
+    const scale = Math.max(...a.map(Math.abs));
+    a.forEach((v, i) =>
+      assert.ok(Math.abs(v - b[i]) <= 1e-4 * scale, `output ${i}: ${v} vs ${b[i]}`)
+    );
+    predictor.dispose();
+    assert.equal(tf.memory().numTensors, before, "the folded weights are released");
+    tf.dispose(x);
+    model.dispose();
+  });
+}
+
+Deno.test("parity: the graph predictor holds the weights it was made with, and refuses use after dispose", async () => {
+  const { graphPredictor } = await import("../lib/saved_model.ts");
   const model = small(3, 8);
   const x = pixels();
-  for (let i = 0; i < 3; i++) tf.tidy(() => model.apply(x, { training: true }) as tf.Tensor);
-  const before = tf.memory().numTensors;
-  const predictor = compileForInference(model);
-  const [a, b] = [
-    await outputs(model, x),
-    await (async () => {
-      const y = predictor.predict(x as tf.Tensor4D);
-      const d = await y.data() as Float32Array;
-      y.dispose();
-      return d;
-    })(),
-  ];
-  const scale = Math.max(...a.map(Math.abs));
-  a.forEach((v, i) =>
-    assert.ok(Math.abs(v - b[i]) <= 1e-4 * scale, `output ${i}: ${v} vs ${b[i]}`)
-  );
+  const predictor = graphPredictor(model);
+  const before = await outputs(model, x);
+  // Training the model afterwards does not change what this predictor computes.
+  const shifted = model.getWeights().map((w) => tf.add(w, 0.5));
+  model.setWeights(shifted);
+  tf.dispose(shifted);
+  assert.notDeepEqual(await outputs(model, x), before, "the model itself changed");
+  const y = predictor.predict(x as tf.Tensor4D);
+  const after = await y.data() as Float32Array;
+  y.dispose();
+  before.forEach((v, i) => assert.ok(Math.abs(v - after[i]) <= 1e-4 * Math.abs(v) + 1e-5));
   predictor.dispose();
-  assert.equal(tf.memory().numTensors, before, "the folded weights are released");
+  assert.throws(() => predictor.predict(x as tf.Tensor4D), Error, "after dispose");
   tf.dispose(x);
   model.dispose();
+});
+
+Deno.test("parity: the SavedModel writer's protobuf encoding matches the wire format's examples", async () => {
+  const { varint, intField, stringField, floatField, packedIntsField } = await import(
+    "../lib/protobuf.ts"
+  );
+  // Examples from protobuf.dev's encoding guide.
+  assert.deepEqual([...varint(1)], [0x01]);
+  assert.deepEqual([...varint(150)], [0x96, 0x01]);
+  assert.deepEqual([...intField(1, 150)], [0x08, 0x96, 0x01]);
+  assert.deepEqual(
+    [...stringField(2, "testing")],
+    [0x12, 0x07, ..."testing"].map((c) => typeof c === "number" ? c : c.charCodeAt(0)),
+  );
+  assert.deepEqual([...packedIntsField(4, [3, 270, 86942])], [
+    0x22,
+    0x06,
+    0x03,
+    0x8e,
+    0x02,
+    0x9e,
+    0xa7,
+    0x05,
+  ]);
+  // int64 −1 (an unknown dimension) is ten bytes of two's complement.
+  assert.deepEqual([...varint(-1)], [...Array(9).fill(0xff), 0x01]);
+  assert.deepEqual([...floatField(4, 1)], [0x25, 0x00, 0x00, 0x80, 0x3f]);
 });
