@@ -10,7 +10,7 @@
 import { initBackend, tf } from "../lib/backend.ts";
 import { buildMobileNetV3Large } from "../lib/model.ts";
 import { KERAS_NORMALIZATION } from "../lib/weights.ts";
-import { trainModel, trainStep } from "../lib/train.ts";
+import { createStepEngine, trainModel } from "../lib/train.ts";
 import * as path from "node:path";
 import { runConfig } from "../lib/config.ts";
 import { loadDataset, resolveDataDir } from "../lib/dataset.ts";
@@ -52,6 +52,13 @@ if (mode === "decode" || mode === "batches" || mode === "epoch") {
  * augmented training batches from the warm cache, no training; epoch: one training epoch and its
  * validation pass, as `deno task reproduce` runs them (cache warm).
  */
+/** One measurement as the JSON line the bench reads (the last line of stdout). */
+function emit(fields: Record<string, unknown>) {
+  console.log(
+    JSON.stringify({ framework: "tfjs", mode, size, batch, ...fields, peakRssMB: peakRssMB() }),
+  );
+}
+
 async function pipelineMeasurement() {
   const scratch = await Deno.makeTempDir({ prefix: "bench-" });
   try {
@@ -63,17 +70,7 @@ async function pipelineMeasurement() {
       const t0 = performance.now();
       await cache.warm(items);
       const seconds = (performance.now() - t0) / 1000;
-      console.log(
-        JSON.stringify({
-          framework: "tfjs",
-          mode,
-          size,
-          images: items.length,
-          seconds,
-          cacheMB: Math.round(cache.diskBytes() / 2 ** 20),
-          peakRssMB: peakRssMB(),
-        }),
-      );
+      emit({ images: items.length, seconds, cacheMB: Math.round(cache.diskBytes() / 2 ** 20) });
       return;
     }
     const data = await prepareData({ data: v.data, config });
@@ -88,17 +85,7 @@ async function pipelineMeasurement() {
         })
       ) tf.dispose([b.x, b.labels]);
       const seconds = (performance.now() - t0) / 1000;
-      console.log(
-        JSON.stringify({
-          framework: "tfjs",
-          mode,
-          size,
-          batch,
-          images: data.splits.train.length,
-          seconds,
-          peakRssMB: peakRssMB(),
-        }),
-      );
+      emit({ images: data.splits.train.length, seconds });
       return;
     }
     const { model, weights } = await buildModel({
@@ -120,17 +107,7 @@ async function pipelineMeasurement() {
       log: () => {},
     });
     const seconds = (performance.now() - t0) / 1000;
-    console.log(
-      JSON.stringify({
-        framework: "tfjs",
-        mode,
-        size,
-        batch,
-        seconds,
-        images: data.splits.train.length + data.splits.validation.length,
-        peakRssMB: peakRssMB(),
-      }),
-    );
+    emit({ images: data.splits.train.length + data.splits.validation.length, seconds });
   } finally {
     await Deno.remove(scratch, { recursive: true });
   }
@@ -145,18 +122,19 @@ const model = buildMobileNetV3Large({
 });
 const x = tf.randomUniform([batch, size, size, 3], 0, 255, "float32", 1) as tf.Tensor4D;
 const labels = tf.tensor1d(Array.from({ length: batch }, (_, i) => i % 3), "int32");
-const optimizer = tf.train.momentum(0.001, 0.9);
-const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
+// What training uses: the whole step as one TensorFlow graph with the native backend
+// (lib/graph_train.ts), else TF.js's eager step; COVID_CXR_TRAIN_ENGINE=eager compares.
+const engine = mode === "train"
+  ? await createStepEngine(model, { learningRate: 0.001, momentum: 0.9, numClasses: 3 })
+  : undefined;
 // What evaluation and prediction use: the whole model as one TensorFlow graph with the native
 // backend (lib/saved_model.ts), else the eager compiled model (BatchNorm folded).
 const predictor = mode === "infer" ? predictorFor(model) : undefined;
 const times: number[] = [];
 for (let i = 0; i <= steps; i++) {
   const t0 = performance.now();
-  if (mode === "train") {
-    const { loss, predicted } = trainStep(model, optimizer, variables, x, labels, 3);
-    await loss.data();
-    tf.dispose([loss, predicted]);
+  if (engine) {
+    await engine.step(x, labels, i);
   } else {
     const y = predictor!.predict(x);
     await y.data();
@@ -164,14 +142,4 @@ for (let i = 0; i <= steps; i++) {
   }
   if (i > 0) times.push((performance.now() - t0) / batch);
 }
-console.log(
-  JSON.stringify({
-    framework: "tfjs",
-    mode,
-    size,
-    batch,
-    msPerImage: times,
-    peakRssMB: peakRssMB(),
-    ...(predictor ? { engine: predictor.engine } : {}),
-  }),
-);
+emit({ msPerImage: times, engine: engine?.kind ?? predictor?.engine });

@@ -27,8 +27,9 @@ import {
 } from "./protobuf.ts";
 
 // TensorFlow's DataType enum (tensorflow/core/framework/types.proto).
-const DT_FLOAT = 1;
-const DT_INT32 = 3;
+export const DT_FLOAT = 1;
+export const DT_INT32 = 3;
+export const DT_RESOURCE = 20;
 // GraphDef producer version: any version after the ops used here were defined.
 const GRAPH_PRODUCER = 1000;
 
@@ -36,7 +37,7 @@ export const INPUT_NAME = "input";
 export const OUTPUT_NAME = "logits";
 
 /** An attribute value (tensorflow/core/framework/attr_value.proto). */
-type Attr =
+export type Attr =
   | { type: number }
   | { s: string }
   | { i: number }
@@ -72,7 +73,7 @@ function tensorProto(dtype: number, shape: number[], values: Float32Array | Int3
 }
 
 /** Builds a GraphDef node by node; node names are unique and say which step they belong to. */
-class GraphWriter {
+export class GraphWriter {
   private nodes: Bytes[] = [];
   private names = new Set<string>();
 
@@ -117,7 +118,7 @@ function floats(t: tf.Tensor): Float32Array {
 }
 
 /** Emit the nodes of one step; returns the name of its output node. */
-function emitStep(g: GraphWriter, name: string, op: Op, [x, y]: string[]): string {
+export function emitStep(g: GraphWriter, name: string, op: Op, [x, y]: string[]): string {
   const scalar = (suffix: string, v: number) =>
     g.floatConst(`${name}/${suffix}`, [], Float32Array.of(v));
   switch (op.kind) {

@@ -20,6 +20,7 @@ import { dropoutLayers } from "./model.ts";
 import { createProgress } from "./progress.ts";
 import { minimizeLean } from "./gradients.ts";
 import { predictorFor } from "./inference.ts";
+import { graphStepEngine } from "./graph_train.ts";
 import { Rng } from "./rng.ts";
 import type { WeightsInfo } from "./weights.ts";
 import type { InputMask } from "./preprocess.ts";
@@ -140,6 +141,120 @@ export function trainStep(
   return { loss, predicted: predicted! };
 }
 
+/** Optimizer state as `tf.io.encodeWeights` gives it (bytes and their specs). */
+export type EncodedWeights = Awaited<ReturnType<typeof tf.io.encodeWeights>>;
+
+/**
+ * How training steps run: "graph" (the whole step as one TensorFlow graph, lib/graph_train.ts;
+ * native backend) or "eager" (TF.js operations on the layers model's own variables).
+ */
+export interface StepEngine {
+  readonly kind: "graph" | "eager";
+  setLearningRate(lr: number): void;
+  /** One step on a batch (x and labels are not disposed): the mean loss, predicted classes. */
+  step(x: tf.Tensor4D, labels: tf.Tensor1D, globalStep: number): Promise<StepResult>;
+  /** Make the layers model hold the current weights (no-op when they live there already). */
+  syncToModel(): void;
+  /** The momentum buffers, named and ordered as TF.js's optimizer saves them, encoded. */
+  optimizerState(): Promise<EncodedWeights>;
+  dispose(): void;
+}
+
+export interface StepResult {
+  loss: number;
+  predicted: ArrayLike<number>;
+}
+
+export interface StepEngineOptions {
+  learningRate: number;
+  momentum: number;
+  numClasses: number;
+  /** Momentum buffers of an interrupted run (by position; not disposed here). */
+  optimizerWeights?: NamedTensor[];
+}
+
+let graphWarned = false;
+
+/**
+ * The fastest step engine available: graph mode with the native backend (unless
+ * `COVID_CXR_TRAIN_ENGINE=eager`), else eager. Both compute the same step (a test compares them).
+ */
+export async function createStepEngine(
+  model: tf.LayersModel,
+  opts: StepEngineOptions,
+  kind: "graph" | "eager" | undefined = engineFromEnv(),
+): Promise<StepEngine> {
+  if (kind !== "eager" && tf.getBackend() === "tensorflow") {
+    try {
+      return graphStepEngine(model, opts);
+    } catch (error) {
+      if (kind === "graph") throw error;
+      if (!graphWarned) console.warn(`graph-mode training unavailable, training eagerly: ${error}`);
+      graphWarned = true;
+    }
+  } else if (kind === "graph") {
+    throw new Error("graph-mode training needs the native TensorFlow backend");
+  }
+  return await eagerStepEngine(model, opts);
+}
+
+function engineFromEnv(): "graph" | "eager" | undefined {
+  const v = Deno.env.get("COVID_CXR_TRAIN_ENGINE");
+  if (v === undefined || v === "") return undefined;
+  if (v !== "graph" && v !== "eager") {
+    throw new TrainingError(`COVID_CXR_TRAIN_ENGINE must be "graph" or "eager", not "${v}"`);
+  }
+  return v;
+}
+
+/** TF.js's momentum optimizer on the layers model's variables, one step at a time. */
+async function eagerStepEngine(
+  model: tf.LayersModel,
+  opts: StepEngineOptions,
+): Promise<StepEngine> {
+  const optimizer = tf.train.momentum(opts.learningRate, opts.momentum);
+  const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
+  const dropouts = dropoutLayers(model);
+  if (opts.optimizerWeights) {
+    // Momentum buffers are matched to variables by position, as TF.js's optimizer keeps them.
+    // setWeights() keeps its own copies.
+    await optimizer.setWeights(opts.optimizerWeights.map((w) => ({ ...w })));
+  }
+  return {
+    kind: "eager",
+    // The step uses a cached scalar -lr; setLearningRate replaces it (assigning the field would not).
+    setLearningRate: (lr) => optimizer.setLearningRate(lr),
+    step: async (x, labels, globalStep) => {
+      for (const d of dropouts) d.step = globalStep;
+      const { loss, predicted } = trainStep(
+        model,
+        optimizer,
+        variables,
+        x,
+        labels,
+        opts.numClasses,
+      );
+      const value = (await loss.data())[0];
+      const p = await predicted.data();
+      tf.dispose([loss, predicted]);
+      return { loss: value, predicted: p };
+    },
+    syncToModel: () => {},
+    optimizerState: async () => {
+      const named = await optimizer.getWeights();
+      const encoded = await tf.io.encodeWeights(named);
+      // getWeights() makes a fresh scalar for the iteration count; the momentum buffers are live.
+      tf.dispose(named.filter((w) => w.name === "iter").map((w) => w.tensor));
+      return encoded;
+    },
+    dispose: () => {
+      optimizer.dispose();
+      // MomentumOptimizer.dispose() forgets SGD's cached -lr scalar.
+      (optimizer as unknown as { c?: tf.Tensor }).c?.dispose();
+    },
+  };
+}
+
 /** Loss and accuracy of `model` on `items` in inference mode. */
 export async function validationPass(
   model: tf.LayersModel,
@@ -205,19 +320,18 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
   const log = opts.log ?? ((line: string) => console.log(line));
   const numClasses = opts.classNames.length;
   const bestDir = path.join(opts.runDir, "best");
-  const optimizer = tf.train.momentum(config.learningRate, config.momentum);
-  const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
-  const dropouts = dropoutLayers(model);
+  const engine = await createStepEngine(model, {
+    learningRate: config.learningRate,
+    momentum: config.momentum,
+    numClasses,
+    optimizerWeights: opts.resume?.optimizerWeights,
+  });
 
   const history: EpochRecord[] = [...(opts.resume?.history ?? [])];
   let globalStep = opts.resume?.globalStep ?? 0;
   let bestValidLoss = opts.resume?.bestValidLoss ?? Infinity;
   let bestEpoch = opts.resume?.bestEpoch ?? 0;
-  if (opts.resume) {
-    // Momentum buffers are matched to variables by position, as TF.js's optimizer keeps them.
-    await optimizer.setWeights(opts.resume.optimizerWeights);
-    tf.dispose(opts.resume.optimizerWeights.map((w) => w.tensor));
-  }
+  if (opts.resume) tf.dispose(opts.resume.optimizerWeights.map((w) => w.tensor));
   const firstEpoch = (opts.resume?.epoch ?? 0) + 1;
   const steps = batchCount(opts.train.length, config.batchSize);
 
@@ -226,8 +340,7 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
       const started = performance.now();
       let peakRss = Deno.memoryUsage().rss;
       const learningRate = learningRateAt(epoch, config);
-      // The step uses a cached scalar -lr; setLearningRate replaces it (assigning the field would not).
-      optimizer.setLearningRate(learningRate);
+      engine.setLearningRate(learningRate);
 
       // Training phase.
       let lossSum = 0, correct = 0, seen = 0;
@@ -244,18 +357,8 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
           mask: config.inputMask,
         })
       ) {
-        for (const d of dropouts) d.step = globalStep;
-        const { loss, predicted } = trainStep(
-          model,
-          optimizer,
-          variables,
-          batch.x,
-          batch.labels,
-          numClasses,
-        );
-        const value = (await loss.data())[0];
-        const p = await predicted.data();
-        tf.dispose([loss, predicted, batch.x, batch.labels]);
+        const { loss: value, predicted: p } = await engine.step(batch.x, batch.labels, globalStep);
+        tf.dispose([batch.x, batch.labels]);
         if (!Number.isFinite(value)) {
           throw new TrainingError(
             `Training diverged: loss ${value} at epoch ${epoch}, step ${step + 1}. ` +
@@ -274,7 +377,8 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
       }
       progress.end();
 
-      // Validation phase.
+      // Validation phase, on this epoch's weights.
+      engine.syncToModel();
       const valid = await validationPass(model, opts.validation, {
         cache: opts.cache,
         batchSize: config.batchSize,
@@ -323,7 +427,7 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
         bestEpoch = epoch;
         await saveCheckpoint(bestDir, model, meta);
       }
-      await saveTrainingState(opts.runDir, model, optimizer, meta, {
+      await saveTrainingState(opts.runDir, model, await engine.optimizerState(), meta, {
         epoch,
         globalStep,
         bestValidLoss,
@@ -336,9 +440,7 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
       if (opts.stopAfterEpoch !== undefined && epoch >= opts.stopAfterEpoch) break;
     }
   } finally {
-    optimizer.dispose();
-    // MomentumOptimizer.dispose() forgets SGD's cached -lr scalar.
-    (optimizer as unknown as { c?: tf.Tensor }).c?.dispose();
+    engine.dispose();
   }
   return { history, bestEpoch, bestValidLoss, bestDir };
 }
@@ -367,14 +469,10 @@ export async function writeHistory(runDir: string, history: readonly EpochRecord
 async function saveTrainingState(
   runDir: string,
   model: tf.LayersModel,
-  optimizer: tf.Optimizer,
+  encoded: EncodedWeights,
   meta: CheckpointInput,
   state: TrainingState,
 ): Promise<void> {
-  const named = await optimizer.getWeights();
-  const encoded = await tf.io.encodeWeights(named);
-  // getWeights() makes a fresh scalar for the iteration count; the momentum buffers are live.
-  tf.dispose(named.filter((w) => w.name === "iter").map((w) => w.tensor));
   await replaceDirAtomic(path.join(runDir, "state"), async (tmp) => {
     await saveCheckpoint(path.join(tmp, "model"), model, meta);
     await writeFileAtomic(

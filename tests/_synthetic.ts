@@ -22,8 +22,9 @@ export function classPattern(label: number, w: number, h: number, rng: Rng): Uin
   return px;
 }
 
-type Format = "jpeg-rgb" | "jpeg-gray" | "png-rgb" | "png-rgba" | "png-gray" | "png-gray16";
-const FORMATS: Format[] = [
+/** Every storage format found in the paper's data, for synthetic images. */
+export type Format = "jpeg-rgb" | "jpeg-gray" | "png-rgb" | "png-rgba" | "png-gray" | "png-gray16";
+export const FORMATS: Format[] = [
   "jpeg-rgb",
   "jpeg-gray",
   "png-rgb",

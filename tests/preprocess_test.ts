@@ -16,7 +16,7 @@ import { iterateBatches } from "../lib/batches.ts";
 import { KERAS_NORMALIZATION, TORCHVISION_IMAGENET_NORMALIZATION } from "../lib/weights.ts";
 import { PAPER_CONFIG } from "../lib/config.ts";
 import { Rng } from "../lib/rng.ts";
-import { makeSyntheticDataset, writeImage } from "./_synthetic.ts";
+import { FORMATS, makeSyntheticDataset, writeImage } from "./_synthetic.ts";
 
 await initBackend();
 
@@ -39,16 +39,7 @@ const at = (
 Deno.test("preprocess: decodeResized() makes 8-bit RGB of every stored format, stretched to a square", async () => {
   await withTemp("preprocess-", async (dir) => {
     const src = halves(40, 20, [250, 250, 250], [10, 10, 10]);
-    for (
-      const format of [
-        "jpeg-rgb",
-        "jpeg-gray",
-        "png-rgb",
-        "png-rgba",
-        "png-gray",
-        "png-gray16",
-      ] as const
-    ) {
+    for (const format of FORMATS) {
       const file = path.join(dir, `img-${format}.${format.startsWith("jpeg") ? "jpg" : "png"}`);
       await writeImage(file, src, 40, 20, format);
       const px = await decodeResized(file, 16);
