@@ -217,6 +217,7 @@ export async function runExperiment(opts: ExperimentOptions = {}): Promise<Exper
       : {}),
     skippedFiles: data.report.skipped,
     backend: { backend: backend.backend, versions: backend.versions },
+    trainingEngine: trained.engine,
     codeVersion: record.codeVersion,
     totalSeconds: (performance.now() - started) / 1000 +
       (resumeState ? resumeState.history.reduce((s, h) => s + h.seconds, 0) : 0),

@@ -124,14 +124,17 @@ export {
 
 // Training, evaluation, runs
 export {
+  createStepEngine,
   type EpochRecord,
   learningRateAt,
   loadTrainingState,
+  type StepEngine,
   trainModel,
   type TrainOptions,
   type TrainResult,
   validationPass,
 } from "./train.ts";
+export { type Predictor, predictorFor } from "./inference.ts";
 export {
   evaluateModel,
   type Evaluation,

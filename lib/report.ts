@@ -85,6 +85,8 @@ export interface RunSummary {
   unseenTest?: { metrics: Metrics; excluded: string[] };
   skippedFiles: { path: string; reason: string }[];
   backend: { backend: string; versions: Record<string, string> };
+  /** How the training steps ran: one TensorFlow graph per step, or TF.js op by op. */
+  trainingEngine?: "graph" | "eager";
   codeVersion: string;
   totalSeconds: number;
 }
@@ -210,6 +212,12 @@ export function renderReport(s: RunSummary): string {
         value: `TF.js ${s.backend.versions["tfjs-core"]} on ${s.backend.backend}${
           s.backend.versions.libtensorflow
             ? ` (libtensorflow ${s.backend.versions.libtensorflow})`
+            : ""
+        }${
+          s.trainingEngine === "graph"
+            ? "; each training step run as one TensorFlow graph"
+            : s.trainingEngine === "eager"
+            ? "; training steps run op by op (eager)"
             : ""
         }`,
       },

@@ -227,7 +227,7 @@ export const REVIEW_SEEDS = [1, 2, 3, 4, 5];
 /**
  * The seed sweep for the review: a finished one for `config` in the outputs folder, or, in quick
  * mode, a 3-seed quick sweep run now. In full mode a missing sweep is not started here (it takes
- * about 40 minutes for 5 seeds on 2 cores); the note says how to run it.
+ * about 20–25 minutes for 5 seeds at 446 px on 2 cores); the note says how to run it.
  */
 export async function sweepForReview(
   config: RunConfig,

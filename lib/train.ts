@@ -93,6 +93,8 @@ export interface TrainResult {
   bestValidLoss: number;
   /** Directory of the best checkpoint. */
   bestDir: string;
+  /** How the training steps ran (see createStepEngine). */
+  engine: StepEngine["kind"];
 }
 
 /** A named tensor as TF.js optimizers save and restore them. */
@@ -442,7 +444,7 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
   } finally {
     engine.dispose();
   }
-  return { history, bestEpoch, bestValidLoss, bestDir };
+  return { history, bestEpoch, bestValidLoss, bestDir, engine: engine.kind };
 }
 
 /** Write `history.json` and `history.csv` into the run folder. */
