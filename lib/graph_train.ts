@@ -14,18 +14,11 @@
  */
 import { tf } from "./backend.ts";
 import { BatchNorm, HardSigmoid, HardSwish, Normalize, SeededDropout } from "./layers.ts";
-import { type Attr, DT_FLOAT, DT_RESOURCE, emitStep, GraphWriter } from "./saved_model.ts";
+import { DT_FLOAT, DT_INT32, DT_RESOURCE, emitStep, GraphWriter } from "./saved_model.ts";
 import { concat } from "./protobuf.ts";
+import { type AnyLayer, inboundNames } from "./inference.ts";
 import { type HostTensor, openTensorFlow, type Output, type TensorFlowC } from "./tf_c.ts";
 import type { StepEngine, StepEngineOptions } from "./train.ts";
-
-// deno-lint-ignore no-explicit-any
-type AnyLayer = any;
-
-function inboundNames(layer: AnyLayer): string[] {
-  const node = layer.inboundNodes?.[0];
-  return node ? node.inboundLayers.map((l: AnyLayer) => l.name) : [];
-}
 
 interface TrainingGraph {
   bytes: Uint8Array;
@@ -37,8 +30,9 @@ interface TrainingGraph {
 
 /**
  * The forward graph in training mode, its loss and the ops that set and read the variables.
- * Node names: `x`, `labels`, `lr`, `var/i` (+ `read/i`, `init/i`, `assign/i`), `accum/i` (same
- * family), `loss`, `bn_update` (a NoOp that runs the moving-average assignments).
+ * Node names: `x`, `labels`, `lr`, `var/i` for model.weights[i] (with `var_read/i`, `var_init/i`,
+ * `var_assign/i`), `accum/i` for its momentum buffer (same family), `loss`, and `bn_update` (a
+ * NoOp that runs the moving-average assignments).
  */
 function trainingGraph(model: tf.LayersModel, numClasses: number, tag: string): TrainingGraph {
   const g = new GraphWriter();
@@ -180,7 +174,7 @@ function trainingGraph(model: tf.LayersModel, numClasses: number, tag: string): 
   g.op("xent", "SoftmaxCrossEntropyWithLogits", [logits, "labels"]);
   const axes = g.intConst("loss/axes", [1], [0]);
   g.op("loss", "Mean", ["xent:0", axes], {
-    Tidx: { type: 3 },
+    Tidx: { type: DT_INT32 },
     keep_dims: { b: false },
   });
   g.node("bn_update", "NoOp", bnAssigns.map((a) => `^${a}`), {});
@@ -188,16 +182,11 @@ function trainingGraph(model: tf.LayersModel, numClasses: number, tag: string): 
 }
 
 /** The optimizer's nodes, imported after the gradients exist (they read them via input maps). */
-function optimizerGraph(trainable: number[], momentum: number): {
-  bytes: Uint8Array;
-  inputs: string[];
-} {
+function optimizerGraph(trainable: number[], momentum: number): Uint8Array {
   const g = new GraphWriter();
-  const inputs: string[] = [];
-  const placeholder = (name: string, dtype: number) => {
-    inputs.push(name);
-    return g.node(name, "Placeholder", [], { dtype: { type: dtype } } as Record<string, Attr>);
-  };
+  // Stand-ins that the import maps onto the gradients, variables and learning rate.
+  const placeholder = (name: string, dtype: number) =>
+    g.node(name, "Placeholder", [], { dtype: { type: dtype } });
   const lr = placeholder("opt/lr", DT_FLOAT);
   const m = g.floatConst("opt/momentum", [], Float32Array.of(momentum));
   const applies = trainable.map((i) =>
@@ -214,7 +203,7 @@ function optimizerGraph(trainable: number[], momentum: number): {
     })
   );
   g.node("opt/train", "NoOp", applies.map((a) => `^${a}`), {});
-  return { bytes: concat(g.graphDef()), inputs };
+  return concat(g.graphDef());
 }
 
 let sessions = 0;
@@ -251,7 +240,7 @@ export function graphStepEngine(
       map.push([`opt/accum/${i}`, c.output(graph, `accum/${i}`)]);
       map.push([`opt/grad/${i}`, grads[k]]);
     });
-    c.importGraphDef(graph, opt.bytes, map);
+    c.importGraphDef(graph, opt, map);
     session = c.newSession(graph);
   } catch (error) {
     if (session) c.deleteSession(session);
@@ -298,7 +287,8 @@ export function graphStepEngine(
       },
     ]),
   );
-  let iterations = 0;
+  let iterations = (opts.optimizerWeights ?? []).find((w) => w.name === "iter")?.tensor
+    .dataSync()[0] ?? 0;
   let learningRate = opts.learningRate;
   let closed = false;
 

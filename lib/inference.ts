@@ -89,10 +89,12 @@ export interface Predictor {
   engine: "graph" | "eager" | "layers";
 }
 
+/** A TF.js layer with its (untyped) internals: inbound nodes, weights, config fields. */
 // deno-lint-ignore no-explicit-any
-type AnyLayer = any;
+export type AnyLayer = any;
 
-function inboundNames(layer: AnyLayer): string[] {
+/** Names of the layers whose outputs feed `layer`. */
+export function inboundNames(layer: AnyLayer): string[] {
   const node = layer.inboundNodes?.[0];
   return node ? node.inboundLayers.map((l: AnyLayer) => l.name) : [];
 }
