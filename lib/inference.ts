@@ -1,8 +1,10 @@
 /**
- * Fast inference for a trained MobileNetV3 layers model: BatchNorm folded into the convolution
- * before it, ReLU fused into the convolution, and the graph run as plain TF.js operations without
- * the layers API's per-layer bookkeeping. Same function as `model.predict` (a test compares them);
- * measured at 446 px, batch 1: see the README's speed table.
+ * Fast inference for a trained MobileNetV3 layers model. `planInference` turns the model into a
+ * list of steps with BatchNorm folded into the convolution before it and ReLU fused into the
+ * convolution; the plan then runs either as one TensorFlow graph (lib/saved_model.ts, native
+ * backend) or op by op as plain TF.js operations without the layers API's per-layer bookkeeping.
+ * Both compute what `model.predict` does (tests compare them, and the parity check against Keras
+ * covers both); measured at 446 px, batch 1: see the README's speed table.
  *
  * Folding: a convolution W then BatchNorm (γ, β, moving mean μ, moving variance σ²) equals one
  * convolution with W·s and bias β − μ·s, where s = γ / √(σ² + ε), per output channel.
