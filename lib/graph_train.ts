@@ -14,7 +14,14 @@
  */
 import { tf } from "./backend.ts";
 import { BatchNorm, HardSigmoid, HardSwish, Normalize, SeededDropout } from "./layers.ts";
-import { DT_FLOAT, DT_INT32, DT_RESOURCE, emitStep, GraphWriter } from "./saved_model.ts";
+import {
+  DT_FLOAT,
+  DT_INT32,
+  DT_RESOURCE,
+  emitStep,
+  GraphWriter,
+  type WeightNode,
+} from "./graph_def.ts";
 import { concat } from "./protobuf.ts";
 import { type AnyLayer, inboundNames } from "./inference.ts";
 import { type HostTensor, openTensorFlow, type Output, type TensorFlowC } from "./tf_c.ts";
@@ -37,7 +44,8 @@ interface TrainingGraph {
 function trainingGraph(model: tf.LayersModel, numClasses: number, tag: string): TrainingGraph {
   const g = new GraphWriter();
   const weights = model.weights;
-  const indexOf = new Map(weights.map((w, i) => [w, i]));
+  // A layer weight's tensor → its variable's index (LayerVariable.read() is the same tensor each time).
+  const indexOf = new Map<tf.Tensor, number>(weights.map((w, i) => [w.read(), i]));
   const trainable = weights.map((w, i) => (w.trainable ? i : -1)).filter((i) => i >= 0);
   const variable = (prefix: string, i: number, shape: number[]) => {
     const handle = g.node(`${prefix}/${i}`, "VarHandleOp", [], {
@@ -57,11 +65,13 @@ function trainingGraph(model: tf.LayersModel, numClasses: number, tag: string): 
   };
   weights.forEach((w, i) => variable("var", i, w.shape as number[]));
   trainable.forEach((i) => variable("accum", i, weights[i].shape as number[]));
-  const read = (lv: unknown) => {
-    const i = indexOf.get(lv as tf.LayerVariable);
+  const read = (weight: tf.Tensor) => {
+    const i = indexOf.get(weight);
     if (i === undefined) throw new Error("graph training: a layer weight is not a model weight");
     return `var_read/${i}`;
   };
+  // Steps read their weights from the variables, not from constants.
+  const variableWeight: WeightNode = (_g, _name, weight) => read(weight);
 
   const [, height, width] = model.inputs[0].shape as number[];
   g.node("x", "Placeholder", [], {
@@ -83,7 +93,7 @@ function trainingGraph(model: tf.LayersModel, numClasses: number, tag: string): 
     const inputs = inboundNames(layer);
     const x = inputs.map((n) => nodeOf.get(n)!);
     const emit = (op: Parameters<typeof emitStep>[2]) =>
-      nodeOf.set(layer.name, emitStep(g, name, op, x));
+      nodeOf.set(layer.name, emitStep(g, name, op, x, variableWeight));
     if (cls === "InputLayer") {
       nodeOf.set(layer.name, "x");
     } else if (layer instanceof Normalize) {
@@ -91,26 +101,18 @@ function trainingGraph(model: tf.LayersModel, numClasses: number, tag: string): 
     } else if (cls === "ZeroPadding2D") {
       emit({ kind: "pad", padding: layer.padding });
     } else if (cls === "Conv2D" || cls === "DepthwiseConv2D") {
-      const [sh, sw] = layer.strides as number[];
-      const depthwise = cls === "DepthwiseConv2D";
-      const kernel = read(layer.weights[0]);
-      let out = g.op(
-        layer.useBias ? `${name}/conv` : name,
-        depthwise ? "DepthwiseConv2dNative" : "Conv2D",
-        [x[0], kernel],
-        {
-          strides: { ints: [1, sh, sw, 1] },
-          padding: { s: (layer.padding as string).toUpperCase() },
-          data_format: { s: "NHWC" },
-          dilations: { ints: [1, 1, 1, 1] },
-        },
-      );
-      if (layer.useBias) {
-        out = g.op(name, "BiasAdd", [out, read(layer.weights[1])], { data_format: { s: "NHWC" } });
-      }
-      nodeOf.set(layer.name, out);
+      // As in inference, but unfolded: BatchNorm and ReLU stay separate layers in training.
+      emit({
+        kind: "conv",
+        depthwise: cls === "DepthwiseConv2D",
+        kernel: layer.weights[0].read(),
+        bias: layer.useBias ? layer.weights[1].read() : undefined,
+        strides: layer.strides,
+        padding: layer.padding,
+        relu: false,
+      });
     } else if (layer instanceof BatchNorm) {
-      const [gamma, beta, mean, variance] = layer.weights.map(read);
+      const [gamma, beta, mean, variance] = layer.weights.map((w) => read(w.read()));
       g.node(name, "FusedBatchNormV3", [x[0], gamma, beta, mean, variance], {
         T: { type: DT_FLOAT },
         U: { type: DT_FLOAT },
@@ -121,7 +123,7 @@ function trainingGraph(model: tf.LayersModel, numClasses: number, tag: string): 
       });
       // Outputs 1 and 2 are the moving mean and variance, already blended with the old ones.
       [2, 3].forEach((w, k) => {
-        const i = indexOf.get(layer.weights[w])!;
+        const i = indexOf.get(layer.weights[w].read())!;
         bnAssigns.push(g.node(`${name}/update_${k}`, "AssignVariableOp", [
           `var/${i}`,
           `${name}:${k + 1}`,
@@ -146,14 +148,7 @@ function trainingGraph(model: tf.LayersModel, numClasses: number, tag: string): 
       if (layer.getConfig().activation !== "linear") {
         throw new Error(`graph training: dense layer ${layer.name} has an activation`);
       }
-      const product = g.op(`${name}/matmul`, "MatMul", [x[0], read(layer.weights[0])], {
-        transpose_a: { b: false },
-        transpose_b: { b: false },
-      });
-      nodeOf.set(
-        layer.name,
-        g.op(name, "BiasAdd", [product, read(layer.weights[1])], { data_format: { s: "NHWC" } }),
-      );
+      emit({ kind: "dense", kernel: layer.weights[0].read(), bias: layer.weights[1].read() });
     } else if (layer instanceof SeededDropout) {
       if (layer.rate === 0) {
         nodeOf.set(layer.name, x[0]);
@@ -244,7 +239,7 @@ export function graphStepEngine(
     session = c.newSession(graph);
   } catch (error) {
     if (session) c.deleteSession(session);
-    c.lib.TF_DeleteGraph(graph);
+    c.deleteGraph(graph);
     throw error;
   }
   const out = (name: string) => c.output(graph, name);
@@ -357,7 +352,7 @@ export function graphStepEngine(
       if (closed) return;
       closed = true;
       c.deleteSession(session);
-      c.lib.TF_DeleteGraph(graph);
+      c.deleteGraph(graph);
     },
   };
 }

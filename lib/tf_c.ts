@@ -10,7 +10,6 @@
 import { tf } from "./backend.ts";
 
 const SYMBOLS = {
-  TF_Version: { parameters: [], result: "pointer" },
   TF_NewStatus: { parameters: [], result: "pointer" },
   TF_DeleteStatus: { parameters: ["pointer"], result: "void" },
   TF_GetCode: { parameters: ["pointer"], result: "i32" },
@@ -31,7 +30,6 @@ const SYMBOLS = {
     result: "void",
   },
   TF_GraphOperationByName: { parameters: ["pointer", "buffer"], result: "pointer" },
-  TF_OperationName: { parameters: ["pointer"], result: "pointer" },
   TF_AddGradientsWithPrefix: {
     parameters: [
       "pointer",
@@ -148,10 +146,6 @@ export interface HostTensor {
 export class TensorFlowC {
   constructor(readonly lib: Lib) {}
 
-  version(): string {
-    return Deno.UnsafePointerView.getCString(this.lib.TF_Version()!);
-  }
-
   private check<T>(what: string, fn: (status: Deno.PointerValue) => T): T {
     const status = this.lib.TF_NewStatus();
     try {
@@ -168,6 +162,10 @@ export class TensorFlowC {
 
   newGraph(): Deno.PointerValue {
     return this.lib.TF_NewGraph();
+  }
+
+  deleteGraph(graph: Deno.PointerValue) {
+    this.lib.TF_DeleteGraph(graph);
   }
 
   /**
@@ -228,10 +226,6 @@ export class TensorFlowC {
       op: Deno.UnsafePointer.create(view.getBigUint64(16 * i, true)),
       index: view.getInt32(16 * i + 8, true),
     }));
-  }
-
-  operationName(op: Deno.PointerValue): string {
-    return Deno.UnsafePointerView.getCString(this.lib.TF_OperationName(op)!);
   }
 
   newSession(graph: Deno.PointerValue): Deno.PointerValue {

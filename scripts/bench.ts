@@ -192,39 +192,24 @@ async function main() {
   if (!v["no-pipeline"]) {
     const data = v.data ?? resolveDataDir();
     const size = 446, batch = 4;
+    const pipeline = async (
+      framework: Measurement["framework"],
+      runner: typeof tfjs,
+      mode: string,
+    ) => {
+      const args = ["--mode", mode, "--size", String(size), "--batch", String(batch)];
+      const m = await runner([...args, "--data", data]);
+      results.push(
+        "error" in m ? { framework, mode, size, batch, peakRssMB: 0, failed: m.error } : m,
+      );
+    };
     for (const mode of ["decode", "batches", "epoch"]) {
       console.error(`  tfjs ${mode} ${size}px`);
-      const m = await tfjs([
-        "--mode",
-        mode,
-        "--size",
-        String(size),
-        "--batch",
-        String(batch),
-        "--data",
-        data,
-      ]);
-      results.push(
-        "error" in m ? { framework: "tfjs", mode, size, batch, peakRssMB: 0, failed: m.error } : m,
-      );
+      await pipeline("tfjs", tfjs, mode);
     }
     if (python) {
       console.error(`  pytorch epoch ${size}px (the paper's pipeline: decode every epoch)`);
-      const m = await torch([
-        "--mode",
-        "epoch",
-        "--size",
-        String(size),
-        "--batch",
-        String(batch),
-        "--data",
-        data,
-      ]);
-      results.push(
-        "error" in m
-          ? { framework: "pytorch", mode: "epoch", size, batch, peakRssMB: 0, failed: m.error }
-          : m,
-      );
+      await pipeline("pytorch", torch, "epoch");
     }
   }
 
