@@ -7,20 +7,26 @@
  * training mode) on random pixels; infer: `model.predict`. The first step is a warm-up and is not
  * timed. Peak resident memory is the kernel's VmHWM for this process.
  */
-import { initBackend, tf } from "../lib/backend.ts";
-import { buildMobileNetV3Large } from "../lib/model.ts";
-import { KERAS_NORMALIZATION } from "../lib/weights.ts";
-import { createStepEngine, trainModel } from "../lib/train.ts";
 import * as path from "node:path";
-import { runConfig } from "../lib/config.ts";
-import { loadDataset, resolveDataDir } from "../lib/dataset.ts";
-import { ImageCache } from "../lib/image_cache.ts";
-import { prepareData } from "../lib/pipeline.ts";
-import { iterateBatches } from "../lib/batches.ts";
-import { Rng } from "../lib/rng.ts";
-import { buildModel } from "../lib/model.ts";
-import { predictorFor } from "../lib/inference.ts";
-import { numberFlag, parseFlags } from "../lib/cli.ts";
+import {
+  buildMobileNetV3Large,
+  buildModel,
+  createPredictor,
+  createStepEngine,
+  ImageCache,
+  initBackend,
+  iterateBatches,
+  KERAS_NORMALIZATION,
+  loadDataset,
+  numberFlag,
+  parseFlags,
+  prepareData,
+  resolveDataDir,
+  Rng,
+  runConfig,
+  tf,
+  trainModel,
+} from "../lib/mod.ts";
 
 const { values: v } = parseFlags(Deno.args, {
   mode: { type: "string" },
@@ -123,13 +129,13 @@ const model = buildMobileNetV3Large({
 const x = tf.randomUniform([batch, size, size, 3], 0, 255, "float32", 1) as tf.Tensor4D;
 const labels = tf.tensor1d(Array.from({ length: batch }, (_, i) => i % 3), "int32");
 // What training uses: the whole step as one TensorFlow graph with the native backend
-// (lib/graph_train.ts), else TF.js's eager step; COVID_CXR_TRAIN_ENGINE=eager compares.
+// (lib/engine/graph_train.ts), else TF.js's eager step; COVID_CXR_TRAIN_ENGINE=eager compares.
 const engine = mode === "train"
   ? await createStepEngine(model, { learningRate: 0.001, momentum: 0.9, numClasses: 3 })
   : undefined;
 // What evaluation and prediction use: the whole model as one TensorFlow graph with the native
-// backend (lib/saved_model.ts), else the eager compiled model (BatchNorm folded).
-const predictor = mode === "infer" ? predictorFor(model) : undefined;
+// backend (lib/engine/graph_predictor.ts), else the eager plan (BatchNorm folded).
+const predictor = mode === "infer" ? createPredictor(model) : undefined;
 const times: number[] = [];
 for (let i = 0; i <= steps; i++) {
   const t0 = performance.now();

@@ -68,7 +68,6 @@ async function load(quiet: boolean): Promise<BackendInfo> {
         const spec = `npm:${GPU_PACKAGE}@${tf.version_core}`;
         const mod = await import(spec);
         await tf.setBackend("tensorflow");
-        (await import("./native_ops.ts")).registerNativeGradients();
         return info(GPU_PACKAGE, mod.version);
       } catch (error) {
         nativeError = `${GPU_PACKAGE}: ${firstLine(error)}`;
@@ -77,7 +76,6 @@ async function load(quiet: boolean): Promise<BackendInfo> {
     try {
       const mod = await import(NODE_PACKAGE);
       if (await tf.setBackend("tensorflow")) {
-        (await import("./native_ops.ts")).registerNativeGradients();
         return info(NODE_PACKAGE, mod.version, nativeError);
       }
       nativeError = `${NODE_PACKAGE} loaded but the "tensorflow" backend did not initialise`;

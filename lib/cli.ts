@@ -1,7 +1,9 @@
 /** Command-line parsing shared by the task scripts (node:util's parseArgs; jsr's std/cli is unreachable). */
 import { parseArgs } from "node:util";
+import { UserError } from "./errors.ts";
 
-export class UsageError extends Error {
+/** A wrong flag or argument: printed with the usage, exit code 2. */
+export class UsageError extends UserError {
   override name = "UsageError";
 }
 
@@ -60,15 +62,9 @@ export async function runMain(main: () => Promise<void>, usage: string): Promise
       console.error(`${error.message}\n\n${usage}`);
       Deno.exit(2);
     }
-    const known = [
-      "DatasetError",
-      "WeightsError",
-      "CheckpointError",
-      "ImageError",
-      "TrainingError",
-    ];
-    if (error instanceof Error && known.includes(error.name)) {
+    if (error instanceof UserError) {
       console.error(`\n${error.message}`);
+      if (Deno.env.get("COVID_CXR_DEBUG")) console.error(error.stack);
       Deno.exit(1);
     }
     throw error;

@@ -2,7 +2,26 @@
  * The paper's settings as one typed, frozen default. Where the paper is silent, the choice is ours
  * and says so; every field can be overridden by a flag of `deno task reproduce`.
  */
-import type { AugmentationOptions, InputMask } from "./preprocess.ts";
+
+/** torchvision's `RandomHorizontalFlip(p)` + `ColorJitter(brightness, contrast, saturation, hue)`. */
+export interface AugmentationOptions {
+  flipProbability: number;
+  /** Factor drawn from [max(0, 1 − b), 1 + b]; 0 disables. */
+  brightness: number;
+  /** Factor drawn from [max(0, 1 − c), 1 + c]; 0 disables. */
+  contrast: number;
+  /** Factor drawn from [max(0, 1 − s), 1 + s]; 0 disables. */
+  saturation: number;
+  /** Hue shift drawn from [−h, h] (fraction of the colour circle, h ≤ 0.5); 0 disables. */
+  hue: number;
+}
+
+/**
+ * Which part of the image the model may see (the review's shortcut experiments): everything,
+ * only the border (the lung field blanked), or only the lung field (the border blanked).
+ */
+export type InputMask = "none" | "border-only" | "lung-only";
+export const INPUT_MASKS: readonly InputMask[] = ["none", "border-only", "lung-only"];
 
 export interface RunConfig {
   /** Input size in pixels. Paper, "Preprocessing": images resized to 446×446. */

@@ -4,6 +4,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { createHash } from "node:crypto";
 
 let counter = 0;
 function tempName(target: string): string {
@@ -49,4 +50,14 @@ export async function replaceDirAtomic(
   if (old) await Deno.rename(dir, old);
   await Deno.rename(tmp, dir);
   if (old) await Deno.remove(old, { recursive: true });
+}
+
+/** Hex digest of a file's bytes, streamed ("sha256" for data and weights, "md5" for Keras's files). */
+export async function hashFile(
+  file: string,
+  algorithm: "sha256" | "md5" = "sha256",
+): Promise<string> {
+  const hash = createHash(algorithm);
+  for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Uint8Array);
+  return hash.digest("hex");
 }

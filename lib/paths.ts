@@ -30,3 +30,8 @@ export function userCacheDir(): string {
 export function projectCacheDir(): string {
   return projectPath(".cache");
 }
+
+/** An executable of the project's JupyterLab virtual environment (`.venv/bin/<name>`). */
+export function venvBin(name: string): string {
+  return projectPath(".venv", "bin", name);
+}

@@ -9,12 +9,19 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { numberFlag, parseFlags, runMain, UsageError } from "../lib/cli.ts";
-import { writeFileAtomic, writeJsonAtomic } from "../lib/files.ts";
-import { projectPath } from "../lib/paths.ts";
-import { outputsRoot, updateLatest } from "../lib/report.ts";
-import { table } from "../lib/tables.ts";
-import { resolveDataDir } from "../lib/dataset.ts";
+import {
+  numberFlag,
+  outputsRoot,
+  parseFlags,
+  projectPath,
+  resolveDataDir,
+  runMain,
+  table,
+  updateLatest,
+  UsageError,
+  writeFileAtomic,
+  writeJsonAtomic,
+} from "../lib/mod.ts";
 
 const USAGE = `Usage: deno task bench [options]
 

@@ -11,12 +11,14 @@ import {
   initBackend,
   loadCheckpoint,
   loadEvaluationImages,
+  numberFlag,
   outputsRoot,
+  parseFlags,
   resolveDataDir,
+  runMain,
   validateDataset,
+  writeEvaluation,
 } from "../lib/mod.ts";
-import { writeEvaluation } from "../lib/report.ts";
-import { numberFlag, parseFlags, runMain } from "../lib/cli.ts";
 
 const USAGE =
   `Usage: deno task evaluate [--model DIR] [--data DIR] [--out DIR] [--batch-size N] [--skip-bad]

@@ -4,8 +4,7 @@
  * (e.g. `deno task lab --port 8890 --no-browser`).
  */
 import * as fs from "node:fs";
-import { projectPath } from "../lib/paths.ts";
-import { venvBin } from "./setup.ts";
+import { projectPath, venvBin } from "../lib/paths.ts";
 
 const jupyter = venvBin("jupyter");
 if (!fs.existsSync(jupyter)) {

@@ -7,12 +7,14 @@ import {
   initBackend,
   loadCheckpoint,
   outputsRoot,
+  parseFlags,
   predictImages,
   predictionsTable,
+  runMain,
+  UsageError,
   writePredictionsCsv,
   writePredictionsJson,
 } from "../lib/mod.ts";
-import { parseFlags, runMain, UsageError } from "../lib/cli.ts";
 
 const USAGE =
   `Usage: deno task predict <image or folder ...> [--model DIR] [--csv FILE] [--json FILE]

@@ -6,13 +6,16 @@ import {
   initBackend,
   INPUT_MASKS,
   type InputMask,
+  numberFlag,
+  parseFlags,
   quickMode,
   type RunConfig,
   runConfig,
   runExperiment,
+  runMain,
   runSweep,
+  UsageError,
 } from "../lib/mod.ts";
-import { numberFlag, parseFlags, runMain, UsageError } from "../lib/cli.ts";
 
 const USAGE = `Usage: deno task reproduce [options]
 

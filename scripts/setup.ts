@@ -18,9 +18,9 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { createHash } from "node:crypto";
 import { pathToFileURL } from "node:url";
-import { projectPath, userCacheDir } from "../lib/paths.ts";
+import { projectPath, userCacheDir, venvBin } from "../lib/paths.ts";
+import { hashFile, writeJsonAtomic } from "../lib/files.ts";
 
 /** What the offline route builds from; the versions the binding was proven with. */
 export const OFFLINE_BUILD = Object.freeze({
@@ -113,26 +113,12 @@ function tail(text: string, lines = 15): string {
   return text.trim().split("\n").slice(-lines).map((l) => `    ${l}`).join("\n");
 }
 
-async function sha256File(file: string): Promise<string> {
-  const hash = createHash("sha256");
-  for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Uint8Array);
-  return hash.digest("hex");
-}
-
 function readJson<T>(file: string): T | undefined {
   try {
     return JSON.parse(fs.readFileSync(file, "utf8")) as T;
   } catch {
     return undefined;
   }
-}
-
-/** Write a file so a reader never sees half of it: temp file, then rename. */
-function writeJsonAtomic(file: string, value: unknown): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${Deno.pid}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(value, null, 2) + "\n");
-  fs.renameSync(tmp, file);
 }
 
 function seconds(since: number): number {
@@ -304,7 +290,7 @@ export async function ensureWheel(
   );
   const stamp = readJson<WheelStamp>(stampFile);
   if (stamp && exists(stamp.file) && fs.statSync(stamp.file).size === stamp.size) {
-    if (await sha256File(stamp.file) === stamp.sha256) {
+    if (await hashFile(stamp.file) === stamp.sha256) {
       return { file: stamp.file, action: "present" };
     }
   }
@@ -346,9 +332,9 @@ export async function ensureWheel(
   const file = path.join(wheels, files[0]);
   fs.renameSync(path.join(partial, files[0]), file);
   fs.rmSync(partial, { recursive: true, force: true });
-  writeJsonAtomic(stampFile, {
+  await writeJsonAtomic(stampFile, {
     file,
-    sha256: await sha256File(file),
+    sha256: await hashFile(file),
     size: fs.statSync(file).size,
   });
   return { file, action: "downloaded" };
@@ -519,7 +505,7 @@ export async function ensureBinding(
   const dir = offlineCachePaths(cacheDir).binding(tfjsNodeVersion(pkgDir));
   const file = path.join(dir, "tfjs_binding.node");
   const stamp = readJson<BindingStamp>(path.join(dir, "stamp.json"));
-  if (stamp && exists(file) && await sha256File(file) === stamp.sha256) {
+  if (stamp && exists(file) && await hashFile(file) === stamp.sha256) {
     return { file, action: "present" };
   }
   if (stamp || exists(file)) log(`  cached binding in ${dir} is incomplete; building it again`);
@@ -554,10 +540,10 @@ export async function ensureBinding(
         "It needs a C++ compiler (g++), make and Python 3.",
     );
   }
-  writeJsonAtomic(
+  await writeJsonAtomic(
     path.join(partial, "stamp.json"),
     {
-      sha256: await sha256File(built),
+      sha256: await hashFile(built),
       size: fs.statSync(built).size,
     } satisfies BindingStamp,
   );
@@ -579,13 +565,13 @@ function backendInPlace(): boolean {
 
 async function writeBackendStamp(route: BackendStamp["route"]): Promise<void> {
   const pkg = tfjsNodeDir();
-  writeJsonAtomic(
+  await writeJsonAtomic(
     BACKEND_STAMP(),
     {
       route,
       tfjsNode: tfjsNodeVersion(pkg),
       binding: bindingPath(pkg),
-      bindingSha256: await sha256File(bindingPath(pkg)),
+      bindingSha256: await hashFile(bindingPath(pkg)),
     } satisfies BackendStamp,
   );
 }
@@ -661,11 +647,6 @@ interface LabStamp {
   packages: string[];
 }
 
-/** The venv's executables (`jupyter`, `python`). */
-export function venvBin(name: string): string {
-  return path.join(VENV(), "bin", name);
-}
-
 function labInPlace(): boolean {
   const stamp = readJson<LabStamp>(LAB_STAMP());
   return stamp !== undefined && stamp.packages.join() === LAB_PACKAGES.join() &&
@@ -695,7 +676,7 @@ async function writeKernelSpec(): Promise<void> {
     if (made) fs.cpSync(made, KERNEL_DIR(), { recursive: true });
     else log(`  (deno jupyter --install wrote nothing usable: ${result.output.trim()})`);
     // Always our own kernel.json: this deno, this project's TF log level.
-    writeJsonAtomic(path.join(KERNEL_DIR(), "kernel.json"), {
+    await writeJsonAtomic(path.join(KERNEL_DIR(), "kernel.json"), {
       argv: [Deno.execPath(), "jupyter", "--kernel", "--conn", "{connection_file}"],
       display_name: "Deno",
       language: "typescript",
@@ -748,7 +729,7 @@ async function ensureLab(): Promise<StepReport> {
     );
   }
   await writeKernelSpec();
-  writeJsonAtomic(LAB_STAMP(), { packages: [...LAB_PACKAGES] } satisfies LabStamp);
+  await writeJsonAtomic(LAB_STAMP(), { packages: [...LAB_PACKAGES] } satisfies LabStamp);
   return {
     step: "JupyterLab",
     action: "installed",

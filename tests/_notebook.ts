@@ -2,7 +2,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { projectPath } from "../lib/paths.ts";
-import { resolveDataDir } from "../lib/dataset.ts";
+import { resolveDataDir } from "../lib/data/mod.ts";
 
 export interface ExecutedNotebook {
   /** Error outputs ("ename: evalue") of every cell. */

@@ -1,0 +1,110 @@
+/**
+ * Image files in, pixels out (sharp, i.e. libvips): headers, complete decoding, resizing to the
+ * model's square. The figures' PNG compositing lives in lib/figures/raster.ts.
+ */
+import sharp from "sharp";
+import { UserError } from "../errors.ts";
+
+/** Header facts of an image file (no pixel decoding). */
+export interface ImageInfo {
+  format: string;
+  width: number;
+  height: number;
+  /** Bands as stored: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA. */
+  channels: number;
+  /** Colour space as libvips names it: "srgb", "b-w", "grey16", "rgb16", … */
+  space: string;
+  /** Sample depth: "uchar" (8-bit) or "ushort" (16-bit). */
+  depth: string;
+  hasAlpha: boolean;
+  /** EXIF orientation (1..8) when present. */
+  orientation?: number;
+}
+
+/** An image problem naming the file and the fix. */
+export class ImageError extends UserError {
+  override name = "ImageError";
+  constructor(readonly file: string, message: string) {
+    super(message);
+  }
+}
+
+/** Decompression-bomb guard: images above this many pixels are refused (largest in the data: 17 M). */
+export const DEFAULT_MAX_PIXELS = 50_000_000;
+
+/** Read an image's header. */
+export async function readImageInfo(file: string): Promise<ImageInfo> {
+  try {
+    const m = await sharp(file).metadata();
+    return {
+      format: m.format ?? "unknown",
+      width: m.width ?? 0,
+      height: m.height ?? 0,
+      channels: m.channels ?? 0,
+      space: m.space ?? "unknown",
+      depth: m.depth ?? "unknown",
+      hasAlpha: m.hasAlpha ?? false,
+      ...(m.orientation ? { orientation: m.orientation } : {}),
+    };
+  } catch (error) {
+    throw new ImageError(file, `Cannot read image "${file}": ${(error as Error).message}`);
+  }
+}
+
+/** Identifies the decode recipe below; cached pixels from another recipe are not reused. */
+export const DECODE_RECIPE = "rgb8-exif-noalpha-fill-linear-v1";
+
+/**
+ * Decode an image file completely and resize it to `size`×`size` RGB, 8 bits per channel:
+ * EXIF orientation applied; gray, 16-bit and alpha inputs made 8-bit RGB (alpha dropped, as PIL's
+ * `convert("RGB")` does); stretched to the square without cropping, as torchvision's
+ * `Resize((446, 446))` does, with a linear (bilinear, antialiased) kernel like PIL's BILINEAR.
+ *
+ * @returns Uint8Array [size, size, 3] row-major.
+ */
+export async function decodeResized(
+  file: string,
+  size: number,
+  opts: { maxPixels?: number } = {},
+): Promise<Uint8Array> {
+  const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
+  let info: ImageInfo;
+  try {
+    info = await readImageInfo(file);
+  } catch (error) {
+    throw new ImageError(
+      file,
+      `Cannot decode "${file}": not a readable image (${
+        (error as ImageError).message.split(": ").at(-1)
+      })`,
+    );
+  }
+  if (info.width * info.height > maxPixels) {
+    throw new ImageError(
+      file,
+      `Refusing to decode "${file}": ${info.width}×${info.height} = ${info.width * info.height} ` +
+        `pixels exceeds the limit of ${maxPixels} (decompression-bomb guard). If the image is ` +
+        "genuine, raise the limit with --max-pixels.",
+    );
+  }
+  try {
+    const { data, info: out } = await sharp(file, { failOn: "error", limitInputPixels: maxPixels })
+      .rotate()
+      .removeAlpha()
+      .toColourspace("srgb")
+      .resize(size, size, { fit: "fill", kernel: "linear" })
+      .raw({ depth: "uchar" })
+      .toBuffer({ resolveWithObject: true });
+    if (out.channels !== 3 || data.length !== size * size * 3) {
+      throw new Error(`decoded to ${out.width}×${out.height}×${out.channels}`);
+    }
+    return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  } catch (error) {
+    throw new ImageError(
+      file,
+      `Cannot decode "${file}" completely: ${
+        (error as Error).message
+      } (truncated or corrupt file?)`,
+    );
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * The data: an ImageFolder data set found, scanned, validated, de-duplicated and split as the paper
+ * did; images decoded once into a cache; training augmentation; batches as tensors.
+ *
+ * @example
+ * ```ts
+ * const { dataset, splits, cache } = await prepareData();
+ * ```
+ * @module
+ */
+export {
+  countByClass,
+  type Dataset,
+  DatasetError,
+  DEFAULT_DATA_DIR,
+  IMAGE_EXTENSIONS,
+  type ImageItem,
+  loadDataset,
+  resolveDataDir,
+  scanImageFolder,
+  type ScanProblem,
+} from "./image_folder.ts";
+export {
+  type DuplicateGroup,
+  duplicatesTable,
+  findDuplicates,
+  leakedTestItems,
+} from "./duplicates.ts";
+export { splitSummary, splitTrainValidation } from "./split.ts";
+export { parseChecksums, validateDataset, type ValidationReport } from "./validate.ts";
+export {
+  describeImages,
+  type ImageStats,
+  isGrayContent,
+  storageMode,
+  summarizeStorage,
+} from "./stats.ts";
+export {
+  decodeResized,
+  DEFAULT_MAX_PIXELS,
+  ImageError,
+  type ImageInfo,
+  readImageInfo,
+} from "./decode.ts";
+export { ImageCache } from "./image_cache.ts";
+export {
+  applyAugmentation,
+  type AugmentationParams,
+  jitterEffect,
+  sampleAugmentation,
+  toFloat,
+} from "./augment.ts";
+export { applyMask, LUNG_FIELD } from "./masks.ts";
+export { type Batch, batchCount, batchSummary, iterateBatches } from "./batches.ts";
+export { prepareData, type PreparedData } from "./prepare.ts";

@@ -1,0 +1,258 @@
+/**
+ * The graph interpreter: a plan's steps (plan.ts) written as TensorFlow GraphDef nodes
+ * (tensorflow/core/framework/graph.proto), for the graph predictor (graph_predictor.ts) and the
+ * graph training step (graph_train.ts). Each op kind of the plan has exactly one case here.
+ */
+import { normalizationAffine } from "../model/mod.ts";
+import { DT_FLOAT, DT_INT32 } from "./tf_c.ts";
+import type { Op, WeightRef } from "./plan.ts";
+import {
+  type Bytes,
+  bytesField,
+  concat,
+  floatField,
+  intField,
+  mapEntry,
+  packedIntsField,
+  stringField,
+} from "./protobuf.ts";
+
+// Field numbers of the messages written here (tensorflow/core/framework/*.proto).
+const GRAPH_DEF = { node: 1, versions: 4 } as const;
+const VERSION_DEF = { producer: 1 } as const;
+const NODE_DEF = { name: 1, op: 2, input: 3, attr: 5 } as const;
+const ATTR_VALUE = { list: 1, s: 2, i: 3, f: 4, b: 5, type: 6, shape: 7, tensor: 8 } as const;
+const LIST_VALUE = { i: 3 } as const;
+const TENSOR_SHAPE = { dim: 2 } as const;
+const DIM = { size: 1 } as const;
+const TENSOR = { dtype: 1, tensor_shape: 2, tensor_content: 4 } as const;
+
+// GraphDef producer version: any version after the ops used here were defined.
+const GRAPH_PRODUCER = 1000;
+
+/** An attribute value (tensorflow/core/framework/attr_value.proto). */
+export type Attr =
+  | { type: number }
+  | { s: string }
+  | { i: number }
+  | { f: number }
+  | { b: boolean }
+  | { ints: number[] }
+  | { shape: number[] }
+  | { tensor: Bytes };
+
+function attrValue(a: Attr): Bytes[] {
+  if ("type" in a) return [intField(ATTR_VALUE.type, a.type)];
+  if ("s" in a) return [stringField(ATTR_VALUE.s, a.s)];
+  if ("i" in a) return [intField(ATTR_VALUE.i, a.i)];
+  if ("f" in a) return [floatField(ATTR_VALUE.f, a.f)];
+  if ("b" in a) return [intField(ATTR_VALUE.b, a.b)];
+  if ("ints" in a) {
+    return [
+      bytesField(ATTR_VALUE.list, a.ints.length ? [packedIntsField(LIST_VALUE.i, a.ints)] : []),
+    ];
+  }
+  if ("shape" in a) return [bytesField(ATTR_VALUE.shape, shapeProto(a.shape))];
+  return [bytesField(ATTR_VALUE.tensor, a.tensor)];
+}
+
+/** TensorShapeProto; -1 is an unknown dimension. */
+export function shapeProto(dims: number[]): Bytes[] {
+  return dims.map((d) => bytesField(TENSOR_SHAPE.dim, [intField(DIM.size, d)]));
+}
+
+/** TensorProto with the values as raw little-endian bytes. */
+function tensorProto(dtype: number, shape: number[], values: Float32Array | Int32Array): Bytes {
+  return concat([
+    intField(TENSOR.dtype, dtype),
+    bytesField(TENSOR.tensor_shape, shapeProto(shape)),
+    bytesField(
+      TENSOR.tensor_content,
+      new Uint8Array(values.buffer, values.byteOffset, values.byteLength),
+    ),
+  ]);
+}
+
+/** Builds a GraphDef node by node; node names are unique and say which step they belong to. */
+export class GraphWriter {
+  private nodes: Bytes[] = [];
+  private names = new Set<string>();
+
+  node(name: string, op: string, inputs: string[], attrs: Record<string, Attr>): string {
+    if (this.names.has(name)) throw new Error(`GraphWriter: duplicate node name ${name}`);
+    this.names.add(name);
+    this.nodes.push(bytesField(GRAPH_DEF.node, [
+      stringField(NODE_DEF.name, name),
+      stringField(NODE_DEF.op, op),
+      ...inputs.map((i) => stringField(NODE_DEF.input, i)),
+      ...Object.entries(attrs).map(([k, v]) => mapEntry(NODE_DEF.attr, k, attrValue(v))),
+    ]));
+    return name;
+  }
+
+  floatConst(name: string, shape: number[], values: Float32Array): string {
+    return this.node(name, "Const", [], {
+      dtype: { type: DT_FLOAT },
+      value: { tensor: tensorProto(DT_FLOAT, shape, values) },
+    });
+  }
+
+  intConst(name: string, shape: number[], values: number[]): string {
+    return this.node(name, "Const", [], {
+      dtype: { type: DT_INT32 },
+      value: { tensor: tensorProto(DT_INT32, shape, Int32Array.from(values)) },
+    });
+  }
+
+  /** A float placeholder of `shape` (-1: any size). */
+  placeholder(name: string, shape: number[]): string {
+    return this.node(name, "Placeholder", [], { dtype: { type: DT_FLOAT }, shape: { shape } });
+  }
+
+  /** A float op: every op used here takes its element type as attribute T. */
+  op(name: string, op: string, inputs: string[], attrs: Record<string, Attr> = {}): string {
+    return this.node(name, op, inputs, { T: { type: DT_FLOAT }, ...attrs });
+  }
+
+  /** The serialised GraphDef. */
+  bytes(): Uint8Array {
+    return concat([
+      ...this.nodes,
+      bytesField(GRAPH_DEF.versions, [intField(VERSION_DEF.producer, GRAPH_PRODUCER)]),
+    ]);
+  }
+}
+
+/** How the program around the steps provides weights, BatchNorm updates and dropout masks. */
+export interface EmitContext {
+  /** A node holding the weight: a constant (inference) or a variable read (training). */
+  weight(g: GraphWriter, name: string, w: WeightRef): string;
+  /** Training: record that `value` (a node output) is the new value of weight `w`. */
+  assign?(g: GraphWriter, name: string, w: WeightRef, value: string): void;
+  /** Training: a placeholder for a dropout mask of [B, units]. */
+  mask?(g: GraphWriter, name: string, units: number, op: Extract<Op, { kind: "dropout" }>): string;
+}
+
+/** Weights as constants holding their current values. */
+export const constantWeights: EmitContext = {
+  weight: (g, name, w) => g.floatConst(name, w.shape, w.values()),
+};
+
+/** Emit the nodes of one step; returns the name of its output (node or node:index). */
+export function emitStep(
+  g: GraphWriter,
+  name: string,
+  op: Op,
+  [x, y]: string[],
+  ctx: EmitContext,
+): string {
+  const scalar = (suffix: string, v: number) =>
+    g.floatConst(`${name}/${suffix}`, [], Float32Array.of(v));
+  const channelwise = (suffix: string, v: ArrayLike<number>) =>
+    g.floatConst(`${name}/${suffix}`, [v.length], Float32Array.from(v));
+  switch (op.kind) {
+    case "normalize": {
+      const { scale, shift } = normalizationAffine(op.spec);
+      const scaled = g.op(`${name}/scale`, "Mul", [x, channelwise("a", scale)]);
+      return g.op(name, "AddV2", [scaled, channelwise("b", shift)]);
+    }
+    case "conv": {
+      const kernel = ctx.weight(g, `${name}/kernel`, op.kernel);
+      const [sh, sw] = op.strides;
+      let out = g.op(
+        op.bias || op.relu ? `${name}/conv` : name,
+        op.depthwise ? "DepthwiseConv2dNative" : "Conv2D",
+        [x, kernel],
+        {
+          strides: { ints: [1, sh, sw, 1] },
+          padding: { s: op.padding.toUpperCase() },
+          data_format: { s: "NHWC" },
+          dilations: { ints: [1, 1, 1, 1] },
+          explicit_paddings: { ints: [] },
+          ...(op.depthwise ? {} : { use_cudnn_on_gpu: { b: true } }),
+        },
+      );
+      if (op.bias) {
+        const bias = ctx.weight(g, `${name}/bias`, op.bias);
+        out = g.op(op.relu ? `${name}/biased` : name, "BiasAdd", [out, bias], {
+          data_format: { s: "NHWC" },
+        });
+      }
+      return op.relu ? g.op(name, "Relu", [out]) : out;
+    }
+    case "batchNorm": {
+      if (!ctx.assign) throw new Error(`emitStep: ${name} is a training step`);
+      const inputs = [op.gamma, op.beta, op.movingMean, op.movingVariance].map((w, k) =>
+        ctx.weight(g, `${name}/w${k}`, w)
+      );
+      g.node(name, "FusedBatchNormV3", [x, ...inputs], {
+        T: { type: DT_FLOAT },
+        U: { type: DT_FLOAT },
+        epsilon: { f: op.epsilon },
+        exponential_avg_factor: { f: 1 - op.momentum },
+        data_format: { s: "NHWC" },
+        is_training: { b: true },
+      });
+      // Outputs 1 and 2: the moving mean and variance, already blended with the old ones.
+      ctx.assign(g, `${name}/update_mean`, op.movingMean, `${name}:1`);
+      ctx.assign(g, `${name}/update_variance`, op.movingVariance, `${name}:2`);
+      return `${name}:0`;
+    }
+    case "scaleShift": {
+      const scaled = g.op(`${name}/scale`, "Mul", [x, channelwise("s", op.scale)]);
+      return g.op(name, "AddV2", [scaled, channelwise("t", op.shift)]);
+    }
+    case "hardSwish":
+    case "hardSigmoid": {
+      // relu6(x + 3) / 6, times x for hard-swish.
+      const shifted = g.op(`${name}/plus3`, "AddV2", [x, scalar("three", 3)]);
+      const clipped = g.op(`${name}/relu6`, "Relu6", [shifted]);
+      const sigmoid = g.op(
+        op.kind === "hardSigmoid" ? name : `${name}/sigmoid`,
+        "Mul",
+        [clipped, scalar("sixth", 1 / 6)],
+      );
+      return op.kind === "hardSigmoid" ? sigmoid : g.op(name, "Mul", [x, sigmoid]);
+    }
+    case "relu":
+      if (op.max === undefined) return g.op(name, "Relu", [x]);
+      if (op.max === 6) return g.op(name, "Relu6", [x]);
+      return g.op(name, "Minimum", [g.op(`${name}/relu`, "Relu", [x]), scalar("max", op.max)]);
+    case "pad": {
+      const [[t, b], [l, r]] = op.padding;
+      const pads = g.intConst(`${name}/paddings`, [4, 2], [0, 0, t, b, l, r, 0, 0]);
+      return g.op(name, "Pad", [x, pads], { Tpaddings: { type: DT_INT32 } });
+    }
+    case "globalMean":
+      return g.op(name, "Mean", [x, g.intConst(`${name}/axes`, [2], [1, 2])], {
+        Tidx: { type: DT_INT32 },
+        keep_dims: { b: false },
+      });
+    case "reshape": {
+      const shape = g.intConst(`${name}/shape`, [op.target.length + 1], [-1, ...op.target]);
+      return g.op(name, "Reshape", [x, shape], { Tshape: { type: DT_INT32 } });
+    }
+    case "add":
+      return g.op(name, "AddV2", [x, y]);
+    case "mul":
+      return g.op(name, "Mul", [x, y]);
+    case "dense": {
+      const kernel = ctx.weight(g, `${name}/kernel`, op.kernel);
+      let out = g.op(op.bias || op.relu ? `${name}/matmul` : name, "MatMul", [x, kernel], {
+        transpose_a: { b: false },
+        transpose_b: { b: false },
+      });
+      if (op.bias) {
+        const bias = ctx.weight(g, `${name}/bias`, op.bias);
+        out = g.op(op.relu ? `${name}/biased` : name, "BiasAdd", [out, bias], {
+          data_format: { s: "NHWC" },
+        });
+      }
+      return op.relu ? g.op(name, "Relu", [out]) : out;
+    }
+    case "dropout": {
+      if (!ctx.mask) throw new Error(`emitStep: ${name} is a training step`);
+      return g.op(name, "Mul", [x, ctx.mask(g, `${name}/mask`, op.units, op)]);
+    }
+  }
+}

@@ -1,0 +1,327 @@
+/**
+ * The training step as one TensorFlow graph, run by a TensorFlow session through the C API
+ * (tf_c.ts): the training-flavour plan of the model (plan.ts) in training mode, cross-entropy,
+ * TensorFlow's own gradients (TF_AddGradients), the SGD-with-momentum update and the BatchNorm
+ * moving averages — one call per batch instead of ~2,400 kernels dispatched one by one.
+ *
+ * Same maths as the eager step (eager_train.ts; a test compares one step of each): the same
+ * FusedBatchNormV3 kernel with Keras's moving-average convention, the same dropout masks (drawn
+ * with TF.js's seeded generator and fed in), TF's ApplyMomentum with TF.js's momentum rule
+ * (accum = m·accum + g; w −= lr·accum), the mean cross-entropy over the batch.
+ *
+ * One source of truth for the weights: while the engine lives they are the session's variables,
+ * and the layers model's weights are guarded. Any read of them (predict, save, getWeights, a
+ * checkpoint, Grad-CAM) first copies the current values out of the session when a step has run
+ * since the last copy; a write is refused. `dispose()` leaves the last weights in the model.
+ */
+import { tf } from "../backend.ts";
+import { argmaxRows } from "../maths.ts";
+import { type EmitContext, emitStep, GraphWriter } from "./graph_def.ts";
+import { hostTensor } from "./graph_predictor.ts";
+import { planModel } from "./plan.ts";
+import type { NamedTensor, StepEngine, StepEngineOptions } from "./step.ts";
+import {
+  DT_FLOAT,
+  DT_INT32,
+  DT_RESOURCE,
+  GraphSession,
+  type HostTensor,
+  type Output,
+} from "./tf_c.ts";
+
+interface TrainingGraph {
+  bytes: Uint8Array;
+  /** model.weights index of each trainable variable "var/i". */
+  trainable: number[];
+  logits: string;
+  dropouts: { placeholder: string; units: number; rate: number; seed: number }[];
+}
+
+/**
+ * The forward graph in training mode, its loss and the ops that set and read the variables.
+ * Node names: `x`, `labels`, `lr`, `var/i` for model.weights[i] (with `var_read/i`, `var_init/i`,
+ * `var_assign/i`), `accum/i` for its momentum buffer (same family), `loss`, and `bn_update` (a
+ * NoOp that runs the moving-average assignments).
+ */
+function trainingGraph(model: tf.LayersModel, numClasses: number, tag: string): TrainingGraph {
+  const plan = planModel(model, "training");
+  const g = new GraphWriter();
+  const weights = model.weights;
+  const trainable = weights.map((w, i) => (w.trainable ? i : -1)).filter((i) => i >= 0);
+  const variable = (prefix: string, i: number, shape: number[]) => {
+    const handle = g.node(`${prefix}/${i}`, "VarHandleOp", [], {
+      dtype: { type: DT_FLOAT },
+      shape: { shape },
+      shared_name: { s: `${tag}/${prefix}/${i}` },
+      container: { s: "" },
+    });
+    g.node(`${prefix}_read/${i}`, "ReadVariableOp", [handle], { dtype: { type: DT_FLOAT } });
+    g.placeholder(`${prefix}_init/${i}`, shape);
+    g.node(`${prefix}_assign/${i}`, "AssignVariableOp", [handle, `${prefix}_init/${i}`], {
+      dtype: { type: DT_FLOAT },
+    });
+  };
+  weights.forEach((w, i) => variable("var", i, w.shape as number[]));
+  trainable.forEach((i) => variable("accum", i, weights[i].shape as number[]));
+
+  const bnAssigns: string[] = [];
+  const dropouts: TrainingGraph["dropouts"] = [];
+  const ctx: EmitContext = {
+    weight: (_g, name, w) => {
+      if (w.modelIndex === undefined) throw new Error(`graph training: ${name} is not a weight`);
+      return `var_read/${w.modelIndex}`;
+    },
+    assign: (g, name, w, value) => {
+      bnAssigns.push(g.node(name, "AssignVariableOp", [`var/${w.modelIndex}`, value], {
+        dtype: { type: DT_FLOAT },
+      }));
+    },
+    mask: (g, name, units, op) => {
+      dropouts.push({
+        placeholder: g.placeholder(name, [-1, units]),
+        units,
+        rate: op.rate,
+        seed: op.seed,
+      });
+      return name;
+    },
+  };
+  const nodeOf = new Map([[plan.input, g.placeholder("x", [-1, ...plan.inputShape])]]);
+  g.placeholder("labels", [-1, numClasses]);
+  g.placeholder("lr", []);
+  for (const step of plan.steps) {
+    const inputs = step.inputs.map((n) => nodeOf.get(n)!);
+    nodeOf.set(step.name, emitStep(g, `model/${step.name}`, step.op, inputs, ctx));
+  }
+  const logits = nodeOf.get(plan.output)!;
+  g.op("xent", "SoftmaxCrossEntropyWithLogits", [logits, "labels"]);
+  const axes = g.intConst("loss/axes", [1], [0]);
+  g.op("loss", "Mean", ["xent:0", axes], { Tidx: { type: DT_INT32 }, keep_dims: { b: false } });
+  g.node("bn_update", "NoOp", bnAssigns.map((a) => `^${a}`), {});
+  return { bytes: g.bytes(), trainable, logits, dropouts };
+}
+
+/** The optimizer's nodes, imported after the gradients exist (they read them via input maps). */
+function optimizerGraph(trainable: number[], momentum: number): Uint8Array {
+  const g = new GraphWriter();
+  // Stand-ins that the import maps onto the gradients, variables and learning rate.
+  const placeholder = (name: string, dtype: number) =>
+    g.node(name, "Placeholder", [], { dtype: { type: dtype } });
+  const lr = placeholder("opt/lr", DT_FLOAT);
+  const m = g.floatConst("opt/momentum", [], Float32Array.of(momentum));
+  const applies = trainable.map((i) =>
+    g.node(`opt/apply/${i}`, "ResourceApplyMomentum", [
+      placeholder(`opt/var/${i}`, DT_RESOURCE),
+      placeholder(`opt/accum/${i}`, DT_RESOURCE),
+      lr,
+      placeholder(`opt/grad/${i}`, DT_FLOAT),
+      m,
+    ], {
+      T: { type: DT_FLOAT },
+      use_locking: { b: false },
+      use_nesterov: { b: false },
+    })
+  );
+  g.node("opt/train", "NoOp", applies.map((a) => `^${a}`), {});
+  return g.bytes();
+}
+
+let engines = 0;
+
+/** A graph-mode step engine for `model` (its weights copied in now). */
+export function graphStepEngine(model: tf.LayersModel, opts: StepEngineOptions): StepEngine {
+  const built = trainingGraph(model, opts.numClasses, `s${Deno.pid}_${++engines}`);
+  const session = new GraphSession();
+  try {
+    return startEngine(model, opts, built, session);
+  } catch (error) {
+    // Whatever failed after the graph existed (import, gradients, a bad saved state): free it.
+    session.close();
+    throw error;
+  }
+}
+
+function startEngine(
+  model: tf.LayersModel,
+  opts: StepEngineOptions,
+  built: TrainingGraph,
+  session: GraphSession,
+): StepEngine {
+  session.import(built.bytes);
+  const loss = session.output("loss");
+  const grads = session.addGradients(
+    "grad",
+    [loss],
+    built.trainable.map((i) => session.output(`var_read/${i}`)),
+  );
+  grads.forEach((g, k) => {
+    if (!g.op) throw new Error(`graph training: no gradient for weight ${built.trainable[k]}`);
+  });
+  const map: [string, Output][] = [["opt/lr", session.output("lr")]];
+  built.trainable.forEach((i, k) => {
+    map.push([`opt/var/${i}`, session.output(`var/${i}`)]);
+    map.push([`opt/accum/${i}`, session.output(`accum/${i}`)]);
+    map.push([`opt/grad/${i}`, grads[k]]);
+  });
+  session.import(optimizerGraph(built.trainable, opts.momentum), map);
+  session.start();
+
+  const weights = model.weights;
+  const zeros = (shape: number[]): HostTensor => ({
+    values: new Float32Array(shape.reduce((a, b) => a * b, 1)),
+    shape,
+  });
+  const assign = (prefix: string, entries: [number, HostTensor][]) => {
+    session.run(
+      entries.map(([i, t]) => [session.output(`${prefix}_init/${i}`), t]),
+      [],
+      entries.map(([i]) => session.operation(`${prefix}_assign/${i}`)),
+    );
+  };
+  // The model's weights in; momentum buffers from a saved state, else zeros.
+  assign("var", weights.map((w, i) => [i, hostTensor(w.read())]));
+  const saved: NamedTensor[] = (opts.optimizerWeights ?? []).filter((w) => w.name !== "iter");
+  if (saved.length && saved.length !== built.trainable.length) {
+    throw new Error(
+      `graph training: ${saved.length} saved momentum buffers for ${built.trainable.length} weights`,
+    );
+  }
+  assign(
+    "accum",
+    built.trainable.map((i, k) => [
+      i,
+      saved.length ? hostTensor(saved[k].tensor) : zeros(weights[i].shape as number[]),
+    ]),
+  );
+  let iterations = (opts.optimizerWeights ?? []).find((w) => w.name === "iter")?.tensor
+    .dataSync()[0] ?? 0;
+
+  const guard = guardWeights(
+    model,
+    () => session.run([], weights.map((_, i) => session.output(`var_read/${i}`))),
+  );
+  const targets = [session.operation("opt/train"), session.operation("bn_update")];
+  const fetches = [session.output("loss"), session.output(built.logits)];
+  const feedX = session.output("x"), feedLabels = session.output("labels");
+  const feedLr = session.output("lr");
+  const masks = built.dropouts.map((d) => ({ ...d, output: session.output(d.placeholder) }));
+  let learningRate = opts.learningRate;
+  let closed = false;
+
+  return {
+    kind: "graph",
+    setLearningRate: (lr) => {
+      learningRate = lr;
+    },
+    step: (x, labels, globalStep) => {
+      const batch = x.shape[0];
+      const onehot = new Float32Array(batch * opts.numClasses);
+      (labels.dataSync() as Int32Array).forEach((l, i) => onehot[i * opts.numClasses + l] = 1);
+      const feeds: [Output, HostTensor][] = [
+        [feedX, hostTensor(x)],
+        [feedLabels, { values: onehot, shape: [batch, opts.numClasses] }],
+        [feedLr, { values: Float32Array.of(learningRate), shape: [] }],
+        ...masks.map((m): [Output, HostTensor] => {
+          // The mask SeededDropout draws in the eager step, from the same seed.
+          const mask = tf.tidy(() =>
+            tf.dropout(tf.ones([batch, m.units]), m.rate, undefined, m.seed + globalStep)
+          );
+          const t = hostTensor(mask);
+          mask.dispose();
+          return [m.output, t];
+        }),
+      ];
+      const [lossValue, logits] = session.run(feeds, fetches, targets);
+      guard.stale();
+      iterations++;
+      return Promise.resolve({
+        loss: lossValue.values[0],
+        predicted: argmaxRows(logits.values, logits.shape[1]),
+      });
+    },
+    optimizerState: async () => {
+      const values = session.run([], built.trainable.map((i) => session.output(`accum_read/${i}`)));
+      const named = [
+        { name: "iter", tensor: tf.scalar(iterations) },
+        ...values.map((v, k) => ({
+          name: `${(weights[built.trainable[k]].read() as tf.Variable).name}/momentum`,
+          tensor: tf.tensor(v.values, v.shape),
+        })),
+      ];
+      try {
+        return await tf.io.encodeWeights(named);
+      } finally {
+        tf.dispose(named.map((w) => w.tensor));
+      }
+    },
+    dispose: () => {
+      if (closed) return;
+      closed = true;
+      try {
+        guard.release();
+      } finally {
+        session.close();
+      }
+    },
+  };
+}
+
+/**
+ * Make the layers model's weights a view of the session's: reading any of them after a step copies
+ * the current values out of the session first; writing them is refused. `release()` copies the
+ * last values in and lifts the guard.
+ */
+function guardWeights(
+  model: tf.LayersModel,
+  fetch: () => HostTensor[],
+): { stale(): void; release(): void } {
+  const variables = model.weights;
+  const own = variables.map((v) => ({ read: v.read.bind(v), write: v.write.bind(v) }));
+  let stale = false;
+  let syncing = false;
+  const sync = () => {
+    syncing = true;
+    try {
+      fetch().forEach((h, i) => {
+        const t = tf.tensor(h.values, h.shape);
+        own[i].write(t);
+        t.dispose();
+      });
+      stale = false;
+    } finally {
+      syncing = false;
+    }
+  };
+  variables.forEach((v, i) => {
+    Object.assign(v, {
+      read: () => {
+        if (stale && !syncing) sync();
+        return own[i].read();
+      },
+      write: (value: tf.Tensor) => {
+        if (!syncing) {
+          throw new Error(
+            `Cannot write weight ${v.name}: the graph training engine holds the weights; ` +
+              "dispose it first",
+          );
+        }
+        return own[i].write(value);
+      },
+    });
+  });
+  return {
+    stale: () => {
+      stale = true;
+    },
+    release: () => {
+      try {
+        if (stale) sync();
+      } finally {
+        for (const v of variables) {
+          delete (v as unknown as Record<string, unknown>).read;
+          delete (v as unknown as Record<string, unknown>).write;
+        }
+      }
+    },
+  };
+}

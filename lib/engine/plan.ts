@@ -1,0 +1,369 @@
+/**
+ * The one translator from a layers model to engine steps.
+ *
+ * RULE: this is the only code that switches on layer class. Every engine runs a plan made here:
+ * the eager predictor (eager.ts) and the TensorFlow graphs (graph_def.ts emits a plan's steps for
+ * the graph predictor and the graph training step). Adding a layer kind means editing the model
+ * and `planStep` below, plus one case in each interpreter if it needs a new op. A layer this file
+ * does not know fails here, at plan time, with its name and class.
+ *
+ * Two flavours of the same model:
+ * - "inference": BatchNorm folded into the convolution before it (a convolution W then BatchNorm
+ *   γ, β, moving mean μ, moving variance σ² equals one convolution with W·s and bias β − μ·s,
+ *   where s = γ / √(σ² + ε), per output channel), a ReLU right after fused into it, dropout gone.
+ * - "training": every layer as it is; BatchNorm normalises with the batch's statistics and updates
+ *   its moving averages; dropout multiplies by a mask the caller supplies. Weights are referred to
+ *   by their index in `model.weights`, so an engine can keep them as variables.
+ */
+import { tf } from "../backend.ts";
+import type { NormalizationSpec } from "../model/mod.ts";
+
+/**
+ * A weight of a step: a model weight (`modelIndex` into `model.weights`) or a tensor derived from
+ * model weights (folded BatchNorm), as host values.
+ */
+export interface WeightRef {
+  shape: number[];
+  /** Index into `model.weights` when this is a model weight as it stands. */
+  modelIndex?: number;
+  /** The values (a copy; read when called). */
+  values(): Float32Array;
+}
+
+/** What one step computes. */
+export type Op =
+  | { kind: "normalize"; spec: NormalizationSpec }
+  | {
+    kind: "conv";
+    depthwise: boolean;
+    kernel: WeightRef;
+    bias?: WeightRef;
+    strides: [number, number];
+    padding: "same" | "valid";
+    relu: boolean;
+  }
+  /** Training flavour: batch statistics, moving averages updated with `momentum` (Keras's). */
+  | {
+    kind: "batchNorm";
+    gamma: WeightRef;
+    beta: WeightRef;
+    movingMean: WeightRef;
+    movingVariance: WeightRef;
+    epsilon: number;
+    momentum: number;
+  }
+  /** Inference flavour: a BatchNorm that follows no convolution, as `x · scale + shift`. */
+  | { kind: "scaleShift"; scale: Float32Array; shift: Float32Array }
+  | { kind: "hardSwish" }
+  | { kind: "hardSigmoid" }
+  | { kind: "relu"; max?: number }
+  | { kind: "pad"; padding: [[number, number], [number, number]] }
+  | { kind: "globalMean" }
+  | { kind: "reshape"; target: number[] }
+  | { kind: "add" }
+  | { kind: "mul" }
+  | { kind: "dense"; kernel: WeightRef; bias?: WeightRef; relu: boolean }
+  /** Training flavour: multiply by a [B, units] mask (0 or 1 / (1 − rate)) fed per step. */
+  | { kind: "dropout"; rate: number; units: number; seed: number };
+
+/** One step: `op` applied to the outputs of the steps (or the input) named in `inputs`. */
+export interface Step {
+  name: string;
+  inputs: string[];
+  op: Op;
+}
+
+export type Flavour = "inference" | "training";
+
+/** A model as steps in execution order. Plain data: nothing to dispose. */
+export interface Plan {
+  flavour: Flavour;
+  /** The name that stands for the model's input in `inputs`. */
+  input: string;
+  /** [height, width, channels] of one input image. */
+  inputShape: [number, number, number];
+  /** The step whose output is the model's output (logits). */
+  output: string;
+  outputUnits: number;
+  steps: Step[];
+}
+
+/** A model the plan cannot translate; names the layer and its class. */
+export class PlanError extends Error {
+  override name = "PlanError";
+}
+
+/** A TF.js layer with its (untyped) internals: inbound nodes, weights, config fields. */
+// deno-lint-ignore no-explicit-any
+type AnyLayer = any;
+
+/** Names of the layers whose outputs feed `layer`. */
+function inboundNames(layer: AnyLayer): string[] {
+  const node = layer.inboundNodes?.[0];
+  return node ? node.inboundLayers.map((l: AnyLayer) => l.name) : [];
+}
+
+/** The activation of a Conv2D/Dense/Activation layer's config, as an op or "identity". */
+function activationOf(layer: AnyLayer): "identity" | "relu" | "relu6" {
+  const name = layer.getConfig().activation ?? "linear";
+  if (name === "linear") return "identity";
+  if (name === "relu" || name === "relu6") return name;
+  throw new PlanError(
+    `Cannot plan layer "${layer.name}" (${layer.getClassName()}): activation "${name}" has no ` +
+      "rule (known: linear, relu, relu6); add one in lib/engine/plan.ts",
+  );
+}
+
+/**
+ * Turn `model` (as built by buildMobileNetV3Large, or loaded from a checkpoint) into steps.
+ * Throws {@link PlanError} for a layer it has no rule for.
+ */
+export function planModel(model: tf.LayersModel, flavour: Flavour): Plan {
+  const layers = model.layers as AnyLayer[];
+  const weightIndex = new Map<unknown, number>(model.weights.map((w, i) => [w, i]));
+  const modelWeight = (w: tf.LayerVariable): WeightRef => {
+    const index = weightIndex.get(w);
+    if (index === undefined) throw new PlanError(`weight ${w.name} is not one of the model's`);
+    return { shape: w.shape as number[], modelIndex: index, values: () => floats(w.read()) };
+  };
+  const consumers = new Map<string, string[]>();
+  for (const l of layers) {
+    for (const n of inboundNames(l)) consumers.set(n, [...(consumers.get(n) ?? []), l.name]);
+  }
+  const byName = new Map(layers.map((l) => [l.name, l]));
+  // The single layer reading `name`'s output, if exactly one does.
+  const onlyConsumer = (name: string): AnyLayer | undefined => {
+    const c = consumers.get(name);
+    return c?.length === 1 ? byName.get(c[0]) : undefined;
+  };
+
+  const steps: Step[] = [];
+  const alias = new Map<string, string>(); // a folded-away layer's output is its fusion's output
+  const source = (name: string) => alias.get(name) ?? name;
+  const skip = new Set<string>();
+
+  for (const layer of layers) {
+    if (skip.has(layer.name)) continue;
+    const cls = layer.getClassName();
+    const inputs = inboundNames(layer).map(source);
+    const add = (op: Op) => steps.push({ name: layer.name, inputs, op });
+    const identity = () => alias.set(layer.name, inputs[0]);
+    const weights = layer.weights as tf.LayerVariable[];
+    switch (cls) {
+      case "InputLayer":
+        break;
+      case "Normalize":
+        add({ kind: "normalize", spec: { mean: layer.mean, std: layer.std } });
+        break;
+      case "Conv2D":
+      case "DepthwiseConv2D": {
+        const dilation = [layer.dilationRate].flat();
+        if (dilation.some((d: number) => d !== 1) || layer.dataFormat !== "channelsLast") {
+          throw new PlanError(
+            `Cannot plan layer "${layer.name}" (${cls}): only undilated channels-last convolutions`,
+          );
+        }
+        let kernel = modelWeight(weights[0]);
+        let bias = layer.useBias ? modelWeight(weights[1]) : undefined;
+        const activation = activationOf(layer);
+        if (activation === "relu6") throw fusedRelu6(layer);
+        let relu = activation === "relu";
+        if (flavour === "inference" && !relu) {
+          let outName = layer.name;
+          const next = onlyConsumer(layer.name);
+          if (next?.getClassName() === "BatchNorm") {
+            ({ kernel, bias } = foldBatchNorm(kernel, bias, next));
+            skip.add(next.name);
+            alias.set(next.name, layer.name);
+            outName = next.name;
+          }
+          // A plain ReLU right after: fused into the convolution.
+          const after = onlyConsumer(outName);
+          if (after && reluMax(after) === null) {
+            relu = true;
+            skip.add(after.name);
+            alias.set(after.name, layer.name);
+          }
+        }
+        add({
+          kind: "conv",
+          depthwise: cls === "DepthwiseConv2D",
+          kernel,
+          bias,
+          strides: layer.strides as [number, number],
+          padding: layer.padding as "same" | "valid",
+          relu,
+        });
+        break;
+      }
+      case "BatchNorm": {
+        const [gamma, beta, movingMean, movingVariance] = weights.map(modelWeight);
+        if (flavour === "training") {
+          add({
+            kind: "batchNorm",
+            gamma,
+            beta,
+            movingMean,
+            movingVariance,
+            epsilon: layer.epsilon,
+            momentum: layer.momentum,
+          });
+        } else {
+          const { scale, shift } = batchNormAffine(layer);
+          add({ kind: "scaleShift", scale, shift });
+        }
+        break;
+      }
+      case "HardSwish":
+        add({ kind: "hardSwish" });
+        break;
+      case "HardSigmoid":
+        add({ kind: "hardSigmoid" });
+        break;
+      case "ReLU":
+      case "Activation": {
+        const max = reluMax(layer);
+        if (max === undefined) {
+          if (cls === "Activation" && activationOf(layer) === "identity") identity();
+          else throw unknown(layer);
+        } else add({ kind: "relu", ...(max === null ? {} : { max }) });
+        break;
+      }
+      case "ZeroPadding2D":
+        add({ kind: "pad", padding: layer.padding });
+        break;
+      case "GlobalAveragePooling2D":
+        add({ kind: "globalMean" });
+        break;
+      case "Reshape":
+        add({ kind: "reshape", target: layer.targetShape });
+        break;
+      case "Add":
+        add({ kind: "add" });
+        break;
+      case "Multiply":
+        add({ kind: "mul" });
+        break;
+      case "Dense": {
+        const activation = activationOf(layer);
+        if (activation === "relu6") throw fusedRelu6(layer);
+        add({
+          kind: "dense",
+          kernel: modelWeight(weights[0]),
+          bias: layer.useBias ? modelWeight(weights[1]) : undefined,
+          relu: activation === "relu",
+        });
+        break;
+      }
+      case "SeededDropout":
+      case "Dropout":
+        if (flavour === "inference" || layer.rate === 0) identity();
+        else if (cls === "Dropout") {
+          throw new PlanError(
+            `Cannot plan layer "${layer.name}" (Dropout) for training: its masks are not ` +
+              "reproducible; use SeededDropout",
+          );
+        } else {
+          add({
+            kind: "dropout",
+            rate: layer.rate,
+            units: (layer.outputShape as number[]).at(-1)!,
+            seed: layer.seed,
+          });
+        }
+        break;
+      default:
+        throw unknown(layer);
+    }
+  }
+  const shape = model.inputs[0].shape;
+  if (shape.length !== 4 || shape.slice(1).some((d) => d == null)) {
+    throw new PlanError(`Cannot plan: input shape ${JSON.stringify(shape)} is not [B, H, W, C]`);
+  }
+  const outputShape = model.outputs[0].shape;
+  return {
+    flavour,
+    input: (model.inputLayers[0] as AnyLayer).name,
+    inputShape: shape.slice(1) as [number, number, number],
+    output: source((model.outputLayers[0] as AnyLayer).name),
+    outputUnits: outputShape.at(-1) as number,
+    steps,
+  };
+}
+
+function unknown(layer: AnyLayer): PlanError {
+  return new PlanError(
+    `Cannot plan layer "${layer.name}" (${layer.getClassName()}): no rule for this layer kind; ` +
+      "add one in lib/engine/plan.ts",
+  );
+}
+
+function fusedRelu6(layer: AnyLayer): PlanError {
+  return new PlanError(
+    `Cannot plan layer "${layer.name}" (${layer.getClassName()}): a relu6 activation inside the ` +
+      "layer has no rule; put a ReLU layer (maxValue 6) after it",
+  );
+}
+
+/**
+ * For a ReLU-like layer: null for a plain ReLU, the cap for a capped one (ReLU6: 6), undefined
+ * when the layer is not a ReLU at all.
+ */
+function reluMax(layer: AnyLayer): number | null | undefined {
+  const cls = layer.getClassName();
+  if (cls === "ReLU") return layer.maxValue ?? null;
+  if (cls === "Activation") {
+    const a = layer.getConfig().activation;
+    return a === "relu" ? null : a === "relu6" ? 6 : undefined;
+  }
+  return undefined;
+}
+
+function floats(t: tf.Tensor): Float32Array {
+  return Float32Array.from(t.dataSync() as Float32Array);
+}
+
+/** A BatchNorm layer in inference mode as `x · scale + shift` per channel. */
+function batchNormAffine(bn: AnyLayer): { scale: Float32Array; shift: Float32Array } {
+  const [gamma, beta, mean, variance] = (bn.weights as tf.LayerVariable[]).map((w) =>
+    floats(w.read())
+  );
+  const scale = gamma.map((g, c) => g / Math.sqrt(variance[c] + bn.epsilon));
+  const shift = beta.map((b, c) => b - mean[c] * scale[c]);
+  return { scale, shift };
+}
+
+/** Fold the BatchNorm `bn` into the convolution before it (see the header). */
+function foldBatchNorm(
+  kernel: WeightRef,
+  bias: WeightRef | undefined,
+  bn: AnyLayer,
+): { kernel: WeightRef; bias: WeightRef } {
+  const { scale, shift } = batchNormAffine(bn);
+  // Row-major kernels: [k, k, in, out], and depthwise [k, k, C, multiplier] whose output channel
+  // is c · multiplier + m; either way the output channel of flat index i is i mod channels.
+  const channels = scale.length;
+  const values = () => {
+    const k = kernel.values();
+    for (let i = 0; i < k.length; i++) k[i] *= scale[i % channels];
+    return k;
+  };
+  const biasValues = () => {
+    const b0 = bias?.values();
+    return shift.map((t, c) => t + (b0 ? b0[c] * scale[c] : 0));
+  };
+  return {
+    kernel: { shape: kernel.shape, values },
+    bias: { shape: [channels], values: biasValues },
+  };
+}
+
+/**
+ * For each step, the index of the last step that reads its output (so an interpreter can free it
+ * then). The plan's input and output are never freed.
+ */
+export function lastUses(plan: Plan): Map<string, number> {
+  const last = new Map<string, number>();
+  plan.steps.forEach((s, i) => s.inputs.forEach((n) => last.set(n, i)));
+  return last;
+}

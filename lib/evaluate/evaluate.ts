@@ -1,0 +1,107 @@
+/**
+ * Evaluate a model on a set of images: predictions with probabilities, then the metrics.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { initBackend, tf } from "../backend.ts";
+import type { InputMask } from "../config.ts";
+import { argmax } from "../maths.ts";
+import { createProgress } from "../progress.ts";
+import {
+  DatasetError,
+  type ImageCache,
+  type ImageItem,
+  iterateBatches,
+  scanImageFolder,
+} from "../data/mod.ts";
+import { createPredictor, type Predictor } from "../engine/mod.ts";
+import { computeMetrics, type Metrics } from "./metrics.ts";
+
+/** One image's prediction. */
+export interface Prediction {
+  item: ImageItem;
+  predicted: number;
+  probabilities: number[];
+  correct: boolean;
+}
+
+export interface Evaluation {
+  predictions: Prediction[];
+  metrics: Metrics;
+  /** How the predictions ran (lib/engine/select.ts). */
+  engine: Predictor["engine"];
+}
+
+/** Predict every item (inference mode) and compute the metrics. */
+export async function evaluateModel(
+  model: tf.LayersModel,
+  items: readonly ImageItem[],
+  opts: {
+    cache: ImageCache;
+    numClasses: number;
+    batchSize?: number;
+    mask?: InputMask;
+    quiet?: boolean;
+  },
+): Promise<Evaluation> {
+  await initBackend();
+  const batchSize = opts.batchSize ?? 8;
+  const predictions: Prediction[] = [];
+  const progress = createProgress("  evaluate", Math.ceil(items.length / batchSize), {
+    quiet: opts.quiet,
+  });
+  let done = 0;
+  const predictor = createPredictor(model);
+  try {
+    for await (
+      const batch of iterateBatches(items, { batchSize, cache: opts.cache, mask: opts.mask })
+    ) {
+      const probs = tf.tidy(() => tf.softmax(predictor.predict(batch.x)));
+      const rows = await probs.array() as number[][];
+      tf.dispose([probs, batch.x, batch.labels]);
+      rows.forEach((p, i) => {
+        const predicted = argmax(p);
+        predictions.push({
+          item: batch.items[i],
+          predicted,
+          probabilities: p,
+          correct: predicted === batch.items[i].label,
+        });
+      });
+      progress.update(++done);
+    }
+  } finally {
+    predictor.dispose();
+  }
+  progress.end();
+  const metrics = computeMetrics(
+    predictions.map((p) => p.item.label),
+    predictions.map((p) => p.predicted),
+    opts.numClasses,
+  );
+  return { predictions, metrics, engine: predictor.engine };
+}
+
+/**
+ * The images to evaluate in `dir`, labelled with the checkpoint's classes: `dir` is an ImageFolder
+ * (one sub-folder per class), or a data set root whose `test/` is one. Classes are matched by name;
+ * a folder whose class the model does not know is an error.
+ */
+export async function loadEvaluationImages(
+  dir: string,
+  classNames: readonly string[],
+): Promise<ImageItem[]> {
+  const folder = fs.existsSync(path.join(dir, "test")) && fs.existsSync(path.join(dir, "train"))
+    ? path.join(dir, "test")
+    : dir;
+  const scanned = await scanImageFolder(folder, "test");
+  const unknown = scanned.classNames.filter((c) => !classNames.includes(c));
+  if (unknown.length > 0) {
+    throw new DatasetError(
+      `Cannot evaluate on ${folder}: class folder(s) ${unknown.join(", ")} unknown to the model, ` +
+        `which knows ${classNames.join(", ")}`,
+    );
+  }
+  // Relabel by the model's class order.
+  return scanned.items.map((item) => ({ ...item, label: classNames.indexOf(item.className) }));
+}

@@ -1,0 +1,35 @@
+/**
+ * Evaluation: a model's predictions on images and the paper's metrics (accuracy with its interval,
+ * per-class precision/recall/F1, macro and weighted averages, confusion matrix); predictions for
+ * any images; Grad-CAM heatmaps.
+ * @module
+ */
+export {
+  averages,
+  classificationReport,
+  type ClassMetrics,
+  clopperPearson,
+  computeMetrics,
+  type ConfusionMatrix,
+  confusionMatrix,
+  type Interval,
+  type Metrics,
+  wilson,
+} from "./metrics.ts";
+export {
+  evaluateModel,
+  type Evaluation,
+  loadEvaluationImages,
+  type Prediction,
+} from "./evaluate.ts";
+export {
+  expandInputs,
+  type ImagePrediction,
+  predictImages,
+  predictionsTable,
+  predictProbabilities,
+  type PredictResult,
+  writePredictionsCsv,
+  writePredictionsJson,
+} from "./predict.ts";
+export { gradCam, heatShare, overlayHeatmap } from "./gradcam.ts";

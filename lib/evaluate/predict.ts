@@ -1,0 +1,156 @@
+/**
+ * Predictions for any images (a reader's own X-ray, a folder): class probabilities from a
+ * checkpoint, with exactly the preprocessing evaluation uses (decode, resize, mask, the model's
+ * own normalisation).
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { initBackend, tf } from "../backend.ts";
+import type { InputMask } from "../config.ts";
+import { writeFileAtomic, writeJsonAtomic } from "../files.ts";
+import { argmax } from "../maths.ts";
+import { type Table, table } from "../tables.ts";
+import { applyMask, decodeResized, IMAGE_EXTENSIONS, ImageError, toFloat } from "../data/mod.ts";
+import type { CheckpointMetadata } from "../model/mod.ts";
+import { createPredictor, type Predictor } from "../engine/mod.ts";
+
+/**
+ * Softmax probabilities for a batch.
+ * @param x Tensor4D [B, S, S, 3] RGB in 0..255 (not disposed).
+ * @returns B rows of numClasses probabilities, each row summing to 1.
+ */
+export async function predictProbabilities(
+  model: tf.LayersModel | Predictor,
+  x: tf.Tensor4D,
+): Promise<number[][]> {
+  const probs = tf.tidy(() => tf.softmax(model.predict(x) as tf.Tensor2D));
+  const rows = await probs.array() as number[][];
+  probs.dispose();
+  return rows;
+}
+
+export interface ImagePrediction {
+  file: string;
+  predicted: string;
+  probabilities: Record<string, number>;
+}
+
+export interface PredictResult {
+  predictions: ImagePrediction[];
+  /** Inputs that could not be predicted, with the reason. */
+  failed: { file: string; reason: string }[];
+}
+
+/** Files to predict: files as given, folders searched recursively for images (sorted). */
+export function expandInputs(
+  inputs: readonly string[],
+): { files: string[]; failed: PredictResult["failed"] } {
+  const files: string[] = [];
+  const failed: PredictResult["failed"] = [];
+  const walk = (dir: string) => {
+    for (
+      const entry of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) =>
+        a.name.localeCompare(b.name)
+      )
+    ) {
+      if (entry.name.startsWith(".")) continue;
+      const p = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(p);
+      else if (IMAGE_EXTENSIONS.includes(path.extname(entry.name).toLowerCase())) files.push(p);
+      else {failed.push({
+          file: p,
+          reason: `not an image file (extension "${path.extname(entry.name)}")`,
+        });}
+    }
+  };
+  for (const input of inputs) {
+    if (!fs.existsSync(input)) failed.push({ file: input, reason: "no such file or folder" });
+    else if (fs.statSync(input).isDirectory()) walk(input);
+    else files.push(input);
+  }
+  return { files, failed };
+}
+
+/**
+ * Predict every image in `inputs` (files or folders). Unreadable inputs are listed with the reason;
+ * the rest are still predicted.
+ */
+export async function predictImages(
+  model: tf.LayersModel,
+  meta: Pick<CheckpointMetadata, "classNames" | "imageSize" | "training">,
+  inputs: readonly string[],
+  opts: { batchSize?: number; maxPixels?: number } = {},
+): Promise<PredictResult> {
+  await initBackend();
+  const { files, failed } = expandInputs(inputs);
+  const size = meta.imageSize;
+  const mask = ((meta.training as { inputMask?: InputMask } | undefined)?.inputMask) ?? "none";
+  const predictions: ImagePrediction[] = [];
+  const batchSize = opts.batchSize ?? 8;
+  const predictor = createPredictor(model);
+  try {
+    for (let i = 0; i < files.length; i += batchSize) {
+      const ready: { file: string; pixels: Float32Array }[] = [];
+      for (const file of files.slice(i, i + batchSize)) {
+        try {
+          const pixels = await decodeResized(file, size, { maxPixels: opts.maxPixels });
+          ready.push({ file, pixels: applyMask(toFloat(pixels), size, mask) });
+        } catch (error) {
+          if (!(error instanceof ImageError)) throw error;
+          failed.push({ file, reason: error.message });
+        }
+      }
+      if (ready.length === 0) continue;
+      const data = new Float32Array(ready.length * size * size * 3);
+      ready.forEach((r, k) => data.set(r.pixels, k * size * size * 3));
+      const x = tf.tensor4d(data, [ready.length, size, size, 3]);
+      const rows = await predictProbabilities(predictor, x);
+      x.dispose();
+      rows.forEach((p, k) => {
+        const best = argmax(p);
+        predictions.push({
+          file: ready[k].file,
+          predicted: meta.classNames[best],
+          probabilities: Object.fromEntries(meta.classNames.map((c, j) => [c, p[j]])),
+        });
+      });
+    }
+  } finally {
+    predictor.dispose();
+  }
+  return { predictions, failed };
+}
+
+/** Predictions as a table: one row per image, one column per class probability. */
+export function predictionsTable(result: PredictResult, classNames: readonly string[]): Table {
+  return table(result.predictions.map((p) => ({
+    file: p.file,
+    predicted: p.predicted,
+    ...Object.fromEntries(classNames.map((c) => [c, `${(100 * p.probabilities[c]).toFixed(1)} %`])),
+  })));
+}
+
+/** Write predictions as CSV (one column per class probability). */
+export async function writePredictionsCsv(
+  file: string,
+  result: PredictResult,
+  classNames: readonly string[],
+) {
+  const lines = [
+    ["file", "predicted", ...classNames.map((c) => `p(${c})`)].join(","),
+    ...result.predictions.map((p) =>
+      [
+        JSON.stringify(p.file),
+        JSON.stringify(p.predicted),
+        ...classNames.map((c) => p.probabilities[c].toFixed(6)),
+      ]
+        .join(",")
+    ),
+  ];
+  await writeFileAtomic(file, lines.join("\n") + "\n");
+}
+
+/** Write predictions and failures as JSON. */
+export async function writePredictionsJson(file: string, result: PredictResult): Promise<void> {
+  await writeJsonAtomic(file, result);
+}

@@ -1,0 +1,22 @@
+/**
+ * Figures: data in, figure out. Each {@link Figure} displays inline in a notebook and saves itself
+ * as SVG and PNG; the same object in both places.
+ * @module
+ */
+export { Figure, plotFigure } from "./figure.ts";
+export {
+  plotClassCounts,
+  plotConfusionMatrix,
+  plotImageSizes,
+  plotSeedSpread,
+  plotStorageModes,
+  plotTrainingCurves,
+} from "./charts.ts";
+export {
+  augmentationPreview,
+  gradCamGrid,
+  maskPreview,
+  predictionGrid,
+  sampleGrid,
+} from "./grids.ts";
+export { composeGrid, svgToPng, type Tile } from "./raster.ts";

@@ -1,0 +1,52 @@
+/**
+ * The paper's model set-up: MobileNetV3-Large with pretrained weights up to and including the
+ * 1280-unit layer, and a new classifier for the data set's classes (the head swap).
+ */
+import { initBackend, tf } from "../backend.ts";
+import { buildMobileNetV3Large } from "./mobilenet_v3.ts";
+import {
+  loadKerasWeights,
+  resolveWeights,
+  type WeightsInfo,
+  type WeightsSource,
+} from "./weights.ts";
+
+export interface ModelOptions {
+  /** "imagenet" (Keras's official file), "none" (random) or a Keras .h5 path. */
+  weights: WeightsSource;
+  numClasses: number;
+  imageSize: number;
+  seed: number;
+  dropout?: number;
+  batchNormMomentum?: number;
+  /** Where the ImageNet file is cached (default: the user cache dir). */
+  cacheDir?: string;
+}
+
+/**
+ * Build MobileNetV3-Large with its weights, as the paper sets it up: pretrained layers up to and
+ * including the 1280-unit layer, and a new `numClasses`-way classifier when the weights file has
+ * a different number of classes. Fails before anything is built when the weights cannot be had.
+ */
+export async function buildModel(
+  opts: ModelOptions,
+): Promise<{ model: tf.LayersModel; weights: WeightsInfo; classifierLoaded: boolean }> {
+  await initBackend();
+  const weights = await resolveWeights(opts.weights, { cacheDir: opts.cacheDir });
+  const model = buildMobileNetV3Large({
+    imageSize: opts.imageSize,
+    numClasses: opts.numClasses,
+    normalization: weights.normalization,
+    dropout: opts.dropout,
+    batchNormMomentum: opts.batchNormMomentum,
+    seed: opts.seed,
+  });
+  if (!weights.file) return { model, weights, classifierLoaded: false };
+  try {
+    const loaded = await loadKerasWeights(model, weights.file);
+    return { model, weights, classifierLoaded: loaded.classifierLoaded };
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+}

@@ -1,0 +1,45 @@
+/**
+ * Whole runs of the method: data → model → training → evaluation → a run folder with report.md;
+ * seed sweeps; finished runs read back.
+ *
+ * @example
+ * ```ts
+ * const { runDir, summary } = await runExperiment({ config: { weights: "none", epochs: 1 } });
+ * ```
+ * @module
+ */
+export {
+  evaluateRun,
+  type ExperimentOptions,
+  type ExperimentResult,
+  findOrTrainRun,
+  runExperiment,
+  trainOrLoadRun,
+} from "./experiment.ts";
+export {
+  createRunDir,
+  type FinishedRun,
+  listRuns,
+  loadRun,
+  outputsRoot,
+  resolveRunDir,
+  updateLatest,
+} from "./runs.ts";
+export {
+  accuracySentence,
+  intervalTable,
+  metricsTable,
+  renderReport,
+  type RunSummary,
+  writeEvaluation,
+} from "./report.ts";
+export {
+  loadSweep,
+  runSweep,
+  type Spread,
+  spread,
+  summarizeSweep,
+  type SweepResult,
+  sweepRunsTable,
+  sweepSpreadTable,
+} from "./sweep.ts";

@@ -1,0 +1,317 @@
+/**
+ * What goes in a run folder besides the checkpoint: the evaluation files, the curves, and a
+ * `report.md` that reads like the paper's results section with this run's numbers.
+ */
+import * as path from "node:path";
+import type { RunConfig } from "../config.ts";
+import { writeFileAtomic, writeJsonAtomic } from "../files.ts";
+import { percent } from "../format.ts";
+import { type Table, table } from "../tables.ts";
+import type { WeightsInfo } from "../model/mod.ts";
+import type { EngineKind, Predictor } from "../engine/mod.ts";
+import type { EpochRecord } from "../train/mod.ts";
+import {
+  classificationReport,
+  clopperPearson,
+  type Evaluation,
+  type Metrics,
+  wilson,
+} from "../evaluate/mod.ts";
+import { plotConfusionMatrix, plotTrainingCurves } from "../figures/mod.ts";
+
+/** Everything report.md is written from. */
+export interface RunSummary {
+  runId: string;
+  config: RunConfig;
+  weights: WeightsInfo;
+  classNames: string[];
+  dataRoot: string;
+  counts: { train: number; validation: number; test: number };
+  history: EpochRecord[];
+  bestEpoch: number;
+  test: Metrics;
+  /** Test metrics without the test images that are byte-identical to training images. */
+  unseenTest?: { metrics: Metrics; excluded: string[] };
+  skippedFiles: { path: string; reason: string }[];
+  backend: { backend: string; versions: Record<string, string> };
+  /** How the training steps ran: one TensorFlow graph per step, or TF.js op by op. */
+  trainingEngine?: EngineKind;
+  /** How validation and test predictions ran: one TensorFlow graph, or TF.js op by op. */
+  inferenceEngine?: Predictor["engine"];
+  codeVersion: string;
+  totalSeconds: number;
+}
+
+const pct = (v: number, digits = 2) => percent(v, digits);
+
+/** Per-class precision, recall, F1 and support as a table. */
+export function metricsTable(m: Metrics, classNames: readonly string[]): Table {
+  const row = (name: string, c: Metrics["macro"]) => ({
+    class: name,
+    precision: c.precision,
+    recall: c.recall,
+    "F1": c.f1,
+    support: c.support,
+  });
+  return table([
+    ...classNames.map((n, k) => row(n, m.perClass[k])),
+    row("macro avg", m.macro),
+    row("weighted avg", m.weighted),
+  ]);
+}
+
+/** The accuracy sentence every report and notebook uses. */
+export function accuracySentence(m: Metrics): string {
+  const ci = m.accuracyInterval;
+  return `${pct(m.accuracy)} (${m.correct} of ${m.total} images; 95 % Clopper–Pearson interval ` +
+    `${pct(ci.lower, 1)} – ${pct(ci.upper, 1)}). One test image is ${(100 / m.total).toFixed(2)} ` +
+    "percentage points.";
+}
+
+/** How the run's steps and predictions ran, as a clause for the setup table. */
+function engineText(s: RunSummary): string {
+  const how = (kind: string | undefined, graph: string, eager: string) =>
+    kind === "graph" ? graph : kind === "eager" ? eager : undefined;
+  return [
+    how(
+      s.trainingEngine,
+      "each training step run as one TensorFlow graph",
+      "training steps run op by op (eager)",
+    ),
+    how(
+      s.inferenceEngine,
+      "predictions run as one TensorFlow graph",
+      "predictions run op by op (eager)",
+    ),
+  ].filter(Boolean).map((t) => `; ${t}`).join("");
+}
+
+/** `report.md`: the paper's results section, with this run's numbers. */
+export function renderReport(s: RunSummary): string {
+  const c = s.config;
+  const lines: string[] = [];
+  lines.push(`# Results of run ${s.runId}`, "");
+  if (s.weights.kind === "none") {
+    lines.push(
+      "> **Not pretrained.** This model was trained from random initialisation (`--weights none`), " +
+        "not from ImageNet weights as in the paper. Its numbers are **not comparable** to the " +
+        "paper's 96.97 %; they show what the pipeline does without transfer learning.",
+      "",
+    );
+  } else if (s.weights.kind === "file") {
+    lines.push(
+      `> Weights from ${s.weights.file} (MD5 ${s.weights.md5}), not Keras's ImageNet file.`,
+      "",
+    );
+  }
+  if (c.inputMask && c.inputMask !== "none") {
+    lines.push(
+      `> **Review experiment, not the paper's method:** the model saw only ${
+        c.inputMask === "border-only"
+          ? "the image border (the lung field blanked)"
+          : "the lung field (the border blanked)"
+      }.`,
+      "",
+    );
+  }
+  if (c.imageSize !== 446 || c.epochs !== 8) {
+    lines.push(
+      `> Settings differ from the paper's (446 px, 8 epochs): ${c.imageSize} px, ${c.epochs} epochs.`,
+      "",
+    );
+  }
+  lines.push(
+    `**Test accuracy: ${accuracySentence(s.test)}** The paper reports 96.97 % (64 of 66).`,
+    "",
+  );
+  if (s.unseenTest) {
+    lines.push(
+      `On the ${s.unseenTest.metrics.total} test images that are not copies of training images ` +
+        `(${s.unseenTest.excluded.length} are byte-identical to training images and were seen, ` +
+        `with their label, in training): ${accuracySentence(s.unseenTest.metrics)}`,
+      "",
+    );
+  }
+  lines.push("## Setup", "");
+  lines.push(
+    table([
+      {
+        setting: "model",
+        value: `MobileNetV3-Large, ${
+          s.weights.kind === "imagenet"
+            ? "ImageNet weights (Keras)"
+            : s.weights.kind === "none"
+            ? "random initialisation"
+            : "weights from file"
+        }, new ${s.classNames.length}-way classifier`,
+      },
+      {
+        setting: "input",
+        value: `${c.imageSize}×${c.imageSize} RGB, normalised as the weights expect (mean [${
+          s.weights.normalization.mean.join(", ")
+        }], std [${s.weights.normalization.std.join(", ")}])`,
+      },
+      {
+        setting: "augmentation",
+        value:
+          `horizontal flip p=${c.augmentation.flipProbability}; colour jitter brightness ${c.augmentation.brightness}, contrast ${c.augmentation.contrast}, saturation ${c.augmentation.saturation}, hue ${c.augmentation.hue}`,
+      },
+      {
+        setting: "data",
+        value:
+          `${s.counts.train} training, ${s.counts.validation} validation (random ${c.validationFraction} of the training folder${
+            c.stratify ? ", stratified" : ""
+          }), ${s.counts.test} test images`,
+      },
+      {
+        setting: "optimiser",
+        value:
+          `SGD, learning rate ${c.learningRate}, momentum ${c.momentum}, ×${c.lrGamma} after epochs ${
+            c.lrMilestones.join(" and ")
+          }`,
+      },
+      {
+        setting: "training",
+        value:
+          `${c.epochs} epochs, batch size ${c.batchSize}, cross-entropy; weights kept from the epoch with the lowest validation loss`,
+      },
+      { setting: "seed", value: String(c.seed) },
+      {
+        setting: "backend",
+        value: `TF.js ${s.backend.versions["tfjs-core"]} on ${s.backend.backend}${
+          s.backend.versions.libtensorflow
+            ? ` (libtensorflow ${s.backend.versions.libtensorflow})`
+            : ""
+        }${engineText(s)}`,
+      },
+      { setting: "code", value: s.codeVersion },
+      {
+        setting: "wall time",
+        value: `${(s.totalSeconds / 60).toFixed(1)} min; peak memory ${
+          Math.max(...s.history.map((h) => h.peakRssMB))
+        } MB`,
+      },
+    ]).toMarkdown(),
+    "",
+  );
+
+  lines.push("## Training and validation", "");
+  lines.push(
+    table(s.history.map((h) => ({
+      epoch: h.epoch,
+      "learning rate": String(h.learningRate), // not rounded: 1e-5 is not 0
+      "train loss": h.trainLoss,
+      "train acc": pct(h.trainAccuracy, 1),
+      "valid loss": h.validLoss,
+      "valid acc": pct(h.validAccuracy, 1),
+      saved: h.improved ? "✓" : "",
+      "time (s)": Math.round(h.seconds),
+    }))).toMarkdown(),
+    "",
+  );
+  const best = s.history.find((h) => h.epoch === s.bestEpoch);
+  lines.push(
+    `The validation loss was lowest after epoch ${s.bestEpoch} (${best?.validLoss.toFixed(4)}); ` +
+      "those weights are the ones evaluated below. The validation set has " +
+      `${s.counts.validation} images, so its accuracy moves in steps of ${
+        (100 / s.counts.validation).toFixed(1)
+      } points.`,
+    "",
+    "![Training curves](training_curves.svg)",
+    "",
+  );
+
+  lines.push("## Test set", "");
+  lines.push("```", classificationReport(s.test, s.classNames).trimEnd(), "```", "");
+  lines.push("![Confusion matrix](confusion_matrix.svg)", "");
+  lines.push(
+    "Rows are the true classes, columns the predicted ones. " +
+      s.classNames.map((name, k) => {
+        const row = s.test.confusion[k];
+        const wrong = row.reduce((t, v, j) => (j === k ? t : t + v), 0);
+        return `${name}: ${row[k]} of ${s.test.perClass[k].support} right${
+          wrong ? `, ${wrong} wrong` : ""
+        }`;
+      }).join("; ") + ".",
+    "",
+  );
+
+  lines.push("## Reading these numbers", "");
+  lines.push(
+    `- The test set has ${s.test.total} images; the interval above is what that allows. Two runs ` +
+      "that differ by one or two images are not different results.",
+    "- In the paper's data set, Normal and Viral Pneumonia images come from one pediatric hospital and " +
+      "Covid images from many adult sources: a model can separate them by age and source as well as by " +
+      "disease signs (notebook 06 measures how far such cues go).",
+  );
+  if (s.skippedFiles.length > 0) {
+    lines.push(
+      `- ${s.skippedFiles.length} file(s) were skipped as unreadable (--skip-bad): see data_report.json.`,
+    );
+  }
+  lines.push("", "## Files", "");
+  lines.push(
+    "`config.json` (settings and environment), `history.json` / `history.csv` (per epoch), " +
+      "`metrics.json`, `classification_report.txt`, `predictions.csv`, `confusion_matrix.svg|png`, " +
+      "`training_curves.svg|png`, `data_report.json`, `best/` (the checkpoint evaluated, " +
+      "self-describing), `state/` (to resume).",
+    "",
+  );
+  return lines.join("\n");
+}
+
+/** Write the evaluation files of a run: metrics, report text, predictions, confusion matrix. */
+export async function writeEvaluation(
+  dir: string,
+  evaluation: Evaluation,
+  classNames: readonly string[],
+  opts: { prefix?: string; title?: string } = {},
+): Promise<void> {
+  const p = opts.prefix ?? "";
+  await writeJsonAtomic(path.join(dir, `${p}metrics.json`), { classNames, ...evaluation.metrics });
+  await writeFileAtomic(
+    path.join(dir, `${p}classification_report.txt`),
+    classificationReport(evaluation.metrics, classNames),
+  );
+  const csv = [
+    ["file", "true", "predicted", "correct", ...classNames.map((c) => `p(${c})`)].join(","),
+    ...evaluation.predictions.map((x) =>
+      [
+        JSON.stringify(x.item.relPath),
+        JSON.stringify(classNames[x.item.label]),
+        JSON.stringify(classNames[x.predicted]),
+        x.correct,
+        ...x.probabilities.map((v) => v.toFixed(6)),
+      ].join(",")
+    ),
+  ].join("\n") + "\n";
+  await writeFileAtomic(path.join(dir, `${p}predictions.csv`), csv);
+  const m = evaluation.metrics;
+  await plotConfusionMatrix(m.confusion, classNames, {
+    title: opts.title ?? "Confusion matrix (test set)",
+    subtitle: `${m.correct} of ${m.total} correct, accuracy ${pct(m.accuracy)}`,
+  }).save(path.join(dir, `${p}confusion_matrix`));
+}
+
+/** Write the training curves of a run. */
+export async function writeCurves(dir: string, history: readonly EpochRecord[]): Promise<void> {
+  await plotTrainingCurves(history).save(path.join(dir, "training_curves"));
+}
+
+/** The accuracy with both 95 % intervals, and what one or two images more or fewer would give. */
+export function intervalTable(m: Metrics): Table {
+  const rows = [-2, -1, 0, 1, 2]
+    .map((d) => m.correct + d)
+    .filter((k) => k >= 0 && k <= m.total)
+    .map((k) => {
+      const cp = clopperPearson(k, m.total);
+      const w = wilson(k, m.total);
+      return {
+        correct: `${k} of ${m.total}${k === m.correct ? " ← this run" : ""}`,
+        accuracy: pct(k / m.total),
+        "95 % Clopper–Pearson": `${pct(cp.lower, 1)} – ${pct(cp.upper, 1)}`,
+        "95 % Wilson": `${pct(w.lower, 1)} – ${pct(w.upper, 1)}`,
+      };
+    });
+  return table(rows);
+}

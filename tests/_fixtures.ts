@@ -1,0 +1,83 @@
+/**
+ * Test inputs made on demand and shared within one test process: a test asks for what it needs
+ * (and pays for it only then), so every test also passes alone (`deno test --filter X`).
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { type ExperimentResult, runExperiment } from "../lib/mod.ts";
+import { makeSyntheticDataset } from "./_synthetic.ts";
+
+let work: string | undefined;
+
+/** A temporary folder for this test process, removed when it ends. */
+export function workDir(): string {
+  if (!work) {
+    work = Deno.makeTempDirSync({ prefix: "covid-cxr-test-" });
+    const dir = work;
+    globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+  }
+  return work;
+}
+
+/** A fresh folder inside {@link workDir}. */
+export function freshDir(name: string): string {
+  const dir = Deno.makeTempDirSync({ dir: workDir(), prefix: `${name}-` });
+  return dir;
+}
+
+const datasets = new Map<string, Promise<string>>();
+
+/**
+ * A synthetic 3-class data set (12 training and 4 test images per class by default), made once
+ * per process for each set of options. `leaked` test images are byte copies of training images
+ * (named `copy-*`), the data set's known defect in miniature.
+ */
+export function syntheticData(
+  opts: { train?: number; test?: number; leaked?: number } = {},
+): Promise<string> {
+  const { train = 12, test = 4, leaked = 0 } = opts;
+  const key = `${train}-${test}-${leaked}`;
+  let made = datasets.get(key);
+  if (!made) {
+    made = (async () => {
+      const root = await makeSyntheticDataset(path.join(workDir(), `data-${key}`), { train, test });
+      for (const c of ["Covid", "Normal", "Viral Pneumonia"].slice(0, leaked)) {
+        const src = fs.readdirSync(path.join(root, "train", c)).sort()[0];
+        fs.copyFileSync(
+          path.join(root, "train", c, src),
+          path.join(root, "test", c, `copy-${src}`),
+        );
+      }
+      return root;
+    })();
+    datasets.set(key, made);
+  }
+  return made;
+}
+
+/** Settings for a run of a few seconds on the synthetic data. */
+export const TINY = Object.freeze({
+  imageSize: 32,
+  epochs: 2,
+  batchSize: 8,
+  weights: "none",
+  learningRate: 0.01,
+});
+
+let run: Promise<ExperimentResult & { data: string }> | undefined;
+
+/** One finished tiny run (on synthetic data with 2 leaked test images), made once per process. */
+export function tinyRun(): Promise<ExperimentResult & { data: string }> {
+  run ??= (async () => {
+    const data = await syntheticData({ leaked: 2 });
+    const result = await runExperiment({
+      config: TINY,
+      data,
+      outputs: path.join(workDir(), "tiny-run"),
+      quiet: true,
+      log: () => {},
+    });
+    return { ...result, data };
+  })();
+  return run;
+}

@@ -1,0 +1,39 @@
+import assert from "node:assert/strict";
+import { checkKerasParity, initBackend, PARITY_TOLERANCE } from "../../lib/mod.ts";
+import { KERAS_PARITY_FILES, parityEngines } from "../../lib/engine/parity.ts";
+
+await initBackend();
+
+const PARITY = Deno.env.get("COVID_CXR_PARITY");
+
+Deno.test({
+  name:
+    "parity: Keras fixture weights (Keras 3 and Keras 2 layouts) give Keras's logits and features at 224 and 446 px on every engine",
+  // Runs whenever the fixture is given (CI sets COVID_CXR_PARITY); without it there is nothing to compare.
+  ignore: !PARITY,
+  fn: async () => {
+    const results = await checkKerasParity(PARITY!);
+    const engines = parityEngines();
+    // CI runs the native backend on Linux, so the graph engine is checked against Keras there.
+    if (Deno.build.os === "linux") assert.deepEqual(engines, ["layers", "eager", "graph"]);
+    assert.equal(results.length, KERAS_PARITY_FILES.length * 2 * engines.length);
+    assert.deepEqual(
+      results.map((r) => `${r.file} ${r.size} ${r.engine}`),
+      KERAS_PARITY_FILES.flatMap((f) =>
+        [224, 446].flatMap((s) => engines.map((e) => `${f} ${s} ${e}`))
+      ),
+    );
+    for (const r of results) {
+      const what = `${r.file} at ${r.size} px on the ${r.engine} engine`;
+      assert.ok(r.logitsError <= PARITY_TOLERANCE, `${what}: logits error ${r.logitsError}`);
+      if (r.engine === "layers") {
+        assert.ok(
+          r.featuresError! <= PARITY_TOLERANCE,
+          `${what}: features error ${r.featuresError}`,
+        );
+      }
+      assert.ok(r.logitsAbsMax > 100, "fixture logits should be large (random weights)");
+      assert.ok(r.pass);
+    }
+  },
+});

@@ -1,0 +1,105 @@
+import assert from "node:assert/strict";
+import {
+  createPredictor,
+  createStepEngine,
+  initBackend,
+  liveSessions,
+  PlanError,
+  planModel,
+  tf,
+} from "../../lib/mod.ts";
+import { BatchNorm } from "../../lib/model/layers.ts";
+import { small } from "../_models.ts";
+
+await initBackend();
+
+/** conv → BatchNorm → `activation` → dense: the shape of a MobileNetV3 layer, tiny. */
+function tinyModel(activation: () => tf.layers.Layer): tf.LayersModel {
+  const input = tf.input({ shape: [8, 8, 3], name: "input" });
+  let x = tf.layers.conv2d({
+    filters: 4,
+    kernelSize: 3,
+    padding: "same",
+    useBias: false,
+    kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }),
+    name: "conv",
+  }).apply(input) as tf.SymbolicTensor;
+  x = new BatchNorm({ name: "conv_bn" }).apply(x) as tf.SymbolicTensor;
+  x = activation().apply(x) as tf.SymbolicTensor;
+  x = tf.layers.globalAveragePooling2d({ name: "pool" }).apply(x) as tf.SymbolicTensor;
+  const out = tf.layers.dense({
+    units: 2,
+    kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }),
+    name: "logits",
+  }).apply(x) as tf.SymbolicTensor;
+  return tf.model({ inputs: input, outputs: out });
+}
+
+async function values(t: tf.Tensor): Promise<number[]> {
+  const v = Array.from(await t.data());
+  t.dispose();
+  return v;
+}
+
+Deno.test("plan: a ReLU layer and an Activation('relu') layer are the same step, fused into the convolution on every engine", async () => {
+  const forms = {
+    reLU: () => tf.layers.reLU({ name: "act" }),
+    activation: () => tf.layers.activation({ activation: "relu", name: "act" }),
+  };
+  const x = tf.randomUniform([2, 8, 8, 3], 0, 255, "float32", 3) as tf.Tensor4D;
+  const results: Record<string, number[]> = {};
+  for (const [form, make] of Object.entries(forms)) {
+    const model = tinyModel(make);
+    const plan = planModel(model, "inference");
+    // BatchNorm folded and the ReLU fused: conv, pool, dense.
+    assert.deepEqual(plan.steps.map((s) => s.op.kind), ["conv", "globalMean", "dense"], form);
+    assert.ok(plan.steps[0].op.kind === "conv" && plan.steps[0].op.relu, `${form}: relu fused`);
+    const reference = await values(model.predict(x) as tf.Tensor);
+    for (const engine of ["eager", "graph"] as const) {
+      const p = createPredictor(model, { engine });
+      const ours = await values(p.predict(x));
+      p.dispose();
+      reference.forEach((v, i) => assert.ok(Math.abs(v - ours[i]) < 1e-4, `${form} ${engine}`));
+    }
+    results[form] = reference;
+    model.dispose();
+  }
+  assert.deepEqual(results.reLU, results.activation, "the two forms compute the same function");
+  x.dispose();
+});
+
+Deno.test("plan: a layer kind without a rule fails at plan time, naming the layer and its class, on every engine", async () => {
+  const model = tinyModel(() => tf.layers.leakyReLU({ name: "leaky" }));
+  const message = /Cannot plan layer "leaky" \(LeakyReLU\): no rule for this layer kind/;
+  assert.throws(() => planModel(model, "inference"), message);
+  assert.throws(() => planModel(model, "training"), message);
+  assert.throws(() => createPredictor(model, { engine: "eager" }), PlanError);
+  assert.throws(() => createPredictor(model, { engine: "graph" }), message);
+  const sessions = liveSessions();
+  await assert.rejects(
+    createStepEngine(model, { learningRate: 0.1, momentum: 0.9, numClasses: 2, engine: "graph" }),
+    message,
+  );
+  assert.equal(liveSessions(), sessions);
+  model.dispose();
+});
+
+Deno.test("plan: MobileNetV3's inference plan folds every BatchNorm; its training plan keeps them and the dropout", () => {
+  const model = small(3, 1);
+  const inference = planModel(model, "inference");
+  const training = planModel(model, "training");
+  const kinds = (p: typeof inference) => new Set(p.steps.map((s) => s.op.kind));
+  const batchNorms = model.layers.filter((l) => l.getClassName() === "BatchNorm").length;
+  assert.ok(!kinds(inference).has("batchNorm") && !kinds(inference).has("scaleShift"));
+  assert.ok(!kinds(inference).has("dropout"));
+  assert.equal(training.steps.filter((s) => s.op.kind === "batchNorm").length, batchNorms);
+  assert.equal(training.steps.filter((s) => s.op.kind === "dropout").length, 1);
+  // Every model weight appears in the training plan exactly once (as a variable).
+  const used = training.steps.flatMap((s) =>
+    Object.values(s.op).filter((v) => v && typeof v === "object" && "modelIndex" in v)
+      .map((v) => (v as { modelIndex: number }).modelIndex)
+  ).sort((a, b) => a - b);
+  assert.deepEqual(used, model.weights.map((_, i) => i));
+  assert.equal(inference.outputUnits, 3);
+  model.dispose();
+});

@@ -1,0 +1,46 @@
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { initBackend, loadCheckpoint, predictImages, tf } from "../../lib/mod.ts";
+import { SYNTHETIC_CLASSES } from "../_synthetic.ts";
+import { freshDir, tinyRun } from "../_fixtures.ts";
+
+await initBackend();
+
+Deno.test("predict: probabilities for images and folders; unreadable inputs listed with the reason", async () => {
+  const RUN = await tinyRun();
+  const DATA = RUN.data;
+  const WORK = freshDir("test");
+  const { model, meta } = await loadCheckpoint(path.join(RUN.runDir, "best"));
+  fs.writeFileSync(path.join(WORK, "notes.png"), "not an image");
+  const before = tf.memory().numTensors;
+  const result = await predictImages(model, meta, [
+    path.join(DATA, "test", "Covid"),
+    path.join(WORK, "notes.png"),
+    path.join(WORK, "missing.jpg"),
+  ]);
+  assert.equal(tf.memory().numTensors, before, "no tensor left behind");
+  assert.equal(result.predictions.length, fs.readdirSync(path.join(DATA, "test", "Covid")).length);
+  for (const p of result.predictions) {
+    const sum = Object.values(p.probabilities).reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(sum - 1) < 1e-5);
+    assert.ok(SYNTHETIC_CLASSES.includes(p.predicted));
+  }
+  assert.deepEqual(result.failed.map((f) => path.basename(f.file)).sort(), [
+    "missing.jpg",
+    "notes.png",
+  ]);
+  assert.match(
+    result.failed.find((f) => f.file.endsWith("notes.png"))!.reason,
+    /not a readable image/,
+  );
+  // The same images through evaluation give the same probabilities (same preprocessing).
+  const csv = fs.readFileSync(path.join(RUN.runDir, "predictions.csv"), "utf8").split("\n");
+  const first = result.predictions[0];
+  const row = csv.find((l) => l.startsWith(JSON.stringify(path.relative(DATA, first.file))))!;
+  const fromEval = row.split(",").slice(-3).map(Number);
+  SYNTHETIC_CLASSES.forEach((c, k) =>
+    assert.ok(Math.abs(first.probabilities[c] - fromEval[k]) < 1e-5)
+  );
+  model.dispose();
+});

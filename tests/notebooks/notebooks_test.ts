@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { projectPath } from "../../lib/mod.ts";
+import { dataAvailable, executeNotebook, listNotebooks } from "../_notebook.ts";
+
+// Notebook 04 trains (quick mode) into this folder; 05 and 06 read a finished run from it. Never
+// the project's outputs/, whose "latest" may be a reader's real run.
+const OUTPUTS = await Deno.makeTempDir({ prefix: "notebook-outputs-" });
+globalThis.addEventListener("unload", () => Deno.removeSync(OUTPUTS, { recursive: true }));
+
+/** Notebooks that read the newest finished run (they do not train their main run themselves). */
+const READS_LATEST = ["05_evaluation", "06_review"];
+
+/**
+ * A finished quick run in OUTPUTS (what notebook 04 leaves behind), so that 05 and 06 also pass
+ * when run alone.
+ */
+async function ensureFinishedRun(): Promise<void> {
+  if (fs.existsSync(path.join(OUTPUTS, "latest", "summary.json"))) return;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", projectPath("scripts", "reproduce.ts"), "--quick", "--weights", "none"],
+    env: { COVID_CXR_OUTPUTS: OUTPUTS },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+}
+
+for (const file of listNotebooks()) {
+  const name = path.basename(file, ".ipynb");
+  Deno.test({
+    name: `notebook ${name} executes headlessly through the Deno kernel with no error output`,
+    // Ignored only when no data set is configured at all; a configured one that is wrong fails.
+    ignore: name !== "00_environment" && !Deno.env.get("COVID_CXR_DATA") && !dataAvailable(),
+    fn: async () => {
+      if (READS_LATEST.includes(name)) await ensureFinishedRun();
+      const run = await executeNotebook(file, { env: { COVID_CXR_OUTPUTS: OUTPUTS } });
+      assert.deepEqual(run.errors, [], `${name}: error outputs`);
+      assert.ok(run.outputTypes.some((t) => t.length > 0), `${name}: no cell produced output`);
+      assert.deepEqual(run.figuresMissing, [], `${name}: figure cells without an image`);
+      console.log(`${name}: ${run.seconds.toFixed(1)} s`);
+    },
+  });
+}
+
+Deno.test("notebook code type-checks (every code cell of every notebook, as one module each)", async () => {
+  const dir = path.dirname(listNotebooks()[0]);
+  const files: string[] = [];
+  try {
+    for (const file of listNotebooks()) {
+      const nb = JSON.parse(await Deno.readTextFile(file));
+      const code = nb.cells
+        .filter((c: { cell_type: string }) => c.cell_type === "code")
+        .map((c: { source: string[] }) => c.source.join(""))
+        .join("\n\n");
+      // Beside the notebook, so its relative imports resolve the same way.
+      const ts = path.join(dir, `.typecheck-${path.basename(file, ".ipynb")}.ts`);
+      await Deno.writeTextFile(ts, `${code}\nexport {};\n`);
+      files.push(ts);
+    }
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["check", ...files],
+      stdout: "piped",
+      stderr: "piped",
+    })
+      .output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  } finally {
+    for (const f of files) await Deno.remove(f).catch(() => {});
+  }
+});

@@ -1,0 +1,206 @@
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { type EpochRecord, initBackend, projectPath } from "../../lib/mod.ts";
+import { syntheticData, workDir } from "../_fixtures.ts";
+
+await initBackend();
+
+// The synthetic data set (3 classes, 12 + 4 images each); each test writes its own outputs.
+const WORK = workDir();
+const DATA = await syntheticData();
+
+/** Settings small enough for seconds per run. */
+const SMALL = [
+  "--image-size",
+  "32",
+  "--epochs",
+  "3",
+  "--batch-size",
+  "8",
+  "--weights",
+  "none",
+  "--lr",
+  "0.01",
+];
+
+async function reproduce(args: string[], env: Record<string, string> = {}) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", projectPath("scripts", "reproduce.ts"), "--data", DATA, ...args],
+    env: { NO_COLOR: "1", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  return { code: out.code, text };
+}
+
+function runFolders(root: string): string[] {
+  return fs.existsSync(root)
+    ? fs.readdirSync(root).filter((f) => f !== "latest" && !f.includes(".tmp")).sort()
+    : [];
+}
+
+/** History without the fields that depend on the machine's speed. */
+const comparable = (h: EpochRecord[]) => h.map(({ seconds: _s, peakRssMB: _m, ...rest }) => rest);
+const readJson = (file: string) => JSON.parse(fs.readFileSync(file, "utf8"));
+
+Deno.test("reproduce: a full run on a small synthetic data set writes every output and report.md", async () => {
+  const out = path.join(WORK, "out-full");
+  const run = await reproduce([...SMALL, "--out", out]);
+  assert.equal(run.code, 0, run.text);
+  assert.match(run.text, /Validation loss decreased \(inf --> \d\.\d{4}\)\. Saving model \.\.\./);
+  const [dir] = runFolders(out);
+  const runDir = path.join(out, dir);
+  for (
+    const f of [
+      "config.json",
+      "data_report.json",
+      "history.json",
+      "history.csv",
+      "metrics.json",
+      "classification_report.txt",
+      "predictions.csv",
+      "confusion_matrix.svg",
+      "confusion_matrix.png",
+      "training_curves.svg",
+      "training_curves.png",
+      "summary.json",
+      "report.md",
+      "best/model.json",
+      "best/weights.bin",
+      "best/metadata.json",
+      "state/state.json",
+    ]
+  ) {
+    assert.ok(fs.existsSync(path.join(runDir, f)), `missing ${f}`);
+  }
+  assert.equal(fs.realpathSync(path.join(out, "latest")), fs.realpathSync(runDir));
+  const history = readJson(path.join(runDir, "history.json")) as EpochRecord[];
+  assert.equal(history.length, 3);
+  assert.equal(
+    fs.readFileSync(path.join(runDir, "history.csv"), "utf8").trim().split("\n").length,
+    4,
+  );
+  const metrics = readJson(path.join(runDir, "metrics.json"));
+  assert.equal(metrics.total, 12);
+  assert.equal(metrics.confusion.flat().reduce((a: number, b: number) => a + b, 0), 12);
+  const report = fs.readFileSync(path.join(runDir, "report.md"), "utf8");
+  // A model that was not pretrained says so before anything else.
+  assert.match(
+    report.split("\n").slice(0, 4).join("\n"),
+    /\*\*Not pretrained\.\*\*.*not comparable/s,
+  );
+  assert.match(report, /Test accuracy: .* of 12 images; 95 % Clopper–Pearson interval/);
+  assert.match(report, / precision {4}recall {2}f1-score {3}support/);
+  const best = readJson(path.join(runDir, "best", "metadata.json"));
+  assert.deepEqual(best.classNames, ["Covid", "Normal", "Viral Pneumonia"]);
+  assert.equal(best.imageSize, 32);
+  const bestEpoch = history.reduce((b, h) => (h.validLoss < b.validLoss ? h : b)).epoch;
+  assert.equal(
+    best.epoch,
+    bestEpoch,
+    "the kept checkpoint is the epoch with the lowest validation loss",
+  );
+});
+
+Deno.test("reproduce: same seed, same split, history and metrics; an earlier run is never overwritten", async () => {
+  const out = path.join(WORK, "out-twice");
+  for (let i = 0; i < 2; i++) {
+    const run = await reproduce([...SMALL, "--out", out]);
+    assert.equal(run.code, 0, run.text);
+  }
+  const dirs = runFolders(out);
+  assert.equal(dirs.length, 2, "two runs, two folders");
+  assert.equal(fs.realpathSync(path.join(out, "latest")), fs.realpathSync(path.join(out, dirs[1])));
+  const [a, b] = dirs.map((d) => path.join(out, d));
+  assert.deepEqual(
+    readJson(path.join(b, "data_report.json")).validation,
+    readJson(path.join(a, "data_report.json")).validation,
+  );
+  assert.deepEqual(
+    comparable(readJson(path.join(b, "history.json"))),
+    comparable(readJson(path.join(a, "history.json"))),
+  );
+  assert.deepEqual(readJson(path.join(b, "metrics.json")), readJson(path.join(a, "metrics.json")));
+});
+
+Deno.test("resume: a run killed after an epoch and resumed with --resume ends with the uninterrupted history", async () => {
+  const straightOut = path.join(WORK, "out-straight");
+  const straight = await reproduce([...SMALL, "--out", straightOut]);
+  assert.equal(straight.code, 0, straight.text);
+  const expected = readJson(path.join(straightOut, "latest", "history.json"));
+
+  // Start the same run and kill it (SIGKILL: no chance to clean up) once epoch 1 is saved.
+  const out = path.join(WORK, "out-killed");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      projectPath("scripts", "reproduce.ts"),
+      "--data",
+      DATA,
+      ...SMALL,
+      "--out",
+      out,
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const deadline = Date.now() + 120_000;
+  let stateFile = "";
+  while (Date.now() < deadline) {
+    const [dir] = runFolders(out);
+    stateFile = dir ? path.join(out, dir, "state", "state.json") : "";
+    if (stateFile && fs.existsSync(stateFile)) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill("SIGKILL");
+  await child.status;
+  assert.ok(fs.existsSync(stateFile), "epoch 1 state was saved before the kill");
+  const killedDir = path.dirname(path.dirname(stateFile));
+  const done = readJson(stateFile).epoch;
+  assert.ok(done >= 1 && done < 3, `killed after epoch ${done}`);
+
+  const resumed = await reproduce(["--resume", killedDir]);
+  assert.equal(resumed.code, 0, resumed.text);
+  assert.match(resumed.text, new RegExp(`Resuming .* after epoch ${done} of 3`));
+  assert.deepEqual(
+    comparable(readJson(path.join(killedDir, "history.json"))),
+    comparable(expected),
+  );
+  assert.deepEqual(
+    readJson(path.join(killedDir, "metrics.json")),
+    readJson(path.join(straightOut, "latest", "metrics.json")),
+  );
+});
+
+Deno.test("reproduce: ImageNet weights offline stop before any work, with the URL, cache path and --weights none", async () => {
+  const out = path.join(WORK, "out-offline");
+  const cache = path.join(WORK, "empty-cache");
+  const run = await reproduce(["--image-size", "32", "--epochs", "1", "--out", out], {
+    COVID_CXR_CACHE: cache,
+  });
+  assert.equal(run.code, 1, run.text);
+  assert.match(
+    run.text,
+    /Cannot get ImageNet weights: downloading https:\/\/storage\.googleapis\.com\/.*weights_mobilenet_v3_large_224_1\.0_float\.h5 failed/,
+  );
+  assert.ok(
+    run.text.includes(path.join(cache, "weights", "weights_mobilenet_v3_large_224_1.0_float.h5")),
+  );
+  assert.match(run.text, /--weights none/);
+  assert.deepEqual(runFolders(out), [], "no run folder was made");
+});
+
+Deno.test("reproduce: bad flags are refused with the valid choices", async () => {
+  const a = await reproduce(["--epochs", "zero"]);
+  assert.equal(a.code, 2);
+  assert.match(a.text, /--epochs must be an integer ≥ 1, got "zero"/);
+  const b = await reproduce(["--learning-rate", "0.1"]);
+  assert.equal(b.code, 2);
+  assert.match(b.text, /Unknown option '--learning-rate'.*Valid options: .*--lr/s);
+  const c = await reproduce(["--resume", "--epochs", "3"]);
+  assert.equal(c.code, 2);
+  assert.match(c.text, /--resume continues a run with its own settings; drop epochs/);
+});

@@ -1,0 +1,111 @@
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { projectPath } from "../../lib/mod.ts";
+import {
+  ensureBinding,
+  ensureLibrary,
+  ensureWheel,
+  offlineCachePaths,
+  SetupError,
+  tfjsNodeDir,
+} from "../../scripts/setup.ts";
+
+/** pip pointed at an address where nothing answers, with every configured index removed. */
+const NO_PYPI = {
+  PIP_CONFIG_FILE: "/dev/null",
+  PIP_INDEX_URL: "http://127.0.0.1:9/simple",
+  PIP_EXTRA_INDEX_URL: "",
+  PIP_FIND_LINKS: "",
+  PIP_RETRIES: "0",
+  PIP_DEFAULT_TIMEOUT: "2",
+};
+
+async function runSetup(...args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", projectPath("scripts", "setup.ts"), "--json", ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout).trim();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, `setup failed:\n${stderr}`);
+  return JSON.parse(stdout.split("\n").at(-1)!) as {
+    steps: { step: string; action: string }[];
+    seconds: number;
+  };
+}
+
+Deno.test("setup: a second run with everything in place downloads and builds nothing", async () => {
+  await runSetup(); // whatever state we start in, this leaves everything in place
+  const again = await runSetup();
+  assert.deepEqual(
+    again.steps.map((s) => [s.step, s.action]),
+    [["npm packages", "present"], ["native backend", "present"], ["JupyterLab", "present"]],
+  );
+});
+
+Deno.test("setup: without PyPI (and Google storage) the wheel step stops with one clear message", async () => {
+  const cache = await Deno.makeTempDir({ prefix: "setup-offline-" });
+  try {
+    await assert.rejects(
+      () => ensureWheel(cache, NO_PYPI),
+      (error: Error) => {
+        assert.ok(error instanceof SetupError);
+        assert.match(error.message, /Tried: tfjs-node's prebuilt download from Google storage/);
+        assert.match(error.message, /pip download tensorflow-cpu==2\.21\.0/);
+        assert.match(error.message, /No matching distribution|Could not find/);
+        assert.match(error.message, /deno task setup/);
+        return true;
+      },
+    );
+    // Nothing half-downloaded is left to be mistaken for a wheel later.
+    const left = fs.readdirSync(offlineCachePaths(cache).wheels);
+    assert.deepEqual(left, []);
+  } finally {
+    await Deno.remove(cache, { recursive: true });
+  }
+});
+
+Deno.test("setup: a truncated wheel or library in the cache is detected and redone", async () => {
+  const cache = await Deno.makeTempDir({ prefix: "setup-cache-" });
+  try {
+    const first = await ensureWheel(cache);
+    assert.equal(first.action, "downloaded");
+    assert.equal((await ensureWheel(cache)).action, "present");
+
+    const lib = await ensureLibrary(first.file, cache);
+    assert.equal(lib.action, "built");
+    const so = path.join(lib.dir, "lib", "libtensorflow_framework.so.2");
+    const size = fs.statSync(so).size;
+    fs.truncateSync(so, 1000); // an interrupted extraction
+    const again = await ensureLibrary(first.file, cache);
+    assert.equal(again.action, "built");
+    assert.equal(fs.statSync(so).size, size);
+
+    fs.truncateSync(first.file, 1_000_000); // an interrupted download
+    const redone = await ensureWheel(cache);
+    assert.equal(redone.action, "downloaded");
+    assert.equal((await ensureWheel(cache)).action, "present");
+  } finally {
+    await Deno.remove(cache, { recursive: true });
+  }
+});
+
+Deno.test("setup: a half-written binding in the cache is rebuilt, not used", async () => {
+  const cache = await Deno.makeTempDir({ prefix: "setup-binding-" });
+  try {
+    const pkg = tfjsNodeDir();
+    // The library from the user cache (present after an offline setup; downloaded otherwise).
+    const library = (await ensureLibrary((await ensureWheel()).file)).dir;
+    const built = await ensureBinding(pkg, library, cache);
+    assert.equal(built.action, "built");
+    assert.equal((await ensureBinding(pkg, library, cache)).action, "present");
+    fs.writeFileSync(built.file, "half a binding");
+    const rebuilt = await ensureBinding(pkg, library, cache);
+    assert.equal(rebuilt.action, "built");
+    assert.ok(fs.statSync(rebuilt.file).size > 10_000);
+  } finally {
+    await Deno.remove(cache, { recursive: true });
+  }
+});
