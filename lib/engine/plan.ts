@@ -114,180 +114,203 @@ function activationOf(layer: AnyLayer): "identity" | "relu" | "relu6" {
   );
 }
 
+/** Lookups on a model's layer graph that the planning rules need. */
+class ModelView {
+  readonly layers: AnyLayer[];
+  readonly #weightIndex: Map<unknown, number>;
+  readonly #consumers = new Map<string, string[]>();
+  readonly #byName: Map<string, AnyLayer>;
+
+  constructor(model: tf.LayersModel) {
+    this.layers = model.layers as AnyLayer[];
+    this.#weightIndex = new Map(model.weights.map((w, i) => [w, i]));
+    for (const l of this.layers) {
+      for (const n of inboundNames(l)) {
+        this.#consumers.set(n, [...(this.#consumers.get(n) ?? []), l.name]);
+      }
+    }
+    this.#byName = new Map(this.layers.map((l) => [l.name, l]));
+  }
+
+  /** A layer weight as a reference to the model's weight. */
+  weight(w: tf.LayerVariable): WeightRef {
+    const index = this.#weightIndex.get(w);
+    if (index === undefined) throw new PlanError(`weight ${w.name} is not one of the model's`);
+    return { shape: w.shape as number[], modelIndex: index, values: () => floats(w.read()) };
+  }
+
+  /** The single layer reading `name`'s output, if exactly one does. */
+  onlyConsumer(name: string): AnyLayer | undefined {
+    const c = this.#consumers.get(name);
+    return c?.length === 1 ? this.#byName.get(c[0]) : undefined;
+  }
+}
+
+/** What one layer becomes: nothing (the input), the identity, or a step that may absorb layers. */
+type Planned = "input" | "identity" | { op: Op; absorbs?: string[] };
+
 /**
  * Turn `model` (as built by buildMobileNetV3Large, or loaded from a checkpoint) into steps.
  * Throws {@link PlanError} for a layer it has no rule for.
  */
 export function planModel(model: tf.LayersModel, flavour: Flavour): Plan {
-  const layers = model.layers as AnyLayer[];
-  const weightIndex = new Map<unknown, number>(model.weights.map((w, i) => [w, i]));
-  const modelWeight = (w: tf.LayerVariable): WeightRef => {
-    const index = weightIndex.get(w);
-    if (index === undefined) throw new PlanError(`weight ${w.name} is not one of the model's`);
-    return { shape: w.shape as number[], modelIndex: index, values: () => floats(w.read()) };
-  };
-  const consumers = new Map<string, string[]>();
-  for (const l of layers) {
-    for (const n of inboundNames(l)) consumers.set(n, [...(consumers.get(n) ?? []), l.name]);
-  }
-  const byName = new Map(layers.map((l) => [l.name, l]));
-  // The single layer reading `name`'s output, if exactly one does.
-  const onlyConsumer = (name: string): AnyLayer | undefined => {
-    const c = consumers.get(name);
-    return c?.length === 1 ? byName.get(c[0]) : undefined;
-  };
-
+  const view = new ModelView(model);
   const steps: Step[] = [];
-  const alias = new Map<string, string>(); // a folded-away layer's output is its fusion's output
+  const alias = new Map<string, string>(); // an absorbed layer's output is its step's output
   const source = (name: string) => alias.get(name) ?? name;
-  const skip = new Set<string>();
-
-  for (const layer of layers) {
-    if (skip.has(layer.name)) continue;
-    const cls = layer.getClassName();
+  for (const layer of view.layers) {
+    if (alias.has(layer.name)) continue;
     const inputs = inboundNames(layer).map(source);
-    const add = (op: Op) => steps.push({ name: layer.name, inputs, op });
-    const identity = () => alias.set(layer.name, inputs[0]);
-    const weights = layer.weights as tf.LayerVariable[];
-    switch (cls) {
-      case "InputLayer":
-        break;
-      case "Normalize":
-        add({ kind: "normalize", spec: { mean: layer.mean, std: layer.std } });
-        break;
-      case "Conv2D":
-      case "DepthwiseConv2D": {
-        const dilation = [layer.dilationRate].flat();
-        if (dilation.some((d: number) => d !== 1) || layer.dataFormat !== "channelsLast") {
-          throw new PlanError(
-            `Cannot plan layer "${layer.name}" (${cls}): only undilated channels-last convolutions`,
-          );
-        }
-        let kernel = modelWeight(weights[0]);
-        let bias = layer.useBias ? modelWeight(weights[1]) : undefined;
-        const activation = activationOf(layer);
-        if (activation === "relu6") throw fusedRelu6(layer);
-        let relu = activation === "relu";
-        if (flavour === "inference" && !relu) {
-          let outName = layer.name;
-          const next = onlyConsumer(layer.name);
-          if (next?.getClassName() === "BatchNorm") {
-            ({ kernel, bias } = foldBatchNorm(kernel, bias, next));
-            skip.add(next.name);
-            alias.set(next.name, layer.name);
-            outName = next.name;
-          }
-          // A plain ReLU right after: fused into the convolution.
-          const after = onlyConsumer(outName);
-          if (after && reluMax(after) === null) {
-            relu = true;
-            skip.add(after.name);
-            alias.set(after.name, layer.name);
-          }
-        }
-        add({
-          kind: "conv",
-          depthwise: cls === "DepthwiseConv2D",
-          kernel,
-          bias,
-          strides: layer.strides as [number, number],
-          padding: layer.padding as "same" | "valid",
-          relu,
-        });
-        break;
-      }
-      case "BatchNorm": {
-        const [gamma, beta, movingMean, movingVariance] = weights.map(modelWeight);
-        if (flavour === "training") {
-          add({
-            kind: "batchNorm",
-            gamma,
-            beta,
-            movingMean,
-            movingVariance,
-            epsilon: layer.epsilon,
-            momentum: layer.momentum,
-          });
-        } else {
-          const { scale, shift } = batchNormAffine(layer);
-          add({ kind: "scaleShift", scale, shift });
-        }
-        break;
-      }
-      case "HardSwish":
-        add({ kind: "hardSwish" });
-        break;
-      case "HardSigmoid":
-        add({ kind: "hardSigmoid" });
-        break;
-      case "ReLU":
-      case "Activation": {
-        const max = reluMax(layer);
-        if (max === undefined) {
-          if (cls === "Activation" && activationOf(layer) === "identity") identity();
-          else throw unknown(layer);
-        } else add({ kind: "relu", ...(max === null ? {} : { max }) });
-        break;
-      }
-      case "ZeroPadding2D":
-        add({ kind: "pad", padding: layer.padding });
-        break;
-      case "GlobalAveragePooling2D":
-        add({ kind: "globalMean" });
-        break;
-      case "Reshape":
-        add({ kind: "reshape", target: layer.targetShape });
-        break;
-      case "Add":
-        add({ kind: "add" });
-        break;
-      case "Multiply":
-        add({ kind: "mul" });
-        break;
-      case "Dense": {
-        const activation = activationOf(layer);
-        if (activation === "relu6") throw fusedRelu6(layer);
-        add({
-          kind: "dense",
-          kernel: modelWeight(weights[0]),
-          bias: layer.useBias ? modelWeight(weights[1]) : undefined,
-          relu: activation === "relu",
-        });
-        break;
-      }
-      case "SeededDropout":
-      case "Dropout":
-        if (flavour === "inference" || layer.rate === 0) identity();
-        else if (cls === "Dropout") {
-          throw new PlanError(
-            `Cannot plan layer "${layer.name}" (Dropout) for training: its masks are not ` +
-              "reproducible; use SeededDropout",
-          );
-        } else {
-          add({
-            kind: "dropout",
-            rate: layer.rate,
-            units: (layer.outputShape as number[]).at(-1)!,
-            seed: layer.seed,
-          });
-        }
-        break;
-      default:
-        throw unknown(layer);
+    const planned = planLayer(layer, view, flavour);
+    if (planned === "input") continue;
+    if (planned === "identity") {
+      alias.set(layer.name, inputs[0]);
+      continue;
     }
+    for (const name of planned.absorbs ?? []) alias.set(name, layer.name);
+    steps.push({ name: layer.name, inputs, op: planned.op });
   }
   const shape = model.inputs[0].shape;
   if (shape.length !== 4 || shape.slice(1).some((d) => d == null)) {
     throw new PlanError(`Cannot plan: input shape ${JSON.stringify(shape)} is not [B, H, W, C]`);
   }
-  const outputShape = model.outputs[0].shape;
   return {
     flavour,
     input: (model.inputLayers[0] as AnyLayer).name,
     inputShape: shape.slice(1) as [number, number, number],
     output: source((model.outputLayers[0] as AnyLayer).name),
-    outputUnits: outputShape.at(-1) as number,
+    outputUnits: model.outputs[0].shape.at(-1) as number,
     steps,
+  };
+}
+
+/** The rule for each layer class: the only switch on layer class in the engines. */
+function planLayer(layer: AnyLayer, view: ModelView, flavour: Flavour): Planned {
+  const cls = layer.getClassName();
+  const weights = layer.weights as tf.LayerVariable[];
+  switch (cls) {
+    case "InputLayer":
+      return "input";
+    case "Normalize":
+      return { op: { kind: "normalize", spec: { mean: layer.mean, std: layer.std } } };
+    case "Conv2D":
+    case "DepthwiseConv2D":
+      return planConvolution(layer, view, flavour);
+    case "BatchNorm": {
+      const [gamma, beta, movingMean, movingVariance] = weights.map((w) => view.weight(w));
+      if (flavour === "inference") return { op: { kind: "scaleShift", ...batchNormAffine(layer) } };
+      return {
+        op: {
+          kind: "batchNorm",
+          gamma,
+          beta,
+          movingMean,
+          movingVariance,
+          epsilon: layer.epsilon,
+          momentum: layer.momentum,
+        },
+      };
+    }
+    case "HardSwish":
+      return { op: { kind: "hardSwish" } };
+    case "HardSigmoid":
+      return { op: { kind: "hardSigmoid" } };
+    case "ReLU":
+    case "Activation": {
+      const max = reluMax(layer);
+      if (max === null) return { op: { kind: "relu" } };
+      if (max !== undefined) return { op: { kind: "relu", max } };
+      if (cls === "Activation" && activationOf(layer) === "identity") return "identity";
+      throw unknown(layer);
+    }
+    case "ZeroPadding2D":
+      return { op: { kind: "pad", padding: layer.padding } };
+    case "GlobalAveragePooling2D":
+      return { op: { kind: "globalMean" } };
+    case "Reshape":
+      return { op: { kind: "reshape", target: layer.targetShape } };
+    case "Add":
+      return { op: { kind: "add" } };
+    case "Multiply":
+      return { op: { kind: "mul" } };
+    case "Dense": {
+      const activation = activationOf(layer);
+      if (activation === "relu6") throw fusedRelu6(layer);
+      return {
+        op: {
+          kind: "dense",
+          kernel: view.weight(weights[0]),
+          bias: layer.useBias ? view.weight(weights[1]) : undefined,
+          relu: activation === "relu",
+        },
+      };
+    }
+    case "SeededDropout":
+    case "Dropout":
+      if (flavour === "inference" || layer.rate === 0) return "identity";
+      if (cls === "Dropout") {
+        throw new PlanError(
+          `Cannot plan layer "${layer.name}" (Dropout) for training: its masks are not ` +
+            "reproducible; use SeededDropout",
+        );
+      }
+      return {
+        op: {
+          kind: "dropout",
+          rate: layer.rate,
+          units: (layer.outputShape as number[]).at(-1)!,
+          seed: layer.seed,
+        },
+      };
+    default:
+      throw unknown(layer);
+  }
+}
+
+/**
+ * A convolution; in the inference flavour with the BatchNorm after it folded in and a plain ReLU
+ * after that fused (both absorbed into the step).
+ */
+function planConvolution(layer: AnyLayer, view: ModelView, flavour: Flavour): Planned {
+  const cls = layer.getClassName();
+  const dilation = [layer.dilationRate].flat();
+  if (dilation.some((d: number) => d !== 1) || layer.dataFormat !== "channelsLast") {
+    throw new PlanError(
+      `Cannot plan layer "${layer.name}" (${cls}): only undilated channels-last convolutions`,
+    );
+  }
+  const weights = layer.weights as tf.LayerVariable[];
+  let kernel = view.weight(weights[0]);
+  let bias = layer.useBias ? view.weight(weights[1]) : undefined;
+  const activation = activationOf(layer);
+  if (activation === "relu6") throw fusedRelu6(layer);
+  let relu = activation === "relu";
+  const absorbs: string[] = [];
+  if (flavour === "inference" && !relu) {
+    let last = layer.name;
+    const next = view.onlyConsumer(layer.name);
+    if (next?.getClassName() === "BatchNorm") {
+      ({ kernel, bias } = foldBatchNorm(kernel, bias, next));
+      absorbs.push(next.name);
+      last = next.name;
+    }
+    const after = view.onlyConsumer(last);
+    if (after && reluMax(after) === null) {
+      relu = true;
+      absorbs.push(after.name);
+    }
+  }
+  return {
+    op: {
+      kind: "conv",
+      depthwise: cls === "DepthwiseConv2D",
+      kernel,
+      bias,
+      strides: layer.strides as [number, number],
+      padding: layer.padding as "same" | "valid",
+      relu,
+    },
+    absorbs,
   };
 }
 

@@ -88,42 +88,57 @@ function engineText(s: RunSummary): string {
 
 /** `report.md`: the paper's results section, with this run's numbers. */
 export function renderReport(s: RunSummary): string {
+  return [
+    `# Results of run ${s.runId}`,
+    "",
+    ...reportNotes(s),
+    ...headline(s),
+    "## Setup",
+    "",
+    setupTable(s).toMarkdown(),
+    "",
+    ...historySection(s),
+    ...testSection(s),
+    ...readingSection(s),
+  ].join("\n");
+}
+
+/** What makes this run differ from the paper's method, said before any number. */
+function reportNotes(s: RunSummary): string[] {
   const c = s.config;
-  const lines: string[] = [];
-  lines.push(`# Results of run ${s.runId}`, "");
+  const notes: string[] = [];
   if (s.weights.kind === "none") {
-    lines.push(
-      "> **Not pretrained.** This model was trained from random initialisation (`--weights none`), " +
+    notes.push(
+      "**Not pretrained.** This model was trained from random initialisation (`--weights none`), " +
         "not from ImageNet weights as in the paper. Its numbers are **not comparable** to the " +
         "paper's 96.97 %; they show what the pipeline does without transfer learning.",
-      "",
     );
   } else if (s.weights.kind === "file") {
-    lines.push(
-      `> Weights from ${s.weights.file} (MD5 ${s.weights.md5}), not Keras's ImageNet file.`,
-      "",
-    );
+    notes.push(`Weights from ${s.weights.file} (MD5 ${s.weights.md5}), not Keras's ImageNet file.`);
   }
   if (c.inputMask && c.inputMask !== "none") {
-    lines.push(
-      `> **Review experiment, not the paper's method:** the model saw only ${
+    notes.push(
+      `**Review experiment, not the paper's method:** the model saw only ${
         c.inputMask === "border-only"
           ? "the image border (the lung field blanked)"
           : "the lung field (the border blanked)"
       }.`,
-      "",
     );
   }
   if (c.imageSize !== 446 || c.epochs !== 8) {
-    lines.push(
-      `> Settings differ from the paper's (446 px, 8 epochs): ${c.imageSize} px, ${c.epochs} epochs.`,
-      "",
+    notes.push(
+      `Settings differ from the paper's (446 px, 8 epochs): ${c.imageSize} px, ${c.epochs} epochs.`,
     );
   }
-  lines.push(
+  return notes.flatMap((n) => [`> ${n}`, ""]);
+}
+
+/** The test accuracy, and on the test images never seen in training. */
+function headline(s: RunSummary): string[] {
+  const lines = [
     `**Test accuracy: ${accuracySentence(s.test)}** The paper reports 96.97 % (64 of 66).`,
     "",
-  );
+  ];
   if (s.unseenTest) {
     lines.push(
       `On the ${s.unseenTest.metrics.total} test images that are not copies of training images ` +
@@ -132,71 +147,81 @@ export function renderReport(s: RunSummary): string {
       "",
     );
   }
-  lines.push("## Setup", "");
-  lines.push(
-    table([
-      {
-        setting: "model",
-        value: `MobileNetV3-Large, ${
-          s.weights.kind === "imagenet"
-            ? "ImageNet weights (Keras)"
-            : s.weights.kind === "none"
-            ? "random initialisation"
-            : "weights from file"
-        }, new ${s.classNames.length}-way classifier`,
-      },
-      {
-        setting: "input",
-        value: `${c.imageSize}×${c.imageSize} RGB, normalised as the weights expect (mean [${
-          s.weights.normalization.mean.join(", ")
-        }], std [${s.weights.normalization.std.join(", ")}])`,
-      },
-      {
-        setting: "augmentation",
-        value:
-          `horizontal flip p=${c.augmentation.flipProbability}; colour jitter brightness ${c.augmentation.brightness}, contrast ${c.augmentation.contrast}, saturation ${c.augmentation.saturation}, hue ${c.augmentation.hue}`,
-      },
-      {
-        setting: "data",
-        value:
-          `${s.counts.train} training, ${s.counts.validation} validation (random ${c.validationFraction} of the training folder${
-            c.stratify ? ", stratified" : ""
-          }), ${s.counts.test} test images`,
-      },
-      {
-        setting: "optimiser",
-        value:
-          `SGD, learning rate ${c.learningRate}, momentum ${c.momentum}, ×${c.lrGamma} after epochs ${
-            c.lrMilestones.join(" and ")
-          }`,
-      },
-      {
-        setting: "training",
-        value:
-          `${c.epochs} epochs, batch size ${c.batchSize}, cross-entropy; weights kept from the epoch with the lowest validation loss`,
-      },
-      { setting: "seed", value: String(c.seed) },
-      {
-        setting: "backend",
-        value: `TF.js ${s.backend.versions["tfjs-core"]} on ${s.backend.backend}${
-          s.backend.versions.libtensorflow
-            ? ` (libtensorflow ${s.backend.versions.libtensorflow})`
-            : ""
-        }${engineText(s)}`,
-      },
-      { setting: "code", value: s.codeVersion },
-      {
-        setting: "wall time",
-        value: `${(s.totalSeconds / 60).toFixed(1)} min; peak memory ${
-          Math.max(...s.history.map((h) => h.peakRssMB))
-        } MB`,
-      },
-    ]).toMarkdown(),
-    "",
-  );
+  return lines;
+}
 
-  lines.push("## Training and validation", "");
-  lines.push(
+/** Where the weights came from, in words. */
+function weightsText(w: WeightsInfo): string {
+  return w.kind === "imagenet"
+    ? "ImageNet weights (Keras)"
+    : w.kind === "none"
+    ? "random initialisation"
+    : "weights from file";
+}
+
+/** The run's settings, one row each. */
+function setupTable(s: RunSummary): Table {
+  const c = s.config;
+  const a = c.augmentation;
+  const v = s.backend.versions;
+  return table([
+    {
+      setting: "model",
+      value: `MobileNetV3-Large, ${
+        weightsText(s.weights)
+      }, new ${s.classNames.length}-way classifier`,
+    },
+    {
+      setting: "input",
+      value: `${c.imageSize}×${c.imageSize} RGB, normalised as the weights expect (mean [${
+        s.weights.normalization.mean.join(", ")
+      }], std [${s.weights.normalization.std.join(", ")}])`,
+    },
+    {
+      setting: "augmentation",
+      value: `horizontal flip p=${a.flipProbability}; colour jitter brightness ${a.brightness}, ` +
+        `contrast ${a.contrast}, saturation ${a.saturation}, hue ${a.hue}`,
+    },
+    {
+      setting: "data",
+      value: `${s.counts.train} training, ${s.counts.validation} validation (random ` +
+        `${c.validationFraction} of the training folder${c.stratify ? ", stratified" : ""}), ` +
+        `${s.counts.test} test images`,
+    },
+    {
+      setting: "optimiser",
+      value: `SGD, learning rate ${c.learningRate}, momentum ${c.momentum}, ×${c.lrGamma} after ` +
+        `epochs ${c.lrMilestones.join(" and ")}`,
+    },
+    {
+      setting: "training",
+      value:
+        `${c.epochs} epochs, batch size ${c.batchSize}, cross-entropy; weights kept from the ` +
+        "epoch with the lowest validation loss",
+    },
+    { setting: "seed", value: String(c.seed) },
+    {
+      setting: "backend",
+      value: `TF.js ${v["tfjs-core"]} on ${s.backend.backend}${
+        v.libtensorflow ? ` (libtensorflow ${v.libtensorflow})` : ""
+      }${engineText(s)}`,
+    },
+    { setting: "code", value: s.codeVersion },
+    {
+      setting: "wall time",
+      value: `${(s.totalSeconds / 60).toFixed(1)} min; peak memory ${
+        Math.max(...s.history.map((h) => h.peakRssMB))
+      } MB`,
+    },
+  ]);
+}
+
+/** Per-epoch history and which checkpoint was kept. */
+function historySection(s: RunSummary): string[] {
+  const best = s.history.find((h) => h.epoch === s.bestEpoch);
+  return [
+    "## Training and validation",
+    "",
     table(s.history.map((h) => ({
       epoch: h.epoch,
       "learning rate": String(h.learningRate), // not rounded: 1e-5 is not 0
@@ -208,56 +233,65 @@ export function renderReport(s: RunSummary): string {
       "time (s)": Math.round(h.seconds),
     }))).toMarkdown(),
     "",
-  );
-  const best = s.history.find((h) => h.epoch === s.bestEpoch);
-  lines.push(
     `The validation loss was lowest after epoch ${s.bestEpoch} (${best?.validLoss.toFixed(4)}); ` +
-      "those weights are the ones evaluated below. The validation set has " +
-      `${s.counts.validation} images, so its accuracy moves in steps of ${
-        (100 / s.counts.validation).toFixed(1)
-      } points.`,
+    "those weights are the ones evaluated below. The validation set has " +
+    `${s.counts.validation} images, so its accuracy moves in steps of ${
+      (100 / s.counts.validation).toFixed(1)
+    } points.`,
     "",
     "![Training curves](training_curves.svg)",
     "",
-  );
+  ];
+}
 
-  lines.push("## Test set", "");
-  lines.push("```", classificationReport(s.test, s.classNames).trimEnd(), "```", "");
-  lines.push("![Confusion matrix](confusion_matrix.svg)", "");
-  lines.push(
-    "Rows are the true classes, columns the predicted ones. " +
-      s.classNames.map((name, k) => {
-        const row = s.test.confusion[k];
-        const wrong = row.reduce((t, v, j) => (j === k ? t : t + v), 0);
-        return `${name}: ${row[k]} of ${s.test.perClass[k].support} right${
-          wrong ? `, ${wrong} wrong` : ""
-        }`;
-      }).join("; ") + ".",
+/** The classification report and the confusion matrix in words. */
+function testSection(s: RunSummary): string[] {
+  const perClass = s.classNames.map((name, k) => {
+    const row = s.test.confusion[k];
+    const wrong = row.reduce((t, v, j) => (j === k ? t : t + v), 0);
+    return `${name}: ${row[k]} of ${s.test.perClass[k].support} right${
+      wrong ? `, ${wrong} wrong` : ""
+    }`;
+  });
+  return [
+    "## Test set",
     "",
-  );
+    "```",
+    classificationReport(s.test, s.classNames).trimEnd(),
+    "```",
+    "",
+    "![Confusion matrix](confusion_matrix.svg)",
+    "",
+    `Rows are the true classes, columns the predicted ones. ${perClass.join("; ")}.`,
+    "",
+  ];
+}
 
-  lines.push("## Reading these numbers", "");
-  lines.push(
-    `- The test set has ${s.test.total} images; the interval above is what that allows. Two runs ` +
-      "that differ by one or two images are not different results.",
-    "- In the paper's data set, Normal and Viral Pneumonia images come from one pediatric hospital and " +
-      "Covid images from many adult sources: a model can separate them by age and source as well as by " +
-      "disease signs (notebook 06 measures how far such cues go).",
-  );
-  if (s.skippedFiles.length > 0) {
-    lines.push(
-      `- ${s.skippedFiles.length} file(s) were skipped as unreadable (--skip-bad): see data_report.json.`,
-    );
-  }
-  lines.push("", "## Files", "");
-  lines.push(
+/** What the numbers can and cannot say, and the files of the run. */
+function readingSection(s: RunSummary): string[] {
+  return [
+    "## Reading these numbers",
+    "",
+    `- The test set has ${s.test.total} images; the interval above is what that allows. Two ` +
+    "runs that differ by one or two images are not different results.",
+    "- In the paper's data set, Normal and Viral Pneumonia images come from one pediatric " +
+    "hospital and Covid images from many adult sources: a model can separate them by age and " +
+    "source as well as by disease signs (notebook 06 measures how far such cues go).",
+    ...(s.skippedFiles.length > 0
+      ? [
+        `- ${s.skippedFiles.length} file(s) were skipped as unreadable (--skip-bad): see ` +
+        "data_report.json.",
+      ]
+      : []),
+    "",
+    "## Files",
+    "",
     "`config.json` (settings and environment), `history.json` / `history.csv` (per epoch), " +
-      "`metrics.json`, `classification_report.txt`, `predictions.csv`, `confusion_matrix.svg|png`, " +
-      "`training_curves.svg|png`, `data_report.json`, `best/` (the checkpoint evaluated, " +
-      "self-describing), `state/` (to resume).",
+    "`metrics.json`, `classification_report.txt`, `predictions.csv`, `confusion_matrix.svg|png`, " +
+    "`training_curves.svg|png`, `data_report.json`, `best/` (the checkpoint evaluated, " +
+    "self-describing), `state/` (to resume).",
     "",
-  );
-  return lines.join("\n");
+  ];
 }
 
 /** Write the evaluation files of a run: metrics, report text, predictions, confusion matrix. */

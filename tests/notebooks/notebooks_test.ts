@@ -44,8 +44,9 @@ for (const file of listNotebooks()) {
   });
 }
 
-Deno.test("notebook code type-checks (every code cell of every notebook, as one module each)", async () => {
-  const dir = path.dirname(listNotebooks()[0]);
+Deno.test("notebook code type-checks and lints clean (every code cell of every notebook, as one module each)", async () => {
+  // Outside notebooks/ (which deno.json leaves out of lint), importing the library by its path.
+  const dir = await Deno.makeTempDir({ prefix: "notebook-code-" });
   const files: string[] = [];
   try {
     for (const file of listNotebooks()) {
@@ -53,20 +54,24 @@ Deno.test("notebook code type-checks (every code cell of every notebook, as one 
       const code = nb.cells
         .filter((c: { cell_type: string }) => c.cell_type === "code")
         .map((c: { source: string[] }) => c.source.join(""))
-        .join("\n\n");
-      // Beside the notebook, so its relative imports resolve the same way.
-      const ts = path.join(dir, `.typecheck-${path.basename(file, ".ipynb")}.ts`);
+        .join("\n\n")
+        .replaceAll('"../lib/mod.ts"', JSON.stringify(projectPath("lib", "mod.ts")));
+      const ts = path.join(dir, `${path.basename(file, ".ipynb")}.ts`);
       await Deno.writeTextFile(ts, `${code}\nexport {};\n`);
       files.push(ts);
     }
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["check", ...files],
-      stdout: "piped",
-      stderr: "piped",
-    })
-      .output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const config = ["--config", projectPath("deno.json")];
+    for (const command of [["check", ...config, ...files], ["lint", ...config, ...files]]) {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: command,
+        cwd: dir,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+      assert.equal(out.code, 0, `deno ${command[0]}: ${text}`);
+    }
   } finally {
-    for (const f of files) await Deno.remove(f).catch(() => {});
+    await Deno.remove(dir, { recursive: true });
   }
 });
