@@ -49,7 +49,10 @@ export interface RunConfig {
   stratify: boolean;
   /** One seed for split, batch order, augmentation, initialisation and dropout. */
   seed: number;
-  /** Paper: MobileNetV3-Large pretrained on ImageNet. "imagenet", "none" or a Keras .h5 path. */
+  /**
+   * Paper: MobileNetV3-Large pretrained on ImageNet, torchvision's (`pretrained=True`).
+   * "torchvision" (= "imagenet"), "keras", "none", or a .pth/.pt/.h5 path (lib/model/weights.ts).
+   */
   weights: string;
   /** Paper: random horizontal flip and colour jitter (jitter values not given; see notebook 02). */
   augmentation: AugmentationOptions;
@@ -77,7 +80,7 @@ export const PAPER_CONFIG: Readonly<RunConfig> = Object.freeze({
   validationFraction: 0.14,
   stratify: false,
   seed: 42,
-  weights: "imagenet",
+  weights: "torchvision",
   augmentation: Object.freeze({
     flipProbability: 0.5,
     brightness: 0.2,

@@ -19,11 +19,17 @@ import {
 
 const USAGE = `Usage: deno task reproduce [options]
 
-Trains MobileNetV3-Large as the paper does (446 px, 8 epochs, ImageNet weights) and evaluates it
-on the test folder. Writes outputs/<run-id>/ (report.md, metrics, figures, checkpoint).
+Trains MobileNetV3-Large as the paper does (446 px, 8 epochs, torchvision's ImageNet weights) and
+evaluates it on the test folder. Writes outputs/<run-id>/ (report.md, metrics, figures, checkpoint).
 
   --data DIR              data set folder with train/ and test/ (else $COVID_CXR_DATA, else data/Covid19-dataset)
-  --weights SRC           imagenet (default) | none | path/to/keras.h5
+  --weights SRC           torchvision (default; also "imagenet"): torchvision's ImageNet weights,
+                            the paper's, downloaded once (mobilenet_v3_large-8738ca79.pth)
+                          keras: Keras's ImageNet weights (another training run, Keras's padding
+                            and normalisation)
+                          FILE.pth|FILE.pt: a torchvision MobileNetV3-Large state_dict (1000 classes:
+                            the head is swapped; N classes: loaded whole), or a Keras FILE.h5
+                          none: random initialisation (not comparable to the paper)
   --epochs N              default 8
   --image-size N          default 446
   --batch-size N          default 4

@@ -4,7 +4,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { type ExperimentResult, runExperiment } from "../lib/mod.ts";
+import { type ExperimentResult, projectPath, runExperiment } from "../lib/mod.ts";
 import { makeSyntheticDataset } from "./_synthetic.ts";
 
 let work: string | undefined;
@@ -80,4 +80,20 @@ export function tinyRun(): Promise<ExperimentResult & { data: string }> {
     return { ...result, data };
   })();
   return run;
+}
+
+/** Run a task script (`scripts/<name>.ts`) in a fresh Deno; its exit code and all its output. */
+export async function runScript(
+  name: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; text: string; stdout: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", projectPath("scripts", `${name}.ts`), ...args],
+    env: { NO_COLOR: "1", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout);
+  return { code: out.code, stdout, text: stdout + new TextDecoder().decode(out.stderr) };
 }

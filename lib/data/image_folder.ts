@@ -72,6 +72,18 @@ function sortedDirs(dir: string): string[] {
     .sort();
 }
 
+/**
+ * The class names of an ImageFolder (its sorted sub-folders), or of a data set root's `train/`:
+ * what a model trained on it predicts, in output order. Empty when `dir` is not a folder.
+ */
+export function imageFolderClasses(dir: string): string[] {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) return [];
+  const train = path.join(dir, "train");
+  return fs.existsSync(path.join(dir, "test")) && fs.existsSync(train)
+    ? sortedDirs(train)
+    : sortedDirs(dir);
+}
+
 /** Files of a class folder (hidden files such as .DS_Store are not data). */
 function classFiles(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true })

@@ -14,6 +14,7 @@ export {
   DatasetError,
   DEFAULT_DATA_DIR,
   IMAGE_EXTENSIONS,
+  imageFolderClasses,
   type ImageItem,
   loadDataset,
   resolveDataDir,

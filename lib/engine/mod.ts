@@ -40,10 +40,12 @@ export { type Flavour, type Op, type Plan, PlanError, planModel, type Step } fro
 export { liveSessions } from "./tf_c.ts";
 export {
   checkKerasParity,
+  checkTorchvisionParity,
   PARITY_TOLERANCE,
   type ParityResult,
   parityTable,
   resolveParityDir,
+  resolveTorchParityDir,
 } from "./parity.ts";
 
 /**

@@ -82,6 +82,17 @@ export async function evaluateModel(
   return { predictions, metrics, engine: predictor.engine };
 }
 
+/** The images of an evaluation folder, labelled by the model's classes. */
+export interface EvaluationImages {
+  /** The folder of class folders that was scanned. */
+  folder: string;
+  /** Paths are relative to this (the data set root when `dir` was one: SHA256SUMS lives there). */
+  root: string;
+  items: ImageItem[];
+  /** Class folders found, with their image counts (a shrink is visible). */
+  counts: { className: string; images: number }[];
+}
+
 /**
  * The images to evaluate in `dir`, labelled with the checkpoint's classes: `dir` is an ImageFolder
  * (one sub-folder per class), or a data set root whose `test/` is one. Classes are matched by name;
@@ -90,11 +101,19 @@ export async function evaluateModel(
 export async function loadEvaluationImages(
   dir: string,
   classNames: readonly string[],
-): Promise<ImageItem[]> {
-  const folder = fs.existsSync(path.join(dir, "test")) && fs.existsSync(path.join(dir, "train"))
-    ? path.join(dir, "test")
-    : dir;
-  const scanned = await scanImageFolder(folder, "test");
+): Promise<EvaluationImages> {
+  if (!fs.existsSync(dir)) {
+    throw new DatasetError(`Cannot evaluate on "${dir}": no such folder`);
+  }
+  if (!fs.statSync(dir).isDirectory()) {
+    throw new DatasetError(
+      `Cannot evaluate on "${dir}": a file, not a folder (give an ImageFolder: one sub-folder ` +
+        "per class, or a data set root holding train/ and test/)",
+    );
+  }
+  const isRoot = fs.existsSync(path.join(dir, "test")) && fs.existsSync(path.join(dir, "train"));
+  const folder = isRoot ? path.join(dir, "test") : dir;
+  const scanned = await scanImageFolder(folder, "test", { root: dir });
   const unknown = scanned.classNames.filter((c) => !classNames.includes(c));
   if (unknown.length > 0) {
     throw new DatasetError(
@@ -102,6 +121,14 @@ export async function loadEvaluationImages(
         `which knows ${classNames.join(", ")}`,
     );
   }
-  // Relabel by the model's class order.
-  return scanned.items.map((item) => ({ ...item, label: classNames.indexOf(item.className) }));
+  return {
+    folder,
+    root: dir,
+    // Relabel by the model's class order.
+    items: scanned.items.map((item) => ({ ...item, label: classNames.indexOf(item.className) })),
+    counts: scanned.classNames.map((className) => ({
+      className,
+      images: scanned.items.filter((i) => i.className === className).length,
+    })),
+  };
 }

@@ -19,9 +19,11 @@ export {
 export {
   evaluateModel,
   type Evaluation,
+  type EvaluationImages,
   loadEvaluationImages,
   type Prediction,
 } from "./evaluate.ts";
+export { evaluateFolder, type FolderEvaluation } from "./folder.ts";
 export {
   expandInputs,
   type ImagePrediction,

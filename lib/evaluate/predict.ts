@@ -6,12 +6,11 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { initBackend, tf } from "../backend.ts";
-import type { InputMask } from "../config.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../files.ts";
 import { argmax } from "../maths.ts";
 import { type Table, table } from "../tables.ts";
 import { applyMask, decodeResized, IMAGE_EXTENSIONS, ImageError, toFloat } from "../data/mod.ts";
-import type { CheckpointMetadata } from "../model/mod.ts";
+import { checkpointInputMask, type CheckpointMetadata } from "../model/mod.ts";
 import { createPredictor, type Predictor } from "../engine/mod.ts";
 
 /**
@@ -84,7 +83,7 @@ export async function predictImages(
   await initBackend();
   const { files, failed } = expandInputs(inputs);
   const size = meta.imageSize;
-  const mask = ((meta.training as { inputMask?: InputMask } | undefined)?.inputMask) ?? "none";
+  const mask = checkpointInputMask(meta);
   const predictions: ImagePrediction[] = [];
   const batchSize = opts.batchSize ?? 8;
   const predictor = createPredictor(model);

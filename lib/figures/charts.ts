@@ -221,3 +221,72 @@ export function plotSeedSpread(
     ],
   }, `grey line: mean over seeds ${percent(mean)}; red dashed: the paper's 96.97 %`);
 }
+
+/**
+ * Which input pixels a 3×3 stride-2 kernel reads in each convention, on an 8×8 input: torchvision
+ * pads 1 pixel on every side; Keras (TensorFlow's "same" for stride 2 and even sizes) pads only
+ * after. The first and the last window of each are drawn, with their centres: torchvision's
+ * kernels centre on pixels 0, 2, 4, 6, Keras's on 1, 3, 5, 7 — one pixel apart.
+ */
+export function plotPaddingConventions(opts: { size?: number } = {}): Figure {
+  const n = opts.size ?? 8;
+  const panel = (title: string, before: number, after: number): Plot.PlotOptions => {
+    const cells: { x: number; y: number; kind: string }[] = [];
+    for (let y = -before; y < n + after; y++) {
+      for (let x = -before; x < n + after; x++) {
+        const pad = x < 0 || y < 0 || x >= n || y >= n;
+        cells.push({ x, y, kind: pad ? "zero padding" : "image pixel" });
+      }
+    }
+    // Window k starts at 2k − before (in image coordinates); outputs: (n + before + after − 3) / 2 + 1.
+    const outputs = Math.floor((n + before + after - 3) / 2) + 1;
+    const windows = [0, outputs - 1].map((k, i) => ({
+      x1: 2 * k - before - 0.5,
+      x2: 2 * k - before + 2.5,
+      y1: 2 * k - before - 0.5,
+      y2: 2 * k - before + 2.5,
+      cx: 2 * k - before + 1,
+      label: i === 0 ? "first window" : "last window",
+    }));
+    return {
+      width: 300,
+      height: 320,
+      marginTop: 40,
+      x: { domain: [-1.7, n + 0.7], axis: null },
+      y: { domain: [n + 0.7, -1.7], axis: null },
+      color: { domain: ["zero padding", "image pixel"], range: ["#d9d9d9", "#ffffff"] },
+      marks: [
+        Plot.rect(cells, {
+          x1: (d: { x: number }) => d.x - 0.5,
+          x2: (d: { x: number }) => d.x + 0.5,
+          y1: (d: { y: number }) => d.y - 0.5,
+          y2: (d: { y: number }) => d.y + 0.5,
+          fill: "kind",
+          stroke: "#999",
+        }),
+        Plot.rect(windows, {
+          x1: "x1",
+          x2: "x2",
+          y1: "y1",
+          y2: "y2",
+          stroke: "#e15759",
+          strokeWidth: 3,
+          fill: "#e15759",
+          fillOpacity: 0.15,
+        }),
+        Plot.dot(windows, { x: "cx", y: "cx", fill: "#e15759", r: 4 }),
+        Plot.text([title], { frameAnchor: "top", dy: -28, fontWeight: "bold", fontSize: 12 }),
+        Plot.text([`pads ${before} before, ${after} after; ${outputs}×${outputs} outputs`], {
+          frameAnchor: "top",
+          dy: -14,
+          fill: "#555",
+        }),
+      ],
+    };
+  };
+  return plotFigure(
+    `A 3×3 stride-2 kernel on an ${n}×${n} image`,
+    [panel("torchvision (the paper's)", 1, 1), panel('Keras / TensorFlow "same"', 0, 1)],
+    "gray: zero padding; red: the first and last window, dot: its centre pixel",
+  );
+}

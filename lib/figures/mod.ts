@@ -8,6 +8,7 @@ export {
   plotClassCounts,
   plotConfusionMatrix,
   plotImageSizes,
+  plotPaddingConventions,
   plotSeedSpread,
   plotStorageModes,
   plotTrainingCurves,

@@ -1,25 +1,22 @@
 /**
  * The paper's model set-up: MobileNetV3-Large with pretrained weights up to and including the
- * 1280-unit layer, and a new classifier for the data set's classes (the head swap).
+ * 1280-unit layer, and a new classifier for the data set's classes (the head swap). The model is
+ * built in the convention its weights need (torchvision's padding and normalisation for
+ * torchvision's weights, Keras's for Keras's).
  */
-import { initBackend, tf } from "../backend.ts";
+import { initBackend, type tf } from "../backend.ts";
 import { buildMobileNetV3Large } from "./mobilenet_v3.ts";
-import {
-  loadKerasWeights,
-  resolveWeights,
-  type WeightsInfo,
-  type WeightsSource,
-} from "./weights.ts";
+import { loadWeights, resolveWeights, type WeightsInfo, type WeightsSource } from "./weights.ts";
 
 export interface ModelOptions {
-  /** "imagenet" (Keras's official file), "none" (random) or a Keras .h5 path. */
+  /** "torchvision" (= "imagenet"), "keras", "none" (random) or a .pth/.pt/.h5 path. */
   weights: WeightsSource;
   numClasses: number;
   imageSize: number;
   seed: number;
   dropout?: number;
   batchNormMomentum?: number;
-  /** Where the ImageNet file is cached (default: the user cache dir). */
+  /** Where official weight files are cached (default: the user cache dir). */
   cacheDir?: string;
 }
 
@@ -37,14 +34,14 @@ export async function buildModel(
     imageSize: opts.imageSize,
     numClasses: opts.numClasses,
     normalization: weights.normalization,
+    convention: weights.convention,
     dropout: opts.dropout,
     batchNormMomentum: opts.batchNormMomentum,
     seed: opts.seed,
   });
-  if (!weights.file) return { model, weights, classifierLoaded: false };
   try {
-    const loaded = await loadKerasWeights(model, weights.file);
-    return { model, weights, classifierLoaded: loaded.classifierLoaded };
+    const { classifierLoaded } = await loadWeights(model, weights);
+    return { model, weights, classifierLoaded };
   } catch (error) {
     model.dispose();
     throw error;

@@ -6,10 +6,12 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { initBackend, tf } from "../backend.ts";
+import type { InputMask } from "../config.ts";
 import { UserError } from "../errors.ts";
 import { replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from "../files.ts";
 import { codeVersion } from "../provenance.ts";
 import { Normalize } from "./layers.ts"; // also registers the custom layers with TF.js
+import { type Convention, conventionOf } from "./mobilenet_v3.ts";
 import type { NormalizationSpec } from "./normalization.ts";
 import type { WeightsInfo } from "./weights.ts";
 
@@ -24,10 +26,17 @@ export interface CheckpointMetadata {
   imageSize: number;
   /** Input normalisation inside the model's first layer (pixels in 0..255 go in). */
   normalization: NormalizationSpec;
+  /**
+   * The reference implementation the model follows (padding, initialisation): "torchvision" or
+   * "keras". Checkpoints written before this field existed are Keras's.
+   */
+  convention: Convention;
   /** Where the weights training started from. */
   weights: WeightsInfo;
   /** The training configuration, when the checkpoint comes from training. */
   training?: Record<string, unknown>;
+  /** For a model read from a PyTorch file: where its class names came from. */
+  classesFrom?: string;
   /** The epoch these weights are from (1-based). */
   epoch?: number;
   /** Metrics at that point (e.g. validation loss). */
@@ -106,6 +115,12 @@ const REQUIRED: (keyof CheckpointMetadata)[] = [
   "weights",
 ];
 
+/** The input mask a checkpoint's model was trained with (the review's experiments), or "none". */
+export function checkpointInputMask(meta: Pick<CheckpointMetadata, "training">): InputMask {
+  const mask = (meta.training as { inputMask?: InputMask } | undefined)?.inputMask;
+  return mask ?? "none";
+}
+
 /** Read a checkpoint's metadata without loading the model. */
 export function readCheckpointMetadata(dir: string): CheckpointMetadata {
   const file = path.join(dir, "metadata.json");
@@ -142,6 +157,8 @@ export function readCheckpointMetadata(dir: string): CheckpointMetadata {
       `Cannot load checkpoint "${dir}": classNames must list 2 or more classes`,
     );
   }
+  // Written before torchvision's conventions existed here: Keras's.
+  meta.convention ??= "keras";
   return meta as CheckpointMetadata;
 }
 
@@ -202,6 +219,13 @@ function checkConsistent(dir: string, model: tf.LayersModel, meta: CheckpointMet
   const norm = model.layers.find((l) => l instanceof Normalize) as Normalize | undefined;
   const same = (a: number[], b: number[]) =>
     a.length === b.length && a.every((v, i) => Math.abs(v - b[i]) < 1e-7);
+  if (conventionOf(model) !== meta.convention) {
+    problems.push(
+      `metadata says ${meta.convention} conventions, the model is built in ${
+        conventionOf(model)
+      }'s`,
+    );
+  }
   if (!norm) problems.push("the model has no Normalize input layer");
   else if (!same(norm.mean, meta.normalization.mean) || !same(norm.std, meta.normalization.std)) {
     problems.push(

@@ -158,14 +158,16 @@ export class BatchNorm extends tf.layers.Layer {
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs): tf.Tensor {
     const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
     if (!kwargs.training) {
-      return tf.batchNorm(
-        x,
-        this.movingMean.read(),
-        this.movingVariance.read(),
-        this.beta.read(),
-        this.gamma.read(),
-        this.epsilon,
-      );
+      // x · α + β with α = γ / √(σ² + ε), β = beta − μ·α: the order PyTorch's and TensorFlow's
+      // inference kernels compute in.
+      return tf.tidy(() => {
+        const alpha = tf.div(
+          this.gamma.read(),
+          tf.sqrt(tf.add(this.movingVariance.read(), this.epsilon)),
+        );
+        const beta = tf.sub(this.beta.read(), tf.mul(this.movingMean.read(), alpha));
+        return tf.add(tf.mul(x, alpha), beta);
+      });
     }
     return batchNormTraining(
       x,

@@ -1,7 +1,17 @@
 /**
  * MobileNetV3-Large as a TF.js layers model, layer for layer the structure of Keras's
  * `keras.applications.MobileNetV3Large(alpha=1.0, minimalistic=False)` (Keras 3.15,
- * `keras/src/applications/mobilenet_v3.py`), so Keras's weight files load by order and shape.
+ * `keras/src/applications/mobilenet_v3.py`), so Keras's weight files load by order and shape;
+ * torchvision's `mobilenet_v3_large` has the same tensors (lib/model/torchvision.ts maps them).
+ *
+ * The two reference implementations compute slightly different functions with the same weights,
+ * so the model is built in one of two conventions, chosen by where its weights come from:
+ * - "torchvision" (the paper's): every convolution pads (k − 1) / 2 on all four sides, also with
+ *   stride 2; random initialisation as torchvision's (Kaiming normal, fan out; N(0, 0.01) for the
+ *   1280-unit layer); inputs normalised with ImageNet mean/std.
+ * - "keras": stride-2 layers pad asymmetrically (TensorFlow's "same": one pixel more at the
+ *   bottom and right), so on an even-sized input the two sample the image one pixel apart; Glorot
+ *   uniform initialisation; inputs scaled to [−1, 1].
  *
  * Built when called, never at import.
  */
@@ -63,6 +73,10 @@ const BN_EPSILON = 1e-3;
 const LAST_POINT_CHANNELS = 1280;
 const SE_RATIO = 0.25;
 
+/** Which reference implementation the model follows (see the header). */
+export type Convention = "keras" | "torchvision";
+export const CONVENTIONS: readonly Convention[] = ["torchvision", "keras"];
+
 export interface BuildModelOptions {
   /** Square input size in pixels (224 for ImageNet, 446 in the paper). */
   imageSize: number;
@@ -79,6 +93,8 @@ export interface BuildModelOptions {
   batchNormMomentum?: number;
   /** Seed for every random initialiser (a model built twice with one seed is identical). */
   seed?: number;
+  /** Padding and initialisation of Keras's implementation (default) or torchvision's. */
+  convention?: Convention;
 }
 
 /** Layer names of the parts the rest of the code refers to. */
@@ -101,9 +117,24 @@ export const LAYER = Object.freeze({
  */
 export function buildMobileNetV3Large(opts: BuildModelOptions): tf.LayersModel {
   const momentum = opts.batchNormMomentum ?? 0.999;
+  const torch = opts.convention === "torchvision";
   let seed = opts.seed ?? 0;
   const nextSeed = () => (seed = (seed * 1103515245 + 12345) % 2147483648);
-  const convInit = () => tf.initializers.glorotUniform({ seed: nextSeed() });
+  // torchvision: kaiming_normal_(mode="fan_out"), fan out = output channels × kernel area
+  // (for a depthwise kernel [C, 1, k, k]: C·k²). Keras: Glorot uniform.
+  const convInit = (fanOut: number) =>
+    torch
+      ? tf.initializers.randomNormal({ mean: 0, stddev: Math.sqrt(2 / fanOut), seed: nextSeed() })
+      : tf.initializers.glorotUniform({ seed: nextSeed() });
+  // Zero padding of a stride-2 layer before its "valid" convolution: torchvision's (k − 1) / 2
+  // on every side, or Keras's correct_pad for inputs of unknown size (MobileNetV3's default
+  // input_shape is (None, None, 3)): (k//2 − 1, k//2), whatever the actual size.
+  const stridePad = (x: tf.SymbolicTensor, kernel: number, name: string) => {
+    const after = torch ? (kernel - 1) / 2 : Math.floor(kernel / 2);
+    const before = torch ? after : after - 1;
+    return tf.layers.zeroPadding2d({ padding: [[before, after], [before, after]], name })
+      .apply(x) as tf.SymbolicTensor;
+  };
 
   const conv = (x: tf.SymbolicTensor, filters: number, kernel: number, name: string, opt: {
     stride?: number;
@@ -116,7 +147,7 @@ export function buildMobileNetV3Large(opts: BuildModelOptions): tf.LayersModel {
       strides: opt.stride ?? 1,
       padding: opt.padding ?? "same",
       useBias: opt.bias ?? false,
-      kernelInitializer: convInit(),
+      kernelInitializer: convInit(filters * kernel * kernel),
       name,
     }).apply(x) as tf.SymbolicTensor;
   const bn = (x: tf.SymbolicTensor, name: string) =>
@@ -131,8 +162,10 @@ export function buildMobileNetV3Large(opts: BuildModelOptions): tf.LayersModel {
     input,
   ) as tf.SymbolicTensor;
 
-  // Stem: 3x3 stride-2 conv, 16 channels.
-  x = conv(x, 16, 3, "conv", { stride: 2 });
+  // Stem: 3x3 stride-2 conv, 16 channels ("same" padding in Keras, (k − 1) / 2 in torchvision).
+  x = torch
+    ? conv(stridePad(x, 3, "conv_pad"), 16, 3, "conv", { stride: 2, padding: "valid" })
+    : conv(x, 16, 3, "conv", { stride: 2 });
   x = bn(x, "conv_bn");
   x = act(x, "hard_swish", "conv");
 
@@ -151,7 +184,9 @@ export function buildMobileNetV3Large(opts: BuildModelOptions): tf.LayersModel {
   x = tf.layers.dense({
     units: LAST_POINT_CHANNELS,
     useBias: true,
-    kernelInitializer: convInit(),
+    kernelInitializer: torch
+      ? tf.initializers.randomNormal({ mean: 0, stddev: 0.01, seed: nextSeed() })
+      : convInit(LAST_POINT_CHANNELS),
     name: LAYER.features,
   }).apply(x) as tf.SymbolicTensor;
   x = act(x, "hard_swish", "conv_2");
@@ -187,21 +222,13 @@ export function buildMobileNetV3Large(opts: BuildModelOptions): tf.LayersModel {
       y = bn(y, `${prefix}expand_bn`);
       y = act(y, b.activation, `${prefix}expand`);
     }
-    if (b.stride === 2) {
-      // Keras's correct_pad for inputs of unknown size (MobileNetV3's default input_shape is
-      // (None, None, 3)): (k//2 - 1, k//2) on each axis, whatever the actual size.
-      const after = Math.floor(b.kernel / 2), before = after - 1;
-      y = tf.layers.zeroPadding2d({
-        padding: [[before, after], [before, after]],
-        name: `${prefix}depthwise_pad`,
-      }).apply(y) as tf.SymbolicTensor;
-    }
+    if (b.stride === 2) y = stridePad(y, b.kernel, `${prefix}depthwise_pad`);
     y = tf.layers.depthwiseConv2d({
       kernelSize: b.kernel,
       strides: b.stride,
       padding: b.stride === 1 ? "same" : "valid",
       useBias: false,
-      depthwiseInitializer: convInit(),
+      depthwiseInitializer: convInit(expanded * b.kernel * b.kernel),
       name: `${prefix}depthwise`,
     }).apply(y) as tf.SymbolicTensor;
     y = bn(y, `${prefix}depthwise_bn`);
@@ -233,6 +260,11 @@ export function buildMobileNetV3Large(opts: BuildModelOptions): tf.LayersModel {
       s,
     ]) as tf.SymbolicTensor;
   }
+}
+
+/** The convention a model was built in: torchvision's pads its stem (layer "conv_pad"). */
+export function conventionOf(model: tf.LayersModel): Convention {
+  return model.layers.some((l) => l.name === "conv_pad") ? "torchvision" : "keras";
 }
 
 /** The dropout layer, whose `step` the training loop sets (see SeededDropout). */

@@ -28,6 +28,9 @@ export {
   type BlockSpec,
   buildMobileNetV3Large,
   type BuildModelOptions,
+  type Convention,
+  conventionOf,
+  CONVENTIONS,
   dropoutLayers,
   LARGE_BLOCKS,
   LAYER,
@@ -39,20 +42,41 @@ export {
   describeHead,
 } from "./describe.ts";
 export { buildModel, type ModelOptions } from "./build.ts";
+export { loadModel, type LoadModelOptions, PAPER_IMAGE_SIZE } from "./load.ts";
+export { type ExportResult, exportToPytorch, pytorchLoadingSnippet } from "./export.ts";
 export {
-  IMAGENET_WEIGHTS,
-  imagenetCachePath,
-  loadKerasWeights,
+  KERAS_IMAGENET,
+  loadWeights,
+  pretrainedCachePath,
+  type PretrainedFile,
   resolveWeights,
+  TORCHVISION_IMAGENET,
+  WEIGHT_SOURCES,
   weightsAvailability,
   WeightsError,
   type WeightsInfo,
   type WeightsSource,
 } from "./weights.ts";
+export { loadKerasWeights } from "./keras_weights.ts";
+export {
+  checkStateDict,
+  exportTorchvisionStateDict,
+  loadTorchvisionWeights,
+  torchvisionStateDict,
+  torchvisionTensors,
+} from "./torchvision.ts";
+export {
+  readTorchFile,
+  TorchFileError,
+  type TorchStateDict,
+  type TorchTensor,
+  writeTorchStateDict,
+} from "./torch_file.ts";
 export {
   CHECKPOINT_FORMAT,
   CheckpointError,
   type CheckpointInput,
+  checkpointInputMask,
   type CheckpointMetadata,
   loadCheckpoint,
   readCheckpointMetadata,

@@ -1,330 +1,235 @@
 /**
- * Weights for MobileNetV3-Large: Keras's legacy HDF5 files (the layout of Keras's official
- * ImageNet files), the ImageNet download with its published hash, and the cache.
+ * Where a model's starting weights come from, and the facts that travel with them (the
+ * convention the model must be built in and the input normalisation the weights expect):
  *
- * Layers are matched by order and shape, not by name: the official file uses Keras 2 names
- * (`Conv`, `Conv/BatchNorm`, `expanded_conv/depthwise`, …) and Keras 3 writes new names for the
- * same tensors in the same order.
+ * - "torchvision" (also "imagenet"): torchvision's ImageNet weights, `IMAGENET1K_V1`, what the
+ *   paper's `mobilenet_v3_large(pretrained=True)` loaded. The default.
+ * - "keras": Keras's ImageNet weights (a different training run, Keras's conventions).
+ * - a file: a torchvision state_dict (.pth/.pt, zip or legacy format) or a Keras .h5.
+ * - "none": random initialisation in the paper's (torchvision's) conventions.
+ *
+ * Official files are downloaded once into the user cache and checked as their publishers check
+ * them; offline, the error says where to put the file and what else to use.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import h5wasm from "h5wasm/node";
-import { tf } from "../backend.ts";
-import { UserError } from "../errors.ts";
+import type { tf } from "../backend.ts";
 import { hashFile } from "../files.ts";
 import { userCacheDir } from "../paths.ts";
-import { KERAS_NORMALIZATION, type NormalizationSpec } from "./normalization.ts";
+import { describeCheck, downloadOnce, type HashCheck, hashMatches } from "./download.ts";
+import { WeightsError } from "./errors.ts";
+import { HDF5_SIGNATURE, loadKerasWeights } from "./keras_weights.ts";
+import type { Convention } from "./mobilenet_v3.ts";
+import {
+  KERAS_NORMALIZATION,
+  type NormalizationSpec,
+  TORCHVISION_IMAGENET_NORMALIZATION,
+} from "./normalization.ts";
+import { loadTorchvisionWeights } from "./torchvision.ts";
+
+export { WeightsError } from "./errors.ts";
+
+/** An official pretrained file: where it is published and how it is checked. */
+export interface PretrainedFile {
+  url: string;
+  fileName: string;
+  check: HashCheck;
+  classes: number;
+  convention: Convention;
+  normalization: NormalizationSpec;
+  /** In words, for messages and reports. */
+  title: string;
+}
+
+/**
+ * torchvision 0.29's `MobileNet_V3_Large_Weights.IMAGENET1K_V1` (ImageNet top-1 74.042 %): what
+ * `pretrained=True` loaded. torchvision accepts the download when its SHA-256 starts with the 8
+ * hex digits in the file name.
+ */
+export const TORCHVISION_IMAGENET: Readonly<PretrainedFile> = Object.freeze<PretrainedFile>({
+  url: "https://download.pytorch.org/models/mobilenet_v3_large-8738ca79.pth",
+  fileName: "mobilenet_v3_large-8738ca79.pth",
+  check: { algorithm: "sha256", expected: "8738ca79", prefix: true },
+  classes: 1000,
+  convention: "torchvision",
+  normalization: TORCHVISION_IMAGENET_NORMALIZATION,
+  title: "torchvision's ImageNet weights (IMAGENET1K_V1, the paper's)",
+});
 
 /**
  * Keras's official MobileNetV3-Large ImageNet weights (float, with top), as Keras 3.15.1's
- * `keras/src/applications/mobilenet_v3.py` names them: `BASE_WEIGHT_PATH` + file name, checked
- * with the MD5 Keras publishes.
+ * `keras/src/applications/mobilenet_v3.py` names them, checked with the MD5 Keras publishes.
  */
-export const IMAGENET_WEIGHTS = Object.freeze({
+export const KERAS_IMAGENET: Readonly<PretrainedFile> = Object.freeze<PretrainedFile>({
   url: "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/" +
     "weights_mobilenet_v3_large_224_1.0_float.h5",
   fileName: "weights_mobilenet_v3_large_224_1.0_float.h5",
-  md5: "59e551e166be033d707958cf9e29a6a7",
+  check: { algorithm: "md5", expected: "59e551e166be033d707958cf9e29a6a7" },
   classes: 1000,
+  convention: "keras",
   normalization: KERAS_NORMALIZATION,
+  title: "Keras's ImageNet weights",
 });
 
-/** Where the weights come from: `"imagenet"`, `"none"` (random) or a path to a Keras .h5 file. */
+/** "torchvision" (= "imagenet"), "keras", "none" or the path of a .pth/.pt/.h5 file. */
 export type WeightsSource = string;
+
+/** The named sources, for messages. */
+export const WEIGHT_SOURCES = ["torchvision", "imagenet", "keras", "none"] as const;
 
 /** What a model's weights are, recorded in checkpoints. */
 export interface WeightsInfo {
-  /** "imagenet", "none" or "file". */
-  kind: "imagenet" | "none" | "file";
+  /**
+   * "torchvision" or "keras" (the official ImageNet file), "file", or "none". (Checkpoints from
+   * before torchvision's weights existed here say "imagenet" for Keras's.)
+   */
+  kind: "torchvision" | "keras" | "imagenet" | "none" | "file";
+  /** The model convention these weights need (older checkpoints: absent, i.e. "keras"). */
+  convention?: Convention;
+  /** The file's format, for files. */
+  format?: "pytorch" | "keras-h5";
   /** The file loaded (absent for "none"). */
   file?: string;
   /** The file's URL of origin, when downloaded. */
   url?: string;
+  /** SHA-256 of the file. */
+  sha256?: string;
   /** MD5 of the file (Keras's hash convention). */
   md5?: string;
   /** The input normalisation these weights expect. */
   normalization: NormalizationSpec;
 }
 
-/** A weights problem, with the file and the fix in the message. */
-export class WeightsError extends UserError {
-  override name = "WeightsError";
+/** Where an official file is cached (like torch's `~/.cache/torch/hub`, Keras's `~/.keras`). */
+export function pretrainedCachePath(file: PretrainedFile, cacheDir = userCacheDir()): string {
+  return path.join(cacheDir, "weights", file.fileName);
 }
 
-/** The ImageNet file's place in the user cache dir (like Keras's `~/.keras/models`). */
-export function imagenetCachePath(cacheDir = userCacheDir()): string {
-  return path.join(cacheDir, "weights", IMAGENET_WEIGHTS.fileName);
+/** What to do when an official file cannot be downloaded. */
+function offlineHelp(file: PretrainedFile, cached: string, source: string): string {
+  const others = [
+    source !== "torchvision" &&
+    "  --weights torchvision  torchvision's ImageNet weights (the paper's starting point)",
+    source !== "keras" &&
+    "  --weights keras        Keras's ImageNet weights (another training run; Keras's padding and\n" +
+      "                         normalisation)",
+    "  --weights FILE         a torchvision MobileNetV3-Large state_dict (.pth/.pt) or a Keras .h5",
+    "  --weights none         random initialisation (not comparable to the paper)",
+  ].filter(Boolean);
+  return `To use ${file.title}, download ${file.url} elsewhere and put it at\n  ${cached}\n` +
+    `(it must have ${describeCheck(file.check)}). Or choose other weights:\n${others.join("\n")}`;
 }
 
-/**
- * Turn a weights source into a file to load (downloading ImageNet weights once) and its
- * description. Fails before any training when ImageNet weights are asked for and cannot be had.
- */
-export async function resolveWeights(
-  source: WeightsSource,
-  opts: { cacheDir?: string; url?: string; md5?: string; quiet?: boolean } = {},
-): Promise<WeightsInfo> {
-  if (source === "none") return { kind: "none", normalization: KERAS_NORMALIZATION };
-  if (source === "imagenet") {
-    const url = opts.url ?? IMAGENET_WEIGHTS.url;
-    const md5 = opts.md5 ?? IMAGENET_WEIGHTS.md5;
-    const file = imagenetCachePath(opts.cacheDir);
-    if (!fs.existsSync(file)) await download(url, file, md5, opts.quiet ?? false);
-    const actual = await hashFile(file, "md5");
-    if (actual !== md5) {
-      throw new WeightsError(
-        `Cannot use ImageNet weights "${file}": its MD5 is ${actual}, Keras publishes ${md5} for ` +
-          `${IMAGENET_WEIGHTS.fileName}. The file is damaged or a different file: delete it and ` +
-          `run again to download ${url}.`,
-      );
-    }
-    return { kind: "imagenet", file, url, md5, normalization: IMAGENET_WEIGHTS.normalization };
-  }
-  if (!fs.existsSync(source)) {
-    throw new WeightsError(
-      `Cannot build model: unknown weights "${source}", valid: "imagenet", "none", or the path ` +
-        "of an existing Keras .h5 weights file",
-    );
-  }
-  return {
-    kind: "file",
-    file: path.resolve(source),
-    md5: await hashFile(source, "md5"),
-    normalization: KERAS_NORMALIZATION,
-  };
+/** The official file behind a named source, if the source is one. */
+function pretrainedFor(source: string): PretrainedFile | undefined {
+  if (source === "torchvision" || source === "imagenet") return TORCHVISION_IMAGENET;
+  if (source === "keras") return KERAS_IMAGENET;
+  return undefined;
 }
 
-async function download(url: string, file: string, md5: string, quiet: boolean): Promise<void> {
-  const partial = `${file}.partial-${Deno.pid}`;
-  const offlineHelp = () =>
-    `Put Keras's MobileNetV3-Large float weights with top (MD5 ${md5}) at\n  ${file}\n` +
-    `or train from random initialisation with --weights none (not comparable to the paper).`;
-  let response: Response;
+/** The format of a weights file, from its first bytes. */
+function fileFormat(file: string): "pytorch" | "keras-h5" | undefined {
+  const head = new Uint8Array(8);
+  const fd = fs.openSync(file, "r");
   try {
-    response = await fetch(url);
-  } catch (error) {
-    throw new WeightsError(
-      `Cannot get ImageNet weights: downloading ${url} failed (${(error as Error).message}).\n` +
-        offlineHelp(),
-    );
-  }
-  if (!response.ok || !response.body) {
-    await response.body?.cancel();
-    throw new WeightsError(
-      `Cannot get ImageNet weights: ${url} answered HTTP ${response.status}.\n${offlineHelp()}`,
-    );
-  }
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const total = Number(response.headers.get("content-length") ?? 0);
-  const out = await Deno.open(partial, { write: true, create: true, truncate: true });
-  let received = 0;
-  let lastReport = 0;
-  try {
-    for await (const chunk of response.body) {
-      await out.write(chunk);
-      received += chunk.length;
-      if (!quiet && performance.now() - lastReport > 1000) {
-        lastReport = performance.now();
-        const pct = total ? ` (${Math.round(100 * received / total)} %)` : "";
-        console.error(
-          `  downloading ${IMAGENET_WEIGHTS.fileName}: ${(received / 1e6).toFixed(1)} MB${pct}`,
-        );
-      }
-    }
-  } finally {
-    out.close();
-  }
-  const actual = await hashFile(partial, "md5");
-  if (actual !== md5) {
-    fs.rmSync(partial, { force: true });
-    throw new WeightsError(
-      `Cannot use the download of ${url}: its MD5 is ${actual}, expected ${md5}. Nothing was ` +
-        `cached; try again, or ${offlineHelp()}`,
-    );
-  }
-  fs.renameSync(partial, file);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Keras legacy HDF5
-
-/** One layer's tensors as stored in a Keras legacy HDF5 file. */
-export interface StoredLayer {
-  layer: string;
-  weights: { name: string; shape: number[]; values: Float32Array }[];
-}
-
-const HDF5_SIGNATURE = [0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a];
-
-/**
- * Check that a file is a complete HDF5 file before handing it to the HDF5 library (which, on a
- * truncated file, only prints diagnostics): the signature, then the end-of-file address recorded
- * in the superblock against the real size.
- */
-export function checkHdf5File(file: string): void {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, "r");
-  } catch {
-    throw new WeightsError(`Cannot load weights "${file}": file not found`);
-  }
-  try {
-    const head = new Uint8Array(64);
-    const n = fs.readSync(fd, head, 0, 64, 0);
-    if (n < 48 || !HDF5_SIGNATURE.every((b, i) => head[i] === b)) {
-      throw new WeightsError(
-        `Cannot load weights "${file}": not an HDF5 file (Keras .h5 weights expected)`,
-      );
-    }
-    const view = new DataView(head.buffer);
-    const version = head[8];
-    // Superblock v0/v1: EOF address after base and free-space addresses; v2/v3: after base
-    // and extension addresses (HDF5 File Format Specification, section II.A).
-    const sizeOfOffsets = version <= 1 ? head[13] : head[9];
-    if (sizeOfOffsets !== 8) return; // unusual layout; let the library judge
-    const eofAt = version === 0 ? 40 : version === 1 ? 44 : 28;
-    const eof = Number(view.getBigUint64(eofAt, true));
-    const size = fs.fstatSync(fd).size;
-    if (size < eof) {
-      throw new WeightsError(
-        `Cannot load weights "${file}": the file is truncated (${size} of ${eof} bytes); ` +
-          "download it again",
-      );
-    }
+    fs.readSync(fd, head, 0, 8, 0);
   } finally {
     fs.closeSync(fd);
   }
-}
-
-let h5Ready: Promise<unknown> | undefined;
-
-function asStrings(value: unknown): string[] {
-  if (value === null || value === undefined) return [];
-  const items = Array.isArray(value)
-    ? value
-    : typeof value === "string"
-    ? [value]
-    : [...(value as Iterable<unknown>)];
-  return items.map((v) => (v instanceof Uint8Array ? new TextDecoder().decode(v) : String(v)));
-}
-
-/** Read every layer that has weights, in the file's order. */
-export async function readKerasH5(file: string): Promise<StoredLayer[]> {
-  checkHdf5File(file);
-  h5Ready ??= h5wasm.ready;
-  await h5Ready;
-  const h5 = new h5wasm.File(file, "r");
-  try {
-    const attrs = h5.attrs as Record<string, { value: unknown }>;
-    if (!attrs["layer_names"]) {
-      const hint = h5.keys().includes("layers")
-        ? " It looks like a Keras 3 `.weights.h5` file; save with the legacy format " +
-          "(`model.save_weights('x.h5')` in Keras 2, or keras.src.legacy.saving in Keras 3)."
-        : "";
-      throw new WeightsError(
-        `Cannot load weights "${file}": no "layer_names" attribute, so not a Keras legacy HDF5 ` +
-          `weights file.${hint}`,
-      );
-    }
-    const layers: StoredLayer[] = [];
-    for (const layer of asStrings(attrs["layer_names"].value)) {
-      // deno-lint-ignore no-explicit-any
-      const group = h5.get(layer) as any;
-      const names = asStrings(group?.attrs?.["weight_names"]?.value);
-      if (names.length === 0) continue;
-      const weights = names.map((name) => {
-        // deno-lint-ignore no-explicit-any
-        const ds = (h5.get(`${layer}/${name}`) ?? group.get(name)) as any;
-        if (!ds) {
-          throw new WeightsError(`Cannot load weights "${file}": missing dataset ${layer}/${name}`);
-        }
-        const raw = ds.value as ArrayLike<number>;
-        return { name, shape: [...ds.shape] as number[], values: Float32Array.from(raw) };
-      });
-      layers.push({ layer, weights });
-    }
-    return layers;
-  } finally {
-    h5.close();
-  }
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((v, i) => v === b[i]);
+  if (HDF5_SIGNATURE.every((b, i) => head[i] === b)) return "keras-h5";
+  const zip = head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04;
+  const pickle = head[0] === 0x80 && head[1] === 0x02; // torch.save's legacy format
+  return zip || pickle ? "pytorch" : undefined;
 }
 
 /**
- * Load a Keras legacy HDF5 file into a model built by `buildMobileNetV3Large`, by order and shape.
- * A 1x1-conv kernel `[1, 1, in, out]` loads into a dense layer's `[in, out]`.
- *
- * The classifier (the last layer with weights, Keras's `logits`) is loaded when its shape matches
- * the model's. When it does not (1000 ImageNet classes into a 3-class model) it is skipped and the
- * model keeps its fresh classifier: the paper's head swap. `classifier: "load"` makes a mismatch an
- * error instead.
+ * Turn a weights source into a file to load (downloading an official file once) and its
+ * description. Fails before any training when the weights cannot be had, saying what to do.
+ * `url` and `check` replace the official ones (tests with a local server).
  */
-export async function loadKerasWeights(
-  model: tf.LayersModel,
-  file: string,
-  opts: { classifier?: "auto" | "load" } = {},
-): Promise<{ layers: number; tensors: number; classifierLoaded: boolean }> {
-  const stored = await readKerasH5(file);
-  const targets = model.layers.filter((l) => l.weights.length > 0);
-  if (targets.length !== stored.length) {
-    throw new WeightsError(
-      `Cannot load weights "${file}": the model has ${targets.length} layers with weights, ` +
-        `the file ${stored.length}`,
-    );
-  }
-  const last = targets.length - 1;
-  const classifierMatches = targets[last].weights.every((w, j) =>
-    matchShape(w.shape as number[], stored[last].weights[j]?.shape ?? []) !== undefined
-  );
-  const loadClassifier = classifierMatches || opts.classifier === "load";
-  const count = loadClassifier ? targets.length : last;
-  const pending: { layer: tf.layers.Layer; values: tf.Tensor[] }[] = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      const layer = targets[i];
-      const src = stored[i];
-      if (layer.weights.length !== src.weights.length) {
-        throw new WeightsError(
-          `Cannot load weights "${file}": layer ${i} "${layer.name}" has ${layer.weights.length} ` +
-            `tensors, file layer "${src.layer}" has ${src.weights.length}`,
-        );
-      }
-      const values = layer.weights.map((w, j) => {
-        const expected = w.shape as number[];
-        const found = src.weights[j].shape;
-        const shape = matchShape(expected, found);
-        if (!shape) {
-          throw new WeightsError(
-            `Cannot load weights "${file}": layer ${i} "${layer.name}" expects ` +
-              `[${expected}], file has [${found}] ("${src.layer}/${src.weights[j].name}")`,
-          );
-        }
-        return tf.tensor(src.weights[j].values, shape, "float32");
-      });
-      pending.push({ layer, values });
-    }
-    // Only assign once every layer matched: a failed load leaves the model as it was.
-    for (const { layer, values } of pending) layer.setWeights(values);
+export async function resolveWeights(
+  source: WeightsSource,
+  opts: { cacheDir?: string; url?: string; check?: HashCheck; quiet?: boolean } = {},
+): Promise<WeightsInfo> {
+  if (source === "none") {
     return {
-      layers: pending.length,
-      tensors: pending.reduce((s, p) => s + p.values.length, 0),
-      classifierLoaded: loadClassifier,
+      kind: "none",
+      convention: "torchvision",
+      normalization: TORCHVISION_IMAGENET_NORMALIZATION,
     };
-  } finally {
-    for (const p of pending) tf.dispose(p.values);
   }
+  const official = pretrainedFor(source);
+  if (official) {
+    const url = opts.url ?? official.url;
+    const check = opts.check ?? official.check;
+    const file = pretrainedCachePath(official, opts.cacheDir);
+    const kind = official === TORCHVISION_IMAGENET ? "torchvision" : "keras";
+    const help = offlineHelp(official, file, kind);
+    await downloadOnce(url, file, check, { what: official.title, help, quiet: opts.quiet });
+    const { ok, actual } = await hashMatches(file, check);
+    if (!ok) {
+      throw new WeightsError(
+        `Cannot use ${official.title} at "${file}": its ${check.algorithm.toUpperCase()} is ` +
+          `${actual}, the published file has ${describeCheck(check)}. The file is damaged or a ` +
+          `different one: delete it and run again to download ${url}.`,
+      );
+    }
+    return {
+      kind,
+      convention: official.convention,
+      format: kind === "torchvision" ? "pytorch" : "keras-h5",
+      file,
+      url,
+      ...(check.algorithm === "sha256" ? { sha256: actual } : { md5: actual }),
+      normalization: official.normalization,
+    };
+  }
+  return await weightsFile(source);
 }
 
-/** The shape to load `found` as, or undefined when it cannot fill `expected`. */
-function matchShape(expected: number[], found: number[]): number[] | undefined {
-  if (sameShape(expected, found)) return expected;
-  // Keras's 1x1 convolution on pooled features is our dense layer: [1, 1, in, out] -> [in, out].
-  const pointwise = found.length === 4 && found[0] === 1 && found[1] === 1 &&
-    sameShape(expected, found.slice(2));
-  return pointwise ? expected : undefined;
+/** A weights file given by path: its format decides the convention and normalisation. */
+async function weightsFile(source: string): Promise<WeightsInfo> {
+  const valid = `valid: ${WEIGHT_SOURCES.map((s) => `"${s}"`).join(", ")}, or the path of a ` +
+    "torchvision .pth/.pt state_dict or a Keras .h5 weights file";
+  if (!fs.existsSync(source)) {
+    throw new WeightsError(`Cannot build model: unknown weights "${source}", ${valid}`);
+  }
+  if (fs.statSync(source).isDirectory()) {
+    throw new WeightsError(`Cannot use weights "${source}": it is a folder; ${valid}`);
+  }
+  const format = fileFormat(source);
+  if (!format) {
+    throw new WeightsError(
+      `Cannot use weights "${source}": neither a PyTorch file (torch.save) nor a Keras HDF5 ` +
+        `file; ${valid}`,
+    );
+  }
+  const torch = format === "pytorch";
+  return {
+    kind: "file",
+    format,
+    convention: torch ? "torchvision" : "keras",
+    file: path.resolve(source),
+    sha256: await hashFile(source, "sha256"),
+    ...(torch ? {} : { md5: await hashFile(source, "md5") }),
+    normalization: torch ? TORCHVISION_IMAGENET_NORMALIZATION : KERAS_NORMALIZATION,
+  };
+}
+
+/**
+ * Load resolved weights into a model built for them (same convention), with the paper's head swap
+ * when the file's classifier has a different number of classes than the model.
+ */
+export async function loadWeights(
+  model: tf.LayersModel,
+  weights: WeightsInfo,
+  opts: { classifier?: "auto" | "load" } = {},
+): Promise<{ classifierLoaded: boolean }> {
+  if (!weights.file) return { classifierLoaded: false };
+  if (weights.format === "pytorch") {
+    return loadTorchvisionWeights(model, weights.file, opts);
+  }
+  return await loadKerasWeights(model, weights.file, opts);
 }
 
 /**

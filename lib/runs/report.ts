@@ -114,7 +114,15 @@ function reportNotes(s: RunSummary): string[] {
         "paper's 96.97 %; they show what the pipeline does without transfer learning.",
     );
   } else if (s.weights.kind === "file") {
-    notes.push(`Weights from ${s.weights.file} (MD5 ${s.weights.md5}), not Keras's ImageNet file.`);
+    notes.push(
+      `Weights from ${s.weights.file} (SHA-256 ${s.weights.sha256 ?? "?"}), not the paper's ` +
+        "torchvision ImageNet file.",
+    );
+  } else if (s.weights.kind === "keras" || s.weights.kind === "imagenet") {
+    notes.push(
+      "Pretrained with **Keras's** ImageNet weights, not torchvision's as in the paper: another " +
+        "training run, with Keras's padding and normalisation.",
+    );
   }
   if (c.inputMask && c.inputMask !== "none") {
     notes.push(
@@ -152,11 +160,17 @@ function headline(s: RunSummary): string[] {
 
 /** Where the weights came from, in words. */
 function weightsText(w: WeightsInfo): string {
-  return w.kind === "imagenet"
-    ? "ImageNet weights (Keras)"
-    : w.kind === "none"
-    ? "random initialisation"
-    : "weights from file";
+  switch (w.kind) {
+    case "torchvision":
+      return "torchvision's ImageNet weights (IMAGENET1K_V1, as the paper)";
+    case "keras":
+    case "imagenet": // checkpoints from before torchvision's weights were here
+      return "Keras's ImageNet weights";
+    case "none":
+      return "random initialisation";
+    case "file":
+      return `weights from ${w.format === "pytorch" ? "a PyTorch file" : "a Keras file"}`;
+  }
 }
 
 /** The run's settings, one row each. */

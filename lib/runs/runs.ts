@@ -15,6 +15,11 @@ export function outputsRoot(flag?: string): string {
   return path.resolve(flag ?? Deno.env.get("COVID_CXR_OUTPUTS") ?? projectPath("outputs"));
 }
 
+/** The weights setting in a folder name: the source's name, or "file" for a path. */
+export function weightsLabel(weights: string): string {
+  return ["torchvision", "imagenet", "keras", "none"].includes(weights) ? weights : "file";
+}
+
 /**
  * A new, unique run folder: `<root>/<date>-<time>_<size>px_<weights>[_<mask>]_seed<seed>`, or
  * `<root>/<name>` when named.
@@ -28,7 +33,7 @@ export function createRunDir(
     "T",
     "-",
   );
-  const weights = ["imagenet", "none"].includes(config.weights) ? config.weights : "file";
+  const weights = weightsLabel(config.weights);
   const mask = config.inputMask && config.inputMask !== "none" ? `_${config.inputMask}` : "";
   const base = opts.name ?? `${stamp}_${config.imageSize}px_${weights}${mask}_seed${config.seed}`;
   fs.mkdirSync(root, { recursive: true });

@@ -12,7 +12,7 @@ import type { Metrics } from "../evaluate/mod.ts";
 import { plotSeedSpread } from "../figures/mod.ts";
 import { type ExperimentOptions, runExperiment } from "./experiment.ts";
 import type { RunSummary } from "./report.ts";
-import { type FinishedRun, loadRun, outputsRoot, updateLatest } from "./runs.ts";
+import { type FinishedRun, loadRun, outputsRoot, updateLatest, weightsLabel } from "./runs.ts";
 
 /** Mean, sample standard deviation, minimum and maximum. */
 export interface Spread {
@@ -133,7 +133,7 @@ export async function runSweep(
   const log = opts.log ?? ((line: string) => console.log(line));
   const root = outputsRoot(opts.outputs);
   const config: RunConfig = runConfig(opts.config);
-  const weights = ["imagenet", "none"].includes(config.weights) ? config.weights : "file";
+  const weights = weightsLabel(config.weights);
   const mask = config.inputMask !== "none" ? `_${config.inputMask}` : "";
   const sweepDir = opts.sweepDir ??
     path.join(

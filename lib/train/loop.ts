@@ -14,7 +14,12 @@ import { lossText, percent } from "../format.ts";
 import { createProgress } from "../progress.ts";
 import { Rng } from "../rng.ts";
 import { batchCount, type ImageCache, type ImageItem, iterateBatches } from "../data/mod.ts";
-import { type CheckpointInput, saveCheckpoint, type WeightsInfo } from "../model/mod.ts";
+import {
+  type CheckpointInput,
+  conventionOf,
+  saveCheckpoint,
+  type WeightsInfo,
+} from "../model/mod.ts";
 import { createPredictor, createStepEngine, type EngineKind } from "../engine/mod.ts";
 import { learningRateAt } from "./schedule.ts";
 import {
@@ -214,6 +219,7 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
         classNames: opts.classNames,
         imageSize: config.imageSize,
         normalization: opts.weights.normalization,
+        convention: conventionOf(model),
         weights: opts.weights,
         training: config as unknown as Record<string, unknown>,
         epoch,

@@ -6,92 +6,98 @@ import {
   KERAS_NORMALIZATION,
   liveSessions,
   tf,
+  TORCHVISION_IMAGENET_NORMALIZATION,
 } from "../../lib/mod.ts";
 
 await initBackend();
 
-Deno.test({
-  name:
-    "graph_train: one graph step computes the eager step (loss, predictions, every weight, BatchNorm statistics, momentum)",
-  // Graph mode exists only with the native backend, which CI runs.
-  ignore: tf.getBackend() !== "tensorflow",
-  fn: async () => {
-    const make = () =>
-      buildMobileNetV3Large({
-        imageSize: 64,
-        numClasses: 3,
-        normalization: KERAS_NORMALIZATION,
-        seed: 3,
-        batchNormMomentum: 0.9,
-        dropout: 0.5,
+for (const convention of ["torchvision", "keras"] as const) {
+  Deno.test({
+    name:
+      `graph_train: one graph step computes the eager step (loss, predictions, every weight, BatchNorm statistics, momentum), ${convention} conventions`,
+    // Graph mode exists only with the native backend, which CI runs.
+    ignore: tf.getBackend() !== "tensorflow",
+    fn: async () => {
+      const make = () =>
+        buildMobileNetV3Large({
+          imageSize: 64,
+          numClasses: 3,
+          normalization: convention === "keras"
+            ? KERAS_NORMALIZATION
+            : TORCHVISION_IMAGENET_NORMALIZATION,
+          convention,
+          seed: 3,
+          batchNormMomentum: 0.9,
+          dropout: 0.5,
+        });
+      const [a, b] = [make(), make()];
+      const before = a.weights.map((w) => w.read().dataSync().slice());
+      const x = tf.randomUniform([6, 64, 64, 3], 0, 255, "float32", 5) as tf.Tensor4D;
+      const labels = tf.tensor1d([0, 1, 2, 0, 1, 2], "int32");
+      const opts = { learningRate: 0.01, momentum: 0.9, numClasses: 3 };
+      const eager = await createStepEngine(a, { ...opts, engine: "eager" });
+      const graph = await createStepEngine(b, { ...opts, engine: "graph" });
+      assert.equal(graph.kind, "graph");
+      // Two steps, the second with learning rate 0: it moves only the momentum buffers
+      // (m·g₀ + g₁) and the BatchNorm statistics. More steps that move the weights drift apart by
+      // float rounding, amplified by training (the eager step does the same for a 1e-6 nudge).
+      for (const [step, lr] of [[0, opts.learningRate], [1, 0]]) {
+        eager.setLearningRate(lr);
+        graph.setLearningRate(lr);
+        const re = await eager.step(x, labels, step);
+        const tensorsBefore = tf.memory().numTensors;
+        const rg = await graph.step(x, labels, step);
+        assert.equal(tf.memory().numTensors, tensorsBefore, "a graph step leaves no tensor behind");
+        assert.ok(
+          Math.abs(re.loss - rg.loss) <= 1e-4 * Math.abs(re.loss),
+          `step ${step}: loss ${re.loss} vs ${rg.loss}`,
+        );
+        assert.deepEqual(Array.from(rg.predicted), Array.from(re.predicted));
+      }
+      // No sync call: reading the graph engine's model gives the session's current weights.
+      // Every weight moved the same way: the difference is float rounding, far below the update.
+      let moved = 0;
+      a.weights.forEach((w, i) => {
+        const [wa, wb] = [w.read().dataSync(), b.weights[i].read().dataSync()];
+        let diff = 0, update = 0, scale = 0;
+        wa.forEach((v, j) => {
+          diff = Math.max(diff, Math.abs(v - wb[j]));
+          update = Math.max(update, Math.abs(v - before[i][j]));
+          scale = Math.max(scale, Math.abs(v));
+        });
+        if (update > 1e-4 * scale) moved++;
+        assert.ok(
+          diff <= 2e-3 * update + 1e-6 * Math.max(scale, 1),
+          `${w.name}: differs by ${diff}, moved ${update}`,
+        );
       });
-    const [a, b] = [make(), make()];
-    const before = a.weights.map((w) => w.read().dataSync().slice());
-    const x = tf.randomUniform([6, 64, 64, 3], 0, 255, "float32", 5) as tf.Tensor4D;
-    const labels = tf.tensor1d([0, 1, 2, 0, 1, 2], "int32");
-    const opts = { learningRate: 0.01, momentum: 0.9, numClasses: 3 };
-    const eager = await createStepEngine(a, { ...opts, engine: "eager" });
-    const graph = await createStepEngine(b, { ...opts, engine: "graph" });
-    assert.equal(graph.kind, "graph");
-    // Two steps, the second with learning rate 0: it moves only the momentum buffers
-    // (m·g₀ + g₁) and the BatchNorm statistics. More steps that move the weights drift apart by
-    // float rounding, amplified by training (the eager step does the same for a 1e-6 nudge).
-    for (const [step, lr] of [[0, opts.learningRate], [1, 0]]) {
-      eager.setLearningRate(lr);
-      graph.setLearningRate(lr);
-      const re = await eager.step(x, labels, step);
-      const tensorsBefore = tf.memory().numTensors;
-      const rg = await graph.step(x, labels, step);
-      assert.equal(tf.memory().numTensors, tensorsBefore, "a graph step leaves no tensor behind");
-      assert.ok(
-        Math.abs(re.loss - rg.loss) <= 1e-4 * Math.abs(re.loss),
-        `step ${step}: loss ${re.loss} vs ${rg.loss}`,
-      );
-      assert.deepEqual(Array.from(rg.predicted), Array.from(re.predicted));
-    }
-    // No sync call: reading the graph engine's model gives the session's current weights.
-    // Every weight moved the same way: the difference is float rounding, far below the update.
-    let moved = 0;
-    a.weights.forEach((w, i) => {
-      const [wa, wb] = [w.read().dataSync(), b.weights[i].read().dataSync()];
-      let diff = 0, update = 0, scale = 0;
-      wa.forEach((v, j) => {
-        diff = Math.max(diff, Math.abs(v - wb[j]));
-        update = Math.max(update, Math.abs(v - before[i][j]));
-        scale = Math.max(scale, Math.abs(v));
-      });
-      if (update > 1e-4 * scale) moved++;
-      assert.ok(
-        diff <= 2e-3 * update + 1e-6 * Math.max(scale, 1),
-        `${w.name}: differs by ${diff}, moved ${update}`,
-      );
-    });
-    assert.ok(moved > a.trainableWeights.length / 2, `only ${moved} weights moved`);
-    // The momentum buffers agree too, under the names TF.js's optimizer gives them.
-    const [se, sg] = [await eager.optimizerState(), await graph.optimizerState()];
-    const names = (m: tf.LayersModel) => [
-      "iter",
-      ...m.trainableWeights.map((w) => `${(w.read() as tf.Variable).name}/momentum`),
-    ];
-    assert.deepEqual(se.specs.map((s) => s.name), names(a));
-    assert.deepEqual(sg.specs.map((s) => s.name), names(b));
-    const [me, mg] = [se, sg].map((s) => tf.io.decodeWeights(s.data, s.specs));
-    for (const [k, name] of names(a).entries()) {
-      if (name === "iter") continue;
-      const [va, vb] = [
-        me[name].dataSync() as Float32Array,
-        mg[names(b)[k]].dataSync() as Float32Array,
+      assert.ok(moved > a.trainableWeights.length / 2, `only ${moved} weights moved`);
+      // The momentum buffers agree too, under the names TF.js's optimizer gives them.
+      const [se, sg] = [await eager.optimizerState(), await graph.optimizerState()];
+      const names = (m: tf.LayersModel) => [
+        "iter",
+        ...m.trainableWeights.map((w) => `${(w.read() as tf.Variable).name}/momentum`),
       ];
-      const scale = va.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-      va.forEach((v, j) => assert.ok(Math.abs(v - vb[j]) <= 1e-3 * scale + 1e-5, name));
-    }
-    tf.dispose([...Object.values(me), ...Object.values(mg), x, labels]);
-    eager.dispose();
-    graph.dispose();
-    a.dispose();
-    b.dispose();
-  },
-});
+      assert.deepEqual(se.specs.map((s) => s.name), names(a));
+      assert.deepEqual(sg.specs.map((s) => s.name), names(b));
+      const [me, mg] = [se, sg].map((s) => tf.io.decodeWeights(s.data, s.specs));
+      for (const [k, name] of names(a).entries()) {
+        if (name === "iter") continue;
+        const [va, vb] = [
+          me[name].dataSync() as Float32Array,
+          mg[names(b)[k]].dataSync() as Float32Array,
+        ];
+        const scale = va.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+        va.forEach((v, j) => assert.ok(Math.abs(v - vb[j]) <= 1e-3 * scale + 1e-5, name));
+      }
+      tf.dispose([...Object.values(me), ...Object.values(mg), x, labels]);
+      eager.dispose();
+      graph.dispose();
+      a.dispose();
+      b.dispose();
+    },
+  });
+}
 
 const tinyModel = (seed = 3) =>
   buildMobileNetV3Large({

@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
-import { checkKerasParity, initBackend, PARITY_TOLERANCE } from "../../lib/mod.ts";
-import { KERAS_PARITY_FILES, parityEngines } from "../../lib/engine/parity.ts";
+import {
+  checkKerasParity,
+  checkTorchvisionParity,
+  initBackend,
+  PARITY_TOLERANCE,
+} from "../../lib/mod.ts";
+import {
+  KERAS_PARITY_FILES,
+  parityEngines,
+  TORCHVISION_PARITY_FILES,
+} from "../../lib/engine/parity.ts";
 
 await initBackend();
 
@@ -33,6 +42,37 @@ Deno.test({
         );
       }
       assert.ok(r.logitsAbsMax > 100, "fixture logits should be large (random weights)");
+      assert.ok(r.pass);
+    }
+  },
+});
+
+const TORCH_PARITY = Deno.env.get("COVID_CXR_TORCH_PARITY");
+
+Deno.test({
+  name:
+    "parity: torchvision fixture (zip .pth, 1000 classes; legacy .pt, the paper's 3 classes) gives torchvision's logits, pooled and 1280 features at 224 and 446 px on every engine",
+  // Runs whenever the fixture is given (CI sets COVID_CXR_TORCH_PARITY).
+  ignore: !TORCH_PARITY,
+  fn: async () => {
+    const results = await checkTorchvisionParity(TORCH_PARITY!);
+    const engines = parityEngines();
+    assert.deepEqual(
+      results.map((r) => `${r.file} ${r.size} ${r.engine}`),
+      TORCHVISION_PARITY_FILES.flatMap((f) =>
+        [224, 446].flatMap((s) => engines.map((e) => `${f} ${s} ${e}`))
+      ),
+    );
+    for (const r of results) {
+      const what = `${r.file} at ${r.size} px on the ${r.engine} engine`;
+      assert.ok(r.logitsError <= PARITY_TOLERANCE, `${what}: logits error ${r.logitsError}`);
+      if (r.engine === "layers") {
+        assert.ok(
+          r.featuresError! <= PARITY_TOLERANCE,
+          `${what}: 1280 features ${r.featuresError}`,
+        );
+        assert.ok(r.pooledError! <= PARITY_TOLERANCE, `${what}: pooled ${r.pooledError}`);
+      }
       assert.ok(r.pass);
     }
   },

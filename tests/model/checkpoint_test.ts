@@ -21,6 +21,7 @@ Deno.test("checkpoint: save then load gives identical outputs and the metadata b
       classNames: ["Covid", "Normal", "Viral Pneumonia"],
       imageSize: SMALL,
       normalization: KERAS_NORMALIZATION,
+      convention: "keras",
       weights: { kind: "none", normalization: KERAS_NORMALIZATION },
       epoch: 3,
       metrics: { validLoss: 0.25 },
@@ -55,6 +56,7 @@ Deno.test("checkpoint: missing or inconsistent metadata is refused with the reas
       classNames: ["Covid", "Normal", "Viral Pneumonia"],
       imageSize: SMALL,
       normalization: KERAS_NORMALIZATION,
+      convention: "keras" as const,
       weights: { kind: "none" as const, normalization: KERAS_NORMALIZATION },
     };
     // Saving refuses metadata that contradicts the model.
@@ -65,6 +67,16 @@ Deno.test("checkpoint: missing or inconsistent metadata is refused with the reas
     await saveCheckpoint(ckpt, model, base);
     const metaFile = path.join(ckpt, "metadata.json");
     const meta = JSON.parse(fs.readFileSync(metaFile, "utf8"));
+    // A checkpoint from before conventions were recorded is Keras's (all were, then).
+    fs.writeFileSync(metaFile, JSON.stringify({ ...meta, convention: undefined }));
+    const legacy = await loadCheckpoint(ckpt);
+    assert.equal(legacy.meta.convention, "keras");
+    legacy.model.dispose();
+    fs.writeFileSync(metaFile, JSON.stringify({ ...meta, convention: "torchvision" }));
+    await assert.rejects(
+      () => loadCheckpoint(ckpt),
+      /metadata says torchvision conventions, the model is built in keras's/,
+    );
     fs.writeFileSync(metaFile, JSON.stringify({ ...meta, imageSize: 446 }));
     await assert.rejects(
       () => loadCheckpoint(ckpt),

@@ -175,7 +175,7 @@ Deno.test("resume: a run killed after an epoch and resumed with --resume ends wi
   );
 });
 
-Deno.test("reproduce: ImageNet weights offline stop before any work, with the URL, cache path and --weights none", async () => {
+Deno.test("reproduce: the default (torchvision's ImageNet weights) offline stops before any work, with the URL, the cache path and the alternatives", async () => {
   const out = path.join(WORK, "out-offline");
   const cache = path.join(WORK, "empty-cache");
   const run = await reproduce(["--image-size", "32", "--epochs", "1", "--out", out], {
@@ -184,12 +184,20 @@ Deno.test("reproduce: ImageNet weights offline stop before any work, with the UR
   assert.equal(run.code, 1, run.text);
   assert.match(
     run.text,
-    /Cannot get ImageNet weights: downloading https:\/\/storage\.googleapis\.com\/.*weights_mobilenet_v3_large_224_1\.0_float\.h5 failed/,
+    /Cannot get torchvision's ImageNet weights \(IMAGENET1K_V1, the paper's\): downloading https:\/\/download\.pytorch\.org\/models\/mobilenet_v3_large-8738ca79\.pth failed/,
   );
   assert.ok(
-    run.text.includes(path.join(cache, "weights", "weights_mobilenet_v3_large_224_1.0_float.h5")),
+    run.text.includes(
+      `put it at\n  ${path.join(cache, "weights", "mobilenet_v3_large-8738ca79.pth")}\n`,
+    ),
+    run.text,
   );
-  assert.match(run.text, /--weights none/);
+  assert.match(run.text, /a SHA-256 starting with 8738ca79/);
+  for (const alternative of ["--weights keras", "--weights FILE", "--weights none"]) {
+    assert.ok(run.text.includes(alternative), alternative);
+  }
+  assert.ok(!/Checking and decoding images/.test(run.text), "no data work started");
+  assert.ok(!run.text.includes("    at "), "no stack trace");
   assert.deepEqual(runFolders(out), [], "no run folder was made");
 });
 
@@ -203,4 +211,28 @@ Deno.test("reproduce: bad flags are refused with the valid choices", async () =>
   const c = await reproduce(["--resume", "--epochs", "3"]);
   assert.equal(c.code, 2);
   assert.match(c.text, /--resume continues a run with its own settings; drop epochs/);
+});
+
+const TORCH_PARITY = Deno.env.get("COVID_CXR_TORCH_PARITY");
+
+Deno.test({
+  name:
+    "pytorch: reproduce --weights FILE.pth fine-tunes from a torchvision state_dict (head swapped) in torchvision's conventions",
+  ignore: !TORCH_PARITY,
+  fn: async () => {
+    const out = path.join(WORK, "out-pth");
+    const pth = path.join(TORCH_PARITY!, "mobilenet_v3_large_random.pth");
+    const run = await reproduce([...SMALL, "--epochs", "1", "--weights", pth, "--out", out]);
+    assert.equal(run.code, 0, run.text);
+    const [dir] = runFolders(out);
+    assert.match(dir, /_32px_file_seed42$/);
+    const meta = readJson(path.join(out, dir, "best", "metadata.json"));
+    assert.equal(meta.convention, "torchvision");
+    assert.equal(meta.weights.format, "pytorch");
+    assert.equal(meta.weights.file, pth);
+    assert.deepEqual(meta.normalization.mean, [0.485, 0.456, 0.406]);
+    const report = fs.readFileSync(path.join(out, dir, "report.md"), "utf8");
+    assert.match(report, /Weights from .*mobilenet_v3_large_random\.pth \(SHA-256 [0-9a-f]{64}\)/);
+    assert.match(report, /MobileNetV3-Large, weights from a PyTorch file, new 3-way classifier/);
+  },
 });

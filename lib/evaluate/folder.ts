@@ -1,0 +1,54 @@
+/**
+ * A model evaluated on a folder of images, as `deno task evaluate` does it: find the images
+ * (a data set's test/, or any ImageFolder), check every file, apply everything the checkpoint's
+ * metadata says (input size, normalisation, mask), predict, score.
+ */
+import { ImageCache, validateDataset, type ValidationReport } from "../data/mod.ts";
+import { checkpointInputMask, type CheckpointMetadata } from "../model/mod.ts";
+import type { tf } from "../backend.ts";
+import { DatasetError } from "../data/mod.ts";
+import {
+  evaluateModel,
+  type Evaluation,
+  type EvaluationImages,
+  loadEvaluationImages,
+} from "./evaluate.ts";
+
+export interface FolderEvaluation {
+  evaluation: Evaluation;
+  images: EvaluationImages;
+  report: ValidationReport;
+}
+
+/** Evaluate `model` (with its metadata) on the images in `dir`. */
+export async function evaluateFolder(
+  model: tf.LayersModel,
+  meta: CheckpointMetadata,
+  dir: string,
+  opts: { skipBad?: boolean; batchSize?: number; maxPixels?: number; quiet?: boolean } = {},
+): Promise<FolderEvaluation> {
+  const images = await loadEvaluationImages(dir, meta.classNames);
+  const cache = new ImageCache({ imageSize: meta.imageSize, maxPixels: opts.maxPixels });
+  const { dataset, report } = await validateDataset(
+    { root: images.root, classNames: meta.classNames, train: [], test: images.items },
+    cache,
+    { skipBad: opts.skipBad },
+  );
+  if (dataset.test.length === 0) {
+    throw new DatasetError(
+      `Nothing to evaluate in ${images.folder}: ${
+        images.items.length === 0
+          ? "no image files in its class folders"
+          : `all ${images.items.length} images were left out as unreadable`
+      }.`,
+    );
+  }
+  const evaluation = await evaluateModel(model, dataset.test, {
+    cache,
+    numClasses: meta.classNames.length,
+    batchSize: opts.batchSize,
+    mask: checkpointInputMask(meta),
+    quiet: opts.quiet,
+  });
+  return { evaluation, images: { ...images, items: dataset.test }, report };
+}
