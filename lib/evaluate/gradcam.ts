@@ -46,7 +46,9 @@ export async function gradCam(
     const cam = tf.relu(tf.sum(tf.mul(activations, weights), -1, true)); // [B, h, w, 1]
     const max = tf.max(cam, [1, 2, 3], true);
     const normalised = tf.div(cam, tf.maximum(max, 1e-12));
-    return tf.image.resizeBilinear(normalised as tf.Tensor4D, [size, size]).reshape([
+    // Half-pixel centres: each cell of the map covers its own block of the image (without
+    // them TF resizes as if cell centres sat at block corners, shifting the map up and left).
+    return tf.image.resizeBilinear(normalised as tf.Tensor4D, [size, size], false, true).reshape([
       batch,
       size,
       size,
