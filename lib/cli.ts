@@ -62,11 +62,47 @@ export async function runMain(main: () => Promise<void>, usage: string): Promise
       console.error(`${error.message}\n\n${usage}`);
       Deno.exit(2);
     }
-    if (error instanceof UserError) {
-      console.error(`\n${error.message}`);
-      if (Deno.env.get("COVID_CXR_DEBUG")) console.error(error.stack);
-      Deno.exit(1);
-    }
-    throw error;
+    const message = error instanceof UserError ? error.message : systemErrorMessage(error);
+    if (message === undefined) throw error; // a bug: the stack trace is the report
+    console.error(`\n${message}`);
+    if (Deno.env.get("COVID_CXR_DEBUG")) console.error((error as Error).stack);
+    Deno.exit(1);
   }
+}
+
+/** Operating-system errors by their errno, and what a user can do about each. */
+const SYSTEM_ERRORS: Record<string, { errno: number; advice: string }> = {
+  ENOSPC: {
+    errno: 28,
+    advice: "No space left on the disk. Free some space, or write elsewhere with --out DIR. " +
+      "Files already written are complete (each is written whole or not at all); an " +
+      "interrupted run continues with --resume.",
+  },
+  EROFS: { errno: 30, advice: "The file system is read-only. Write elsewhere with --out DIR." },
+  EACCES: { errno: 13, advice: "Permission denied. Write elsewhere with --out DIR." },
+  ENOENT: { errno: 2, advice: "A file or folder is missing; check the path." },
+  EISDIR: { errno: 21, advice: "A folder was given where a file is needed." },
+  ENOTDIR: { errno: 20, advice: "A file was given where a folder is needed." },
+};
+
+/**
+ * One line for an operating-system error (disk full, read-only, permissions, missing paths): what
+ * happened and what to do. Undefined for anything else.
+ */
+export function systemErrorMessage(error: unknown): string | undefined {
+  if (!(error instanceof Error)) return undefined;
+  const code = (error as { code?: string }).code;
+  const errno = Number(/\(os error (\d+)\)/.exec(error.message)?.[1]);
+  const byName: Record<string, string> = {
+    NotFound: "ENOENT",
+    PermissionDenied: "EACCES",
+    IsADirectory: "EISDIR",
+    NotADirectory: "ENOTDIR",
+  };
+  const key = (code && SYSTEM_ERRORS[code] ? code : undefined) ??
+    Object.keys(SYSTEM_ERRORS).find((k) => SYSTEM_ERRORS[k].errno === errno) ??
+    byName[error.name];
+  if (!key) return undefined;
+  return `${error.message.split("\n")[0]}\n${SYSTEM_ERRORS[key].advice} ` +
+    "(COVID_CXR_DEBUG=1 shows where it happened.)";
 }

@@ -28,14 +28,21 @@ export {
   runConfig,
   sameSettings,
 } from "./config.ts";
-export { PROJECT_ROOT, projectCacheDir, projectPath, userCacheDir } from "./paths.ts";
-export { hashFile, replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from "./files.ts";
-export { numberFlag, parseFlags, runMain, UsageError } from "./cli.ts";
+export { envSetting, PROJECT_ROOT, projectCacheDir, projectPath, userCacheDir } from "./paths.ts";
+export {
+  cleanTemporaries,
+  hashFile,
+  recoverDir,
+  replaceDirAtomic,
+  writeFileAtomic,
+  writeJsonAtomic,
+} from "./files.ts";
+export { numberFlag, parseFlags, runMain, systemErrorMessage, UsageError } from "./cli.ts";
 export { UserError } from "./errors.ts";
 export { lossText, percent } from "./format.ts";
 export { argmax } from "./maths.ts";
 export { Rng } from "./rng.ts";
-export { type Cell, Table, table } from "./tables.ts";
+export { type Cell, csvText, Table, table } from "./tables.ts";
 export { inNotebook, show } from "./show.ts";
 export { createProgress, type Progress } from "./progress.ts";
 export { codeVersion, runtimeInfo } from "./provenance.ts";

@@ -8,6 +8,15 @@ import * as os from "node:os";
 /** The project root (the folder holding deno.json). */
 export const PROJECT_ROOT: string = path.resolve(import.meta.dirname!, "..");
 
+/**
+ * A setting from the environment: its value, or undefined when unset or empty (`VAR=` in a shell
+ * means "not set", never "the current folder").
+ */
+export function envSetting(name: string): string | undefined {
+  const value = Deno.env.get(name);
+  return value === undefined || value.trim() === "" ? undefined : value;
+}
+
 /** Resolve a path relative to the project root. */
 export function projectPath(...parts: string[]): string {
   return path.join(PROJECT_ROOT, ...parts);
@@ -19,7 +28,7 @@ export function projectPath(...parts: string[]): string {
  * platform convention (`$XDG_CACHE_HOME` or `~/.cache`), like Keras's `~/.keras`.
  */
 export function userCacheDir(): string {
-  const explicit = Deno.env.get("COVID_CXR_CACHE");
+  const explicit = envSetting("COVID_CXR_CACHE");
   if (explicit) return path.resolve(explicit);
   const xdg = Deno.env.get("XDG_CACHE_HOME");
   const base = xdg ? xdg : path.join(os.homedir(), ".cache");

@@ -1,4 +1,5 @@
 /** Tables that display as HTML in Jupyter and as aligned text elsewhere. */
+import { stringify } from "csv-stringify/sync";
 import { escapeMarkup } from "./encoding.ts";
 
 export type Cell = string | number | boolean | null | undefined;
@@ -71,4 +72,16 @@ export function table(
   opts: { columns?: string[]; title?: string; digits?: number } = {},
 ): Table {
   return new Table(rows, opts);
+}
+
+/**
+ * Rows as CSV (RFC 4180, via csv-stringify): text always quoted, a quote inside text doubled,
+ * numbers and booleans bare; one row per line.
+ */
+export function csvText(rows: Cell[][]): string {
+  return stringify(rows, {
+    quoted_string: true,
+    cast: { boolean: (v: boolean) => String(v) },
+    record_delimiter: "\n",
+  });
 }

@@ -2,6 +2,8 @@
  * `deno task reproduce`: the paper's training and evaluation, end to end, into outputs/<run-id>/.
  * Calls the library's stages in the paper's order (lib/experiment.ts wires them).
  */
+import * as fs from "node:fs";
+import * as path from "node:path";
 import {
   initBackend,
   INPUT_MASKS,
@@ -42,7 +44,8 @@ evaluates it on the test folder. Writes outputs/<run-id>/ (report.md, metrics, f
   --max-pixels N          refuse images larger than this (decompression-bomb guard)
   --skip-bad              leave unreadable images out (listed in data_report.json) instead of stopping
   --out DIR               outputs folder (else $COVID_CXR_OUTPUTS, else outputs/)
-  --resume [DIR]          continue an interrupted run (default: outputs/latest)
+  --resume [DIR]          continue an interrupted run (default: the newest unfinished one in the
+                          outputs folder), with its own settings
   --seeds 1,2,3,4,5       run once per seed into outputs/sweep_…/seed<N>/ and report the spread of
                           every test metric (re-running the same command continues a sweep)
   --mask MODE             review experiment: none (default) | border-only | lung-only
@@ -68,7 +71,6 @@ const FLAGS = {
   quick: { type: "boolean" },
   seeds: { type: "string" },
   mask: { type: "string" },
-  "stop-after-epoch": { type: "string" }, // for tests: behave as if interrupted after this epoch
   help: { type: "boolean" },
 } as const;
 
@@ -98,10 +100,17 @@ async function main() {
   set("momentum", numberFlag("momentum", v.momentum, { min: 0, max: 1 }));
   set("batchNormMomentum", numberFlag("bn-momentum", v["bn-momentum"], { min: 0, max: 1 }));
   set("seed", numberFlag("seed", v.seed, { integer: true }));
-  set(
-    "validationFraction",
-    numberFlag("validation-fraction", v["validation-fraction"], { min: 0, max: 0.9 }),
-  );
+  const validationFraction = numberFlag("validation-fraction", v["validation-fraction"], {
+    min: 0,
+    max: 0.9,
+  });
+  if (validationFraction === 0) {
+    throw new UsageError(
+      "--validation-fraction must be above 0: the method keeps the weights with the lowest " +
+        "validation loss, so it needs validation images (the paper holds out 0.14)",
+    );
+  }
+  set("validationFraction", validationFraction);
   set("maxPixels", numberFlag("max-pixels", v["max-pixels"], { integer: true, min: 1 }));
   if (v.stratify) overrides.stratify = true;
   if (v.mask !== undefined) {
@@ -116,11 +125,6 @@ async function main() {
   if (seeds && (v.resume || overrides.seed !== undefined)) {
     throw new UsageError(
       "--seeds runs a sweep; it does not combine with --seed or --resume (re-run it to continue)",
-    );
-  }
-  if (v.resume && Object.keys(overrides).length > 0) {
-    throw new UsageError(
-      `--resume continues a run with its own settings; drop ${Object.keys(overrides).join(", ")}`,
     );
   }
 
@@ -151,12 +155,23 @@ async function main() {
     config: overrides,
     data: v.data,
     outputs: v.out,
-    resume: v.resume ? positionals[0] ?? "latest" : undefined,
+    resume: v.resume ? positionals[0] ?? true : undefined,
     skipBad: v["skip-bad"],
-    stopAfterEpoch: numberFlag("stop-after-epoch", v["stop-after-epoch"], {
-      integer: true,
-      min: 1,
-    }),
+    onStart: sayHowToResumeOnCtrlC,
+  });
+}
+
+/** Ctrl-C: the run stops where it is; say how to continue it (its last completed epoch is saved). */
+function sayHowToResumeOnCtrlC(runDir: string) {
+  Deno.addSignalListener("SIGINT", () => {
+    const saved = fs.existsSync(path.join(runDir, "state", "state.json"));
+    console.error(
+      saved
+        ? `\nInterrupted. Continue from the last completed epoch with:\n  deno task reproduce --resume ${runDir}`
+        : `\nInterrupted before the first epoch was saved; nothing to continue (${runDir} is removed ` +
+          "when a run fails this early; delete it if it remains).",
+    );
+    Deno.exit(130);
   });
 }
 

@@ -35,7 +35,8 @@ export const DEFAULT_MAX_PIXELS = 50_000_000;
 /** Read an image's header. */
 export async function readImageInfo(file: string): Promise<ImageInfo> {
   try {
-    const m = await sharp(file).metadata();
+    // The header only: no pixel limit here (the decode applies --max-pixels with its own message).
+    const m = await sharp(file, { limitInputPixels: false }).metadata();
     return {
       format: m.format ?? "unknown",
       width: m.width ?? 0,

@@ -1,10 +1,13 @@
 /**
  * Decode and resize each image once per size, then keep the pixels: in memory for this process
  * and on disk (git-ignored `.cache/images/`) for later epochs, notebooks and runs. Keyed by the
- * file's content hash, so a renamed file still hits and a changed file never does.
+ * file's content hash, so a renamed file still hits and a changed file never does. Each file on
+ * disk ends with the SHA-256 of its pixels: a damaged entry (even one of the right size) is
+ * decoded again, never used.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { createHash } from "node:crypto";
 import { writeFileAtomic } from "../files.ts";
 import { projectCacheDir } from "../paths.ts";
 import { DECODE_RECIPE, decodeResized, ImageError } from "./decode.ts";
@@ -19,13 +22,15 @@ export interface CacheStats {
   decoded: number;
   fromDisk: number;
   fromMemory: number;
+  /** Entries on disk that failed their checksum (decoded again). */
+  damaged: number;
 }
 
 export class ImageCache {
   readonly imageSize: number;
   readonly dir: string;
   readonly maxPixels?: number;
-  readonly stats: CacheStats = { decoded: 0, fromDisk: 0, fromMemory: 0 };
+  readonly stats: CacheStats = { decoded: 0, fromDisk: 0, fromMemory: 0, damaged: 0 };
   #memory = new Map<string, Uint8Array>();
   #memoryBytes = 0;
   readonly #memoryLimit: number;
@@ -36,7 +41,7 @@ export class ImageCache {
     this.imageSize = opts.imageSize;
     this.dir = path.join(
       opts.dir ?? path.join(projectCacheDir(), "images"),
-      DECODE_RECIPE,
+      `${DECODE_RECIPE}+sha256`,
       String(opts.imageSize),
     );
     this.maxPixels = opts.maxPixels;
@@ -62,15 +67,23 @@ export class ImageCache {
     let pixels: Uint8Array | undefined;
     try {
       const data = await Deno.readFile(file);
-      // A file of the wrong size (an interrupted write from an older version) is decoded again.
-      if (data.length === expected) pixels = data;
+      const body = data.subarray(0, expected);
+      // Wrong size or wrong checksum (a damaged file): decoded again.
+      if (data.length === expected + 32 && sameBytes(digest(body), data.subarray(expected))) {
+        pixels = body;
+      } else {
+        this.stats.damaged++;
+      }
     } catch { /* not cached yet */ }
     if (pixels) {
       this.stats.fromDisk++;
     } else {
       pixels = await decodeResized(item.path, this.imageSize, { maxPixels: this.maxPixels });
       this.stats.decoded++;
-      await writeFileAtomic(file, pixels);
+      const entry = new Uint8Array(expected + 32);
+      entry.set(pixels);
+      entry.set(digest(pixels), expected);
+      await writeFileAtomic(file, entry);
     }
     if (this.#memoryBytes + pixels.length <= this.#memoryLimit) {
       this.#memory.set(item.sha256, pixels);
@@ -116,4 +129,12 @@ export class ImageCache {
     }
     return total;
   }
+}
+
+function digest(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash("sha256").update(bytes).digest());
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
 }

@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { UserError } from "../errors.ts";
 import { hashFile } from "../files.ts";
-import { projectPath } from "../paths.ts";
+import { envSetting, projectPath } from "../paths.ts";
 
 /** One image of the data set. */
 export interface ImageItem {
@@ -35,8 +35,15 @@ export class DatasetError extends UserError {
   override name = "DatasetError";
 }
 
-/** Extensions torchvision's ImageFolder accepts that sharp can decode. */
-export const IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".gif", ".bmp"];
+/** Extensions of images the decoder (sharp, i.e. libvips) reads; torchvision's ImageFolder takes these too. */
+export const IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".gif"];
+
+/** Image formats torchvision's ImageFolder takes but this decoder cannot read: reported, not read. */
+const UNSUPPORTED_IMAGES: Record<string, string> = {
+  ".bmp": "BMP",
+  ".ppm": "PPM",
+  ".pgm": "PGM",
+};
 
 /** The default location, relative to the project root. */
 export const DEFAULT_DATA_DIR = "data/Covid19-dataset";
@@ -46,29 +53,39 @@ export const DEFAULT_DATA_DIR = "data/Covid19-dataset";
  * Fails with where to put the data and how to point at it.
  */
 export function resolveDataDir(flag?: string): string {
-  const candidate = flag ?? Deno.env.get("COVID_CXR_DATA") ?? projectPath(DEFAULT_DATA_DIR);
-  const source = flag
-    ? "--data"
-    : Deno.env.get("COVID_CXR_DATA")
-    ? "COVID_CXR_DATA"
-    : "the default";
+  const env = envSetting("COVID_CXR_DATA");
+  const candidate = flag ?? env ?? projectPath(DEFAULT_DATA_DIR);
+  const source = flag ? "--data" : env ? "COVID_CXR_DATA" : "the default";
   const dir = path.resolve(candidate);
-  const missing = ["train", "test"].filter((s) => !fs.existsSync(path.join(dir, s)));
+  const help =
+    `Download the Kaggle "Covid-19 Image Dataset" (Pranav Raikote) and put its folder, ` +
+    `the one holding train/ and test/, at ${projectPath(DEFAULT_DATA_DIR)}, or point at it with ` +
+    "--data DIR or the environment variable COVID_CXR_DATA=DIR.";
+  if (fs.existsSync(dir) && !fs.statSync(dir).isDirectory()) {
+    throw new DatasetError(`No data set at ${dir} (from ${source}): it is a file.\n${help}`);
+  }
+  const missing = ["train", "test"].filter((s) => !isDirectory(path.join(dir, s)));
   if (missing.length > 0) {
     throw new DatasetError(
-      `No data set at ${dir} (from ${source}): ${missing.join(" and ")} missing.\n` +
-        `Download the Kaggle "Covid-19 Image Dataset" (Pranav Raikote) and put its folder, the one ` +
-        `holding train/ and test/, at ${projectPath(DEFAULT_DATA_DIR)}, or point at it with ` +
-        "--data DIR or the environment variable COVID_CXR_DATA=DIR.",
+      `No data set at ${dir} (from ${source}): ${missing.join(" and ")} missing.\n${help}`,
     );
   }
   return dir;
 }
 
+/** True for a folder, or a symbolic link to one (links are followed, as torchvision does). */
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** Sub-folders (links to folders included), hidden ones left out, sorted: the class names. */
 function sortedDirs(dir: string): string[] {
-  return fs.readdirSync(dir, { withFileTypes: true })
-    .filter((e) => e.isDirectory() && !e.name.startsWith("."))
-    .map((e) => e.name)
+  return fs.readdirSync(dir)
+    .filter((name) => !name.startsWith(".") && isDirectory(path.join(dir, name)))
     .sort();
 }
 
@@ -77,19 +94,45 @@ function sortedDirs(dir: string): string[] {
  * what a model trained on it predicts, in output order. Empty when `dir` is not a folder.
  */
 export function imageFolderClasses(dir: string): string[] {
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) return [];
+  if (!isDirectory(dir)) return [];
   const train = path.join(dir, "train");
-  return fs.existsSync(path.join(dir, "test")) && fs.existsSync(train)
+  return isDirectory(path.join(dir, "test")) && isDirectory(train)
     ? sortedDirs(train)
     : sortedDirs(dir);
 }
 
-/** Files of a class folder (hidden files such as .DS_Store are not data). */
-function classFiles(dir: string): string[] {
-  return fs.readdirSync(dir, { withFileTypes: true })
-    .filter((e) => e.isFile() && !e.name.startsWith("."))
-    .map((e) => e.name)
-    .sort();
+/**
+ * Every file under a class folder, walking sub-folders and following symbolic links as
+ * torchvision's ImageFolder does (`os.walk(..., followlinks=True)`, each folder's files sorted,
+ * folders in sorted order); a folder reached twice through links is walked once. Hidden entries
+ * (.DS_Store, .ipynb_checkpoints) are not data.
+ */
+function classFiles(dir: string): { files: string[]; broken: string[] } {
+  const files: string[] = [];
+  const broken: string[] = [];
+  const seen = new Set<string>();
+  const walk = (folder: string) => {
+    const real = fs.realpathSync(folder);
+    if (seen.has(real)) return;
+    seen.add(real);
+    const names = fs.readdirSync(folder).filter((n) => !n.startsWith(".")).sort();
+    const subfolders: string[] = [];
+    for (const name of names) {
+      const p = path.join(folder, name);
+      let stat: fs.Stats;
+      try {
+        stat = fs.statSync(p);
+      } catch {
+        broken.push(p); // a link to nothing
+        continue;
+      }
+      if (stat.isDirectory()) subfolders.push(p);
+      else files.push(p);
+    }
+    for (const sub of subfolders) walk(sub);
+  };
+  walk(dir);
+  return { files, broken };
 }
 
 /** Structural problems found while scanning (each stops loading unless marked skippable). */
@@ -99,8 +142,9 @@ export interface ScanProblem {
 }
 
 /**
- * Scan one ImageFolder (one sub-folder per class, classes sorted by name) and hash every image.
- * Files whose extension is not an image's come back as problems; empty class folders are listed.
+ * Scan one ImageFolder (one sub-folder per class, classes sorted by name; images in nested
+ * sub-folders and behind symbolic links count) and hash every image. Files that are not images
+ * come back as problems; empty class folders are listed.
  */
 export async function scanImageFolder(
   dir: string,
@@ -114,17 +158,28 @@ export async function scanImageFolder(
   const empty: string[] = [];
   for (const [label, className] of classNames.entries()) {
     const classDir = path.join(dir, className);
-    const files = classFiles(classDir);
-    const images = files.filter((f) => IMAGE_EXTENSIONS.includes(path.extname(f).toLowerCase()));
-    for (const f of files.filter((f) => !images.includes(f))) {
-      problems.push({
-        path: path.join(classDir, f),
-        reason: `not an image file (extension "${path.extname(f)}")`,
-      });
+    const { files, broken } = classFiles(classDir);
+    for (const b of broken) problems.push({ path: b, reason: "a symbolic link to nothing" });
+    const images: string[] = [];
+    for (const file of files) {
+      const ext = path.extname(file).toLowerCase();
+      if (IMAGE_EXTENSIONS.includes(ext)) images.push(file);
+      else if (UNSUPPORTED_IMAGES[ext]) {
+        problems.push({
+          path: file,
+          reason: `${
+            UNSUPPORTED_IMAGES[ext]
+          } images cannot be decoded here (libvips); convert to PNG`,
+        });
+      } else {
+        problems.push({
+          path: file,
+          reason: `not an image file (extension "${path.extname(file)}")`,
+        });
+      }
     }
     if (images.length === 0) empty.push(path.relative(root, classDir));
-    for (const f of images) {
-      const file = path.join(classDir, f);
+    for (const file of images) {
       items.push({
         path: file,
         relPath: path.relative(root, file),

@@ -42,7 +42,15 @@ export interface ValidationReport {
 export async function validateDataset(
   ds: Dataset & { problems?: ScanProblem[] },
   cache: ImageCache,
-  opts: { skipBad?: boolean; onProgress?: (done: number, total: number) => void } = {},
+  opts: {
+    skipBad?: boolean;
+    onProgress?: (done: number, total: number) => void;
+    /**
+     * The folder that was scanned, relative to the root (e.g. "test" when only a data set's
+     * test/ is evaluated): SHA256SUMS entries outside it are not expected. Default: all of it.
+     */
+    scope?: string;
+  } = {},
 ): Promise<{ dataset: Dataset; report: ValidationReport }> {
   const all = [...ds.train, ...ds.test];
   const bad: ScanProblem[] = [...(ds.problems ?? [])];
@@ -68,7 +76,8 @@ export async function validateDataset(
       }
     }
     const present = new Set(all.map((i) => i.relPath));
-    const missing = [...sums.keys()].filter((p) => !present.has(p));
+    const inScope = (p: string) => !opts.scope || p.startsWith(`${opts.scope}/`);
+    const missing = [...sums.keys()].filter((p) => inScope(p) && !present.has(p));
     for (const p of missing) {
       bad.push({ path: path.join(ds.root, p), reason: "listed in SHA256SUMS but missing" });
     }

@@ -4,6 +4,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { initBackend, tf } from "../backend.ts";
+import { UserError } from "../errors.ts";
 import type { InputMask } from "../config.ts";
 import { argmax } from "../maths.ts";
 import { createProgress } from "../progress.ts";
@@ -16,6 +17,21 @@ import {
 } from "../data/mod.ts";
 import { createPredictor, type Predictor } from "../engine/mod.ts";
 import { computeMetrics, type Metrics } from "./metrics.ts";
+
+/** A model whose outputs are not numbers (NaN or infinite): damaged weights, or a diverged run. */
+export class ModelOutputError extends UserError {
+  override name = "ModelOutputError";
+}
+
+/** Throws {@link ModelOutputError} when a row of probabilities holds NaN or an infinity. */
+export function assertFinite(probabilities: readonly number[], what: string): void {
+  if (!probabilities.every(Number.isFinite)) {
+    throw new ModelOutputError(
+      `The model's output for ${what} is not a number (${probabilities.join(", ")}): its weights ` +
+        "are damaged or its training diverged. Nothing was written from it.",
+    );
+  }
+}
 
 /** One image's prediction. */
 export interface Prediction {
@@ -60,6 +76,7 @@ export async function evaluateModel(
       const rows = await probs.array() as number[][];
       tf.dispose([probs, batch.x, batch.labels]);
       rows.forEach((p, i) => {
+        assertFinite(p, batch.items[i].relPath);
         const predicted = argmax(p);
         predictions.push({
           item: batch.items[i],

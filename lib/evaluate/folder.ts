@@ -3,6 +3,7 @@
  * (a data set's test/, or any ImageFolder), check every file, apply everything the checkpoint's
  * metadata says (input size, normalisation, mask), predict, score.
  */
+import * as path from "node:path";
 import { ImageCache, validateDataset, type ValidationReport } from "../data/mod.ts";
 import { checkpointInputMask, type CheckpointMetadata } from "../model/mod.ts";
 import type { tf } from "../backend.ts";
@@ -32,7 +33,7 @@ export async function evaluateFolder(
   const { dataset, report } = await validateDataset(
     { root: images.root, classNames: meta.classNames, train: [], test: images.items },
     cache,
-    { skipBad: opts.skipBad },
+    { skipBad: opts.skipBad, scope: path.relative(images.root, images.folder) },
   );
   if (dataset.test.length === 0) {
     throw new DatasetError(

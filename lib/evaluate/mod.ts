@@ -17,10 +17,12 @@ export {
   wilson,
 } from "./metrics.ts";
 export {
+  assertFinite,
   evaluateModel,
   type Evaluation,
   type EvaluationImages,
   loadEvaluationImages,
+  ModelOutputError,
   type Prediction,
 } from "./evaluate.ts";
 export { evaluateFolder, type FolderEvaluation } from "./folder.ts";

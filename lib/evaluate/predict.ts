@@ -8,10 +8,11 @@ import * as path from "node:path";
 import { initBackend, tf } from "../backend.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../files.ts";
 import { argmax } from "../maths.ts";
-import { type Table, table } from "../tables.ts";
+import { csvText, type Table, table } from "../tables.ts";
 import { applyMask, decodeResized, IMAGE_EXTENSIONS, ImageError, toFloat } from "../data/mod.ts";
 import { checkpointInputMask, type CheckpointMetadata } from "../model/mod.ts";
 import { createPredictor, type Predictor } from "../engine/mod.ts";
+import { assertFinite } from "./evaluate.ts";
 
 /**
  * Softmax probabilities for a batch.
@@ -106,6 +107,7 @@ export async function predictImages(
       const rows = await predictProbabilities(predictor, x);
       x.dispose();
       rows.forEach((p, k) => {
+        assertFinite(p, ready[k].file);
         const best = argmax(p);
         predictions.push({
           file: ready[k].file,
@@ -135,18 +137,17 @@ export async function writePredictionsCsv(
   result: PredictResult,
   classNames: readonly string[],
 ) {
-  const lines = [
-    ["file", "predicted", ...classNames.map((c) => `p(${c})`)].join(","),
-    ...result.predictions.map((p) =>
-      [
-        JSON.stringify(p.file),
-        JSON.stringify(p.predicted),
+  await writeFileAtomic(
+    file,
+    csvText([
+      ["file", "predicted", ...classNames.map((c) => `p(${c})`)],
+      ...result.predictions.map((p) => [
+        p.file,
+        p.predicted,
         ...classNames.map((c) => p.probabilities[c].toFixed(6)),
-      ]
-        .join(",")
-    ),
-  ];
-  await writeFileAtomic(file, lines.join("\n") + "\n");
+      ]),
+    ]),
+  );
 }
 
 /** Write predictions and failures as JSON. */

@@ -5,10 +5,11 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { createHash } from "node:crypto";
 import { initBackend, tf } from "../backend.ts";
 import type { InputMask } from "../config.ts";
 import { UserError } from "../errors.ts";
-import { replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from "../files.ts";
+import { recoverDir, replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from "../files.ts";
 import { codeVersion } from "../provenance.ts";
 import { Normalize } from "./layers.ts"; // also registers the custom layers with TF.js
 import { type Convention, conventionOf } from "./mobilenet_v3.ts";
@@ -37,6 +38,8 @@ export interface CheckpointMetadata {
   training?: Record<string, unknown>;
   /** For a model read from a PyTorch file: where its class names came from. */
   classesFrom?: string;
+  /** SHA-256 of weights.bin, checked on load (absent in checkpoints written before it was). */
+  weightsSha256?: string;
   /** The epoch these weights are from (1-based). */
   epoch?: number;
   /** Metrics at that point (e.g. validation loss). */
@@ -47,7 +50,7 @@ export interface CheckpointMetadata {
 
 export type CheckpointInput = Omit<
   CheckpointMetadata,
-  "format" | "architecture" | "codeVersion" | "createdAt"
+  "format" | "architecture" | "codeVersion" | "createdAt" | "weightsSha256"
 >;
 
 export class CheckpointError extends UserError {
@@ -99,6 +102,7 @@ export async function saveCheckpoint(
   };
   checkConsistent(dir, model, full);
   const files = await modelFiles(model);
+  full.weightsSha256 = sha256(files.bin);
   await replaceDirAtomic(dir, async (tmp) => {
     await writeFileAtomic(path.join(tmp, "model.json"), files.json);
     await writeFileAtomic(path.join(tmp, "weights.bin"), files.bin);
@@ -172,14 +176,30 @@ export async function loadCheckpoint(
   dir: string,
 ): Promise<{ model: tf.LayersModel; meta: CheckpointMetadata }> {
   await initBackend();
+  recoverDir(dir); // a save cut short by a kill: finished or undone
   const meta = readCheckpointMetadata(dir);
   for (const f of ["model.json", "weights.bin"]) {
     if (!fs.existsSync(path.join(dir, f))) {
       throw new CheckpointError(`Cannot load checkpoint "${dir}": ${f} is missing`);
     }
   }
-  const json = JSON.parse(fs.readFileSync(path.join(dir, "model.json"), "utf8"));
+  let json;
+  try {
+    json = JSON.parse(fs.readFileSync(path.join(dir, "model.json"), "utf8"));
+  } catch (error) {
+    throw new CheckpointError(
+      `Cannot load checkpoint "${dir}": model.json is not valid JSON (${
+        (error as Error).message
+      }); the file is damaged or cut short`,
+    );
+  }
   const bin = fs.readFileSync(path.join(dir, "weights.bin"));
+  if (meta.weightsSha256 && sha256(bin) !== meta.weightsSha256) {
+    throw new CheckpointError(
+      `Cannot load checkpoint "${dir}": weights.bin does not match the SHA-256 recorded in ` +
+        "metadata.json (the file was damaged or replaced); restore it from a copy or train again",
+    );
+  }
   let model: tf.LayersModel;
   try {
     model = await tf.loadLayersModel(tf.io.fromMemory({
@@ -236,4 +256,8 @@ function checkConsistent(dir: string, model: tf.LayersModel, meta: CheckpointMet
   if (problems.length > 0) {
     throw new CheckpointError(`Inconsistent checkpoint "${dir}": ${problems.join("; ")}`);
   }
+}
+
+function sha256(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
 }

@@ -4,14 +4,16 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { type BackendInfo, initBackend, tf } from "../backend.ts";
+import { type BackendInfo, initBackend } from "../backend.ts";
 import { type RunConfig, runConfig, sameSettings } from "../config.ts";
-import { writeFileAtomic, writeJsonAtomic } from "../files.ts";
+import { cleanTemporaries, writeFileAtomic, writeJsonAtomic } from "../files.ts";
 import { createProgress, type Progress } from "../progress.ts";
+import { envSetting } from "../paths.ts";
 import { codeVersion, runtimeInfo } from "../provenance.ts";
-import { leakedTestItems, prepareData, resolveDataDir } from "../data/mod.ts";
+import { countByClass, leakedTestItems, prepareData, resolveDataDir } from "../data/mod.ts";
 import {
   buildModel,
+  checkpointInputMask,
   loadCheckpoint,
   resolveWeights,
   weightsAvailability,
@@ -19,38 +21,50 @@ import {
 } from "../model/mod.ts";
 import { loadTrainingState, trainModel } from "../train/mod.ts";
 import { computeMetrics, evaluateModel, type Evaluation } from "../evaluate/mod.ts";
-import { renderReport, type RunSummary, writeCurves, writeEvaluation } from "./report.ts";
+import {
+  accuracySentence,
+  renderReport,
+  type RunSummary,
+  writeCurves,
+  writeEvaluation,
+} from "./report.ts";
 import {
   createRunDir,
+  ensureWritable,
   type FinishedRun,
   listRuns,
   loadRun,
   outputsRoot,
-  resolveRunDir,
+  resumableRun,
+  RunError,
+  runStatus,
   updateLatest,
 } from "./runs.ts";
 
 export interface ExperimentOptions {
-  /** Overrides of the paper's configuration (ignored when resuming: the run's own is used). */
+  /** Overrides of the paper's configuration (when resuming: must agree with the run's own). */
   config?: Partial<RunConfig>;
   /** Data set folder (else COVID_CXR_DATA, else data/Covid19-dataset). */
   data?: string;
   /** Outputs root (else COVID_CXR_OUTPUTS, else outputs/). */
   outputs?: string;
-  /** Continue the interrupted run in this folder ("latest" for the newest). */
-  resume?: string;
+  /**
+   * Continue an interrupted run: this folder, or `true` for the newest unfinished run in the
+   * outputs root.
+   */
+  resume?: string | true;
   /** Name the run folder (a seed sweep's "seed3") instead of the dated default. */
   runName?: string;
-  /** Point `<outputs>/latest` at this run when done (default true; sweeps keep their own link). */
+  /** Point `latest` beside the run at it when done (default true; sweeps keep their own link). */
   markLatest?: boolean;
-  /** Leave unreadable files out (recorded in data_report.json) instead of stopping. */
+  /** Leave unreadable files out (recorded in data_report.json and listed) instead of stopping. */
   skipBad?: boolean;
   /** No progress bars. */
   quiet?: boolean;
   /** Receives the narrative lines (epochs, saving, results). */
   log?: (line: string) => void;
-  /** Stop training after this epoch as if interrupted (for tests). */
-  stopAfterEpoch?: number;
+  /** Called once the run folder is known (the reproduce task tells an interrupted user about it). */
+  onStart?: (runDir: string) => void;
 }
 
 export interface ExperimentResult {
@@ -76,41 +90,116 @@ export async function runExperiment(opts: ExperimentOptions = {}): Promise<Exper
   const log = opts.log ?? ((line: string) => console.log(line));
   const backend = await initBackend();
   const root = outputsRoot(opts.outputs);
-
-  // Settings, weights and the run folder. Weights are resolved first: an offline machine asked for
-  // ImageNet weights fails here, before any work and before any folder is made.
-  let runDir: string;
-  let record: RunRecord;
-  let resumeState: Awaited<ReturnType<typeof loadTrainingState>> | undefined;
-  if (opts.resume) {
-    runDir = resolveRunDir(opts.resume, root);
-    record = JSON.parse(fs.readFileSync(path.join(runDir, "config.json"), "utf8"));
-    resumeState = await loadTrainingState(runDir);
-    log(`Resuming ${runDir} after epoch ${resumeState.epoch} of ${record.config.epochs}`);
-  } else {
-    const config = runConfig(opts.config);
-    const weights = await resolveWeights(config.weights);
-    const dataRoot = resolveDataDir(opts.data);
-    runDir = createRunDir(root, config, { name: opts.runName });
-    record = {
-      config,
-      dataRoot,
-      weights,
-      backend,
-      codeVersion: codeVersion(),
-      runtime: runtimeInfo(),
-      startedAt: new Date().toISOString(),
-    };
-    await writeJsonAtomic(path.join(runDir, "config.json"), record);
-  }
-  const config = record.config;
+  const run = opts.resume ? await resumeRun(opts, root, log) : await startRun(opts, root, backend);
+  const { runDir, record, resume } = run;
+  opts.onStart?.(runDir);
   log(`Run folder: ${runDir}`);
+  try {
+    const config = record.config;
+    const data = await prepareRunData(runDir, record, opts, log);
+    const trained = await trainRun(runDir, record, data, resume, opts, log);
+    const evaluation = await evaluateBest(trained.bestDir, data, config, opts);
+    const summary = summarize(runDir, record, data, trained, evaluation, backend, {
+      seconds: (performance.now() - started) / 1000 +
+        (resume ? resume.history.reduce((s, h) => s + h.seconds, 0) : 0),
+    });
+    await writeEvaluation(runDir, evaluation, data.dataset.classNames);
+    await writeCurves(runDir, trained.history);
+    await writeJsonAtomic(path.join(runDir, "summary.json"), summary);
+    await writeFileAtomic(path.join(runDir, "report.md"), renderReport(summary));
+    cleanTemporaries(runDir);
+    if (opts.markLatest ?? true) updateLatest(path.dirname(runDir), runDir);
+    log(
+      `Test accuracy ${accuracySentence(evaluation.metrics)} Report: ${
+        path.join(runDir, "report.md")
+      }`,
+    );
+    return { runDir, summary, evaluation };
+  } catch (error) {
+    // Nothing worth keeping when no epoch was saved: no folder that looks like a run remains.
+    if (!opts.resume && runStatus(runDir) === "empty") {
+      fs.rmSync(runDir, { recursive: true, force: true });
+    }
+    throw error;
+  }
+}
 
-  // Data.
+type TrainingResume = Awaited<ReturnType<typeof loadTrainingState>>;
+
+/** A new run: settings, weights (resolved first: offline fails here, before any work), folder. */
+async function startRun(
+  opts: ExperimentOptions,
+  root: string,
+  backend: BackendInfo,
+): Promise<{ runDir: string; record: RunRecord; resume?: TrainingResume }> {
+  const config = runConfig(opts.config);
+  const weights = await resolveWeights(config.weights);
+  const dataRoot = resolveDataDir(opts.data);
+  ensureWritable(root);
+  const runDir = createRunDir(root, config, { name: opts.runName });
+  const record: RunRecord = {
+    config,
+    dataRoot,
+    weights,
+    backend,
+    codeVersion: codeVersion(),
+    runtime: runtimeInfo(),
+    startedAt: new Date().toISOString(),
+  };
+  await writeJsonAtomic(path.join(runDir, "config.json"), record);
+  return { runDir, record };
+}
+
+/**
+ * An interrupted run, continued with its own settings: given settings and data that differ from
+ * the run's are refused, listing the differences.
+ */
+async function resumeRun(
+  opts: ExperimentOptions,
+  root: string,
+  log: (line: string) => void,
+): Promise<{ runDir: string; record: RunRecord; resume: TrainingResume }> {
+  const runDir = resumableRun(opts.resume === true ? undefined : opts.resume, root);
+  const record = JSON.parse(fs.readFileSync(path.join(runDir, "config.json"), "utf8")) as RunRecord;
+  const differences = Object.entries(opts.config ?? {})
+    .filter(([k, v]) =>
+      !sameSettings({ [k]: v } as never, { [k]: record.config[k as keyof RunConfig] } as never)
+    )
+    .map(([k, v]) =>
+      `${k}: the run has ${JSON.stringify(record.config[k as keyof RunConfig])}, given ${
+        JSON.stringify(v)
+      }`
+    );
+  if (opts.data && path.resolve(opts.data) !== path.resolve(record.dataRoot)) {
+    differences.push(`data: the run has ${record.dataRoot}, given ${path.resolve(opts.data)}`);
+  }
+  if (differences.length > 0) {
+    throw new RunError(
+      `Cannot resume ${runDir} with other settings than it started with:\n  ${
+        differences.join("\n  ")
+      }\nResume without them (the run keeps its own), or start a new run.`,
+    );
+  }
+  const removed = cleanTemporaries(runDir);
+  if (removed.length) log(`Cleaned up after the interruption: ${removed.join(", ")}`);
+  const resume = await loadTrainingState(runDir);
+  log(`Resuming ${runDir} after epoch ${resume.epoch} of ${record.config.epochs}`);
+  return { runDir, record, resume };
+}
+
+type RunData = Awaited<ReturnType<typeof prepareData>>;
+
+/** The data, checked and split, with data_report.json written and the counts said. */
+async function prepareRunData(
+  runDir: string,
+  record: RunRecord,
+  opts: ExperimentOptions,
+  log: (line: string) => void,
+): Promise<RunData> {
   let progress: Progress | undefined;
   const data = await prepareData({
-    data: opts.data ?? record.dataRoot,
-    config,
+    data: record.dataRoot,
+    config: record.config,
     skipBad: opts.skipBad,
     onProgress: (done, total) => {
       progress ??= createProgress("Checking and decoding images", total, { quiet: opts.quiet });
@@ -118,44 +207,55 @@ export async function runExperiment(opts: ExperimentOptions = {}): Promise<Exper
     },
   });
   progress?.end();
+  const { train, validation, test } = data.splits;
   await writeJsonAtomic(path.join(runDir, "data_report.json"), {
     root: data.dataset.root,
     classNames: data.dataset.classNames,
-    counts: {
-      train: data.splits.train.length,
-      validation: data.splits.validation.length,
-      test: data.splits.test.length,
-    },
-    validation: data.splits.validation.map((i) => i.relPath),
+    counts: { train: train.length, validation: validation.length, test: test.length },
+    perClass: countByClass(data.dataset),
+    validation: validation.map((i) => i.relPath),
     ...data.report,
     duplicates: data.report.duplicates.map((g) => ({
       kind: g.kind,
       files: g.items.map((i) => i.relPath),
     })),
   });
-  log(
-    `Data: ${data.splits.train.length} training, ${data.splits.validation.length} validation, ` +
-      `${data.splits.test.length} test images at ${config.imageSize} px`,
-  );
-
-  // Model and training.
-  const { classNames } = data.dataset;
-  let model: tf.LayersModel;
-  if (resumeState) {
-    model = resumeState.model;
-  } else {
-    model = (await buildModel({
-      weights: config.weights,
-      numClasses: classNames.length,
-      imageSize: config.imageSize,
-      seed: config.seed,
-      dropout: config.dropout,
-      batchNormMomentum: config.batchNormMomentum,
-    })).model;
+  if (data.report.skipped.length > 0) {
+    log(`Skipped ${data.report.skipped.length} unreadable file(s) (--skip-bad):`);
+    for (const s of data.report.skipped) {
+      log(`  ${path.relative(data.dataset.root, s.path)}: ${s.reason}`);
+    }
   }
-  let trained;
+  log(
+    `Data: ${train.length} training, ${validation.length} validation, ${test.length} test ` +
+      `images at ${record.config.imageSize} px; per class (train/test): ${
+        countByClass(data.dataset).map((c) => `${c.className} ${c.train}/${c.test}`).join(", ")
+      }`,
+  );
+  return data;
+}
+
+/** Build (or take the resumed) model and train it; the model is freed afterwards. */
+async function trainRun(
+  runDir: string,
+  record: RunRecord,
+  data: RunData,
+  resume: TrainingResume | undefined,
+  opts: ExperimentOptions,
+  log: (line: string) => void,
+) {
+  const config = record.config;
+  const { classNames } = data.dataset;
+  const model = resume?.model ?? (await buildModel({
+    weights: config.weights,
+    numClasses: classNames.length,
+    imageSize: config.imageSize,
+    seed: config.seed,
+    dropout: config.dropout,
+    batchNormMomentum: config.batchNormMomentum,
+  })).model;
   try {
-    trained = await trainModel(model, {
+    return await trainModel(model, {
       config,
       classNames,
       train: data.splits.train,
@@ -163,37 +263,52 @@ export async function runExperiment(opts: ExperimentOptions = {}): Promise<Exper
       cache: data.cache,
       runDir,
       weights: record.weights,
-      resume: resumeState,
+      resume,
       log,
       quiet: opts.quiet,
-      stopAfterEpoch: opts.stopAfterEpoch,
     });
   } finally {
     model.dispose();
   }
-  if (trained.history.length < config.epochs) {
-    log(`Stopped after epoch ${trained.history.length}; continue with --resume ${runDir}`);
-  }
+}
 
-  // Evaluation of the best checkpoint on the test folder.
-  const { model: best } = await loadCheckpoint(trained.bestDir);
-  let evaluation: Evaluation;
+/** The kept checkpoint on the test folder, with everything its metadata says applied. */
+async function evaluateBest(
+  bestDir: string,
+  data: RunData,
+  config: RunConfig,
+  opts: ExperimentOptions,
+): Promise<Evaluation> {
+  const { model, meta } = await loadCheckpoint(bestDir);
   try {
-    evaluation = await evaluateModel(best, data.splits.test, {
+    return await evaluateModel(model, data.splits.test, {
       cache: data.cache,
-      numClasses: classNames.length,
+      numClasses: meta.classNames.length,
       batchSize: config.batchSize,
-      mask: config.inputMask,
+      mask: checkpointInputMask(meta),
       quiet: opts.quiet,
     });
   } finally {
-    best.dispose();
+    model.dispose();
   }
+}
+
+/** summary.json: everything report.md is written from. */
+function summarize(
+  runDir: string,
+  record: RunRecord,
+  data: RunData,
+  trained: Awaited<ReturnType<typeof trainModel>>,
+  evaluation: Evaluation,
+  backend: BackendInfo,
+  time: { seconds: number },
+): RunSummary {
+  const { classNames } = data.dataset;
   const leaked = new Set(leakedTestItems(data.dataset).map((i) => i.path));
   const unseen = evaluation.predictions.filter((p) => !leaked.has(p.item.path));
-  const summary: RunSummary = {
+  return {
     runId: path.basename(runDir),
-    config,
+    config: record.config,
     weights: record.weights,
     classNames,
     dataRoot: data.dataset.root,
@@ -222,24 +337,8 @@ export async function runExperiment(opts: ExperimentOptions = {}): Promise<Exper
     trainingEngine: trained.engine,
     inferenceEngine: evaluation.engine,
     codeVersion: record.codeVersion,
-    totalSeconds: (performance.now() - started) / 1000 +
-      (resumeState ? resumeState.history.reduce((s, h) => s + h.seconds, 0) : 0),
+    totalSeconds: time.seconds,
   };
-
-  await writeEvaluation(runDir, evaluation, classNames);
-  await writeCurves(runDir, trained.history);
-  await writeJsonAtomic(path.join(runDir, "summary.json"), summary);
-  await writeFileAtomic(path.join(runDir, "report.md"), renderReport(summary));
-  if ((opts.markLatest ?? true) && path.dirname(runDir) === root) updateLatest(root, runDir);
-  const m = evaluation.metrics;
-  log(
-    `Test accuracy ${(100 * m.accuracy).toFixed(2)} % (${m.correct}/${m.total}; 95 % CI ` +
-      `${(100 * m.accuracyInterval.lower).toFixed(1)}–${
-        (100 * m.accuracyInterval.upper).toFixed(1)
-      } %). ` +
-      `Report: ${path.join(runDir, "report.md")}`,
-  );
-  return { runDir, summary, evaluation };
 }
 
 /**
@@ -251,7 +350,7 @@ export async function trainOrLoadRun(
   opts: { run?: string; config?: Partial<RunConfig>; log?: (line: string) => void } = {},
 ): Promise<FinishedRun & { trainedNow: boolean }> {
   const log = opts.log ?? ((line: string) => console.log(line));
-  const spec = opts.run ?? Deno.env.get("COVID_CXR_RUN");
+  const spec = opts.run ?? envSetting("COVID_CXR_RUN");
   if (spec) {
     const run = loadRun(spec);
     log(`Loaded the finished run ${run.runDir} (COVID_CXR_RUN); no training in this session.`);

@@ -18,11 +18,17 @@ export {
 } from "./experiment.ts";
 export {
   createRunDir,
+  ensureWritable,
   type FinishedRun,
   listRuns,
   loadRun,
   outputsRoot,
   resolveRunDir,
+  resumableRun,
+  RunError,
+  runFolders,
+  type RunStatus,
+  runStatus,
   updateLatest,
 } from "./runs.ts";
 export {

@@ -5,6 +5,7 @@
 import * as path from "node:path";
 import type { RunConfig } from "../config.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../files.ts";
+import { csvText } from "../tables.ts";
 import { percent } from "../format.ts";
 import { type Table, table } from "../tables.ts";
 import type { WeightsInfo } from "../model/mod.ts";
@@ -321,18 +322,16 @@ export async function writeEvaluation(
     path.join(dir, `${p}classification_report.txt`),
     classificationReport(evaluation.metrics, classNames),
   );
-  const csv = [
-    ["file", "true", "predicted", "correct", ...classNames.map((c) => `p(${c})`)].join(","),
-    ...evaluation.predictions.map((x) =>
-      [
-        JSON.stringify(x.item.relPath),
-        JSON.stringify(classNames[x.item.label]),
-        JSON.stringify(classNames[x.predicted]),
-        x.correct,
-        ...x.probabilities.map((v) => v.toFixed(6)),
-      ].join(",")
-    ),
-  ].join("\n") + "\n";
+  const csv = csvText([
+    ["file", "true", "predicted", "correct", ...classNames.map((c) => `p(${c})`)],
+    ...evaluation.predictions.map((x) => [
+      x.item.relPath,
+      classNames[x.item.label],
+      classNames[x.predicted],
+      x.correct,
+      ...x.probabilities.map((v) => v.toFixed(6)),
+    ]),
+  ]);
   await writeFileAtomic(path.join(dir, `${p}predictions.csv`), csv);
   const m = evaluation.metrics;
   await plotConfusionMatrix(m.confusion, classNames, {

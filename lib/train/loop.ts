@@ -10,6 +10,7 @@
 import * as path from "node:path";
 import { initBackend, tf } from "../backend.ts";
 import type { InputMask, RunConfig } from "../config.ts";
+import { faultPoint } from "../files.ts";
 import { lossText, percent } from "../format.ts";
 import { createProgress } from "../progress.ts";
 import { Rng } from "../rng.ts";
@@ -47,8 +48,6 @@ export interface TrainOptions {
   log?: (line: string) => void;
   /** No progress bars (tests). */
   quiet?: boolean;
-  /** Stop after this epoch as if interrupted (tests of --resume). */
-  stopAfterEpoch?: number;
   /** Called after each epoch's record, checkpoint and state are written. */
   onEpoch?: (record: EpochRecord) => void;
 }
@@ -106,6 +105,14 @@ export async function validationPass(
       const [l, p] = [await losses.data(), await predicted.data()];
       tf.dispose([losses, predicted, batch.x, batch.labels]);
       for (let i = 0; i < l.length; i++) {
+        if (!Number.isFinite(l[i])) {
+          throw new TrainingError(
+            `The validation loss of ${batch.items[i].relPath} is ${
+              l[i]
+            }: the model's weights are ` +
+              "not finite (training diverged). Lower the learning rate (--lr).",
+          );
+        }
         lossSum += l[i];
         if (p[i] === batch.items[i].label) correct++;
       }
@@ -128,6 +135,14 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
   const log = opts.log ?? ((line: string) => console.log(line));
   const numClasses = opts.classNames.length;
   const bestDir = path.join(opts.runDir, "best");
+  if (opts.validation.length === 0) {
+    throw new TrainingError(
+      `No validation images: a validation fraction of ${config.validationFraction} of ` +
+        `${opts.train.length} training images holds none out. The method keeps the weights with ` +
+        "the lowest validation loss, so it needs some: raise --validation-fraction (the paper's " +
+        "is 0.14).",
+    );
+  }
   const engine = await createStepEngine(model, {
     learningRate: config.learningRate,
     momentum: config.momentum,
@@ -234,6 +249,7 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
         bestValidLoss = valid.loss;
         bestEpoch = epoch;
         await saveCheckpoint(bestDir, model, meta);
+        faultPoint("best-saved");
       }
       await saveTrainingState(opts.runDir, model, await engine.optimizerState(), meta, {
         epoch,
@@ -245,7 +261,7 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
       });
       await writeHistory(opts.runDir, history);
       opts.onEpoch?.(record);
-      if (opts.stopAfterEpoch !== undefined && epoch >= opts.stopAfterEpoch) break;
+      faultPoint("epoch-saved");
     }
   } finally {
     engine.dispose();

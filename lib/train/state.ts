@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { tf } from "../backend.ts";
 import type { RunConfig } from "../config.ts";
-import { replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from "../files.ts";
+import { recoverDir, replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from "../files.ts";
 import { type CheckpointInput, loadCheckpoint, saveCheckpoint } from "../model/mod.ts";
 import type { EncodedWeights, NamedTensor } from "../engine/mod.ts";
 import { UserError } from "../errors.ts";
@@ -90,6 +90,7 @@ export async function loadTrainingState(
   runDir: string,
 ): Promise<TrainingState & { model: tf.LayersModel; optimizerWeights: NamedTensor[] }> {
   const dir = path.join(runDir, "state");
+  recoverDir(dir); // a save cut short by a kill: finished or undone
   if (!fs.existsSync(path.join(dir, "state.json"))) {
     throw new TrainingError(
       `Cannot resume "${runDir}": no state/state.json (the run saves it after each completed epoch). ` +

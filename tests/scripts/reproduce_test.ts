@@ -208,9 +208,14 @@ Deno.test("reproduce: bad flags are refused with the valid choices", async () =>
   const b = await reproduce(["--learning-rate", "0.1"]);
   assert.equal(b.code, 2);
   assert.match(b.text, /Unknown option '--learning-rate'.*Valid options: .*--lr/s);
-  const c = await reproduce(["--resume", "--epochs", "3"]);
+  const c = await reproduce(["--validation-fraction", "0"]);
   assert.equal(c.code, 2);
-  assert.match(c.text, /--resume continues a run with its own settings; drop epochs/);
+  assert.match(
+    c.text,
+    /--validation-fraction must be above 0: the method keeps the weights with the lowest validation loss/,
+  );
+  const d = await reproduce(["--stop-after-epoch", "1"]);
+  assert.equal(d.code, 2, "no hidden testing flags among the user's options");
 });
 
 const TORCH_PARITY = Deno.env.get("COVID_CXR_TORCH_PARITY");
