@@ -1,21 +1,35 @@
 /**
  * `deno task evaluate [--model DIR|FILE.pt] [--data DIR]`: a saved model on any ImageFolder
- * directory (a folder of class folders, or a data set root, whose test/ is then used).
+ * directory (a folder of class folders, or a data set root, whose test/ is then used). With a
+ * manifest (MANIFEST.tsv beside the class folders, or --manifest), the external set's treatment:
+ * breakdowns by its columns, the shortcut probe per patient, and a second, gray pass.
  */
 import * as path from "node:path";
 import {
   accuracySentence,
+  breakdownTable,
   classificationReport,
+  evaluateExternal,
   evaluateFolder,
+  type ExternalResult,
+  findManifest,
+  type FolderEvaluation,
+  GRAY_SIZE,
   imageFolderClasses,
   initBackend,
   loadModel,
   numberFlag,
   outputsRoot,
   parseFlags,
+  probabilityNote,
+  rateText,
   resolveDataDir,
   runMain,
+  shortcutProbe,
+  sideBySideTable,
+  summarizeExternal,
   writeEvaluation,
+  writeExternal,
 } from "../lib/mod.ts";
 
 const USAGE = `Usage: deno task evaluate [--model DIR|FILE] [--data DIR] [--out DIR] [options]
@@ -27,8 +41,12 @@ const USAGE = `Usage: deno task evaluate [--model DIR|FILE] [--data DIR] [--out 
   --classes a,b,c    class names in output order, for a PyTorch file (default: the sorted class
                      folders of --data)
   --image-size N     input size for a PyTorch file (default 446, the paper's)
+  --manifest FILE    a TSV/CSV with a column naming each image (file/path) and facts about it
+                     (source, view, age, sex, patient_id): results are broken down by them, and the
+                     set is also scored as 1-channel gray at 1024² (default: MANIFEST.tsv in --data)
   --out DIR          also write metrics.json, classification_report.txt, predictions.csv and the
-                     confusion matrix there
+                     confusion matrix there (with a manifest: also the gray pass's, breakdowns.csv,
+                     shortcut_probe.csv, figures and report.md)
   --batch-size N     default 8
   --max-pixels N     refuse images larger than this (decompression-bomb guard)
   --skip-bad         leave unreadable images out instead of stopping`;
@@ -43,6 +61,7 @@ async function main() {
     "batch-size": { type: "string" },
     "max-pixels": { type: "string" },
     "skip-bad": { type: "boolean" },
+    manifest: { type: "string" },
     help: { type: "boolean" },
   });
   if (v.help) return console.log(USAGE);
@@ -57,17 +76,27 @@ async function main() {
       return names.length ? { names, from: `the class folders of ${dataDir}` } : undefined;
     },
   });
-  let result;
+  const options = {
+    skipBad: v["skip-bad"],
+    batchSize: numberFlag("batch-size", v["batch-size"], { integer: true, min: 1 }),
+    maxPixels: numberFlag("max-pixels", v["max-pixels"], { integer: true, min: 1 }),
+  };
+  const manifest = v.manifest ?? findManifest(dataDir);
+  let plain: FolderEvaluation | undefined;
+  let external: ExternalResult | undefined;
   try {
-    result = await evaluateFolder(model, meta, dataDir, {
-      skipBad: v["skip-bad"],
-      batchSize: numberFlag("batch-size", v["batch-size"], { integer: true, min: 1 }),
-      maxPixels: numberFlag("max-pixels", v["max-pixels"], { integer: true, min: 1 }),
-    });
+    if (manifest) {
+      external = await evaluateExternal(model, meta, dataDir, { ...options, manifest });
+    } else {
+      plain = await evaluateFolder(model, meta, dataDir, options);
+    }
   } finally {
     model.dispose();
   }
-  const { evaluation, images, report } = result;
+  const evaluation = plain?.evaluation ?? external!.passes[0].evaluation;
+  const folder = plain?.images.folder ?? external!.folder;
+  const counts = plain?.images.counts ?? external!.counts;
+  const skipped = plain?.report.skipped ?? external!.skipped;
   console.log(
     `Model: ${modelSpec} (${
       meta.epoch ? `epoch ${meta.epoch}, ` : ""
@@ -76,11 +105,12 @@ async function main() {
     })`,
   );
   console.log(
-    `Images: ${images.items.length} from ${images.folder} (${
-      images.counts.map((c) => `${c.className} ${c.images}`).join(", ")
-    })${report.skipped.length ? `; ${report.skipped.length} skipped as unreadable` : ""}`,
+    `Images: ${evaluation.predictions.length} from ${folder} (${
+      counts.map((c) => `${c.className} ${c.images}`).join(", ")
+    })${skipped.length ? `; ${skipped.length} skipped as unreadable` : ""}`,
   );
-  for (const s of report.skipped) console.log(`  skipped ${s.path}: ${s.reason}`);
+  for (const s of skipped) console.log(`  skipped ${s.path}: ${s.reason}`);
+  console.log(probabilityNote(meta.calibration));
   console.log(`Accuracy: ${accuracySentence(evaluation.metrics)}\n`);
   console.log(classificationReport(evaluation.metrics, meta.classNames));
   console.log("Confusion matrix (rows: true, columns: predicted)");
@@ -89,9 +119,30 @@ async function main() {
       `  ${meta.classNames[k].padEnd(16)} ${row.map((n) => String(n).padStart(4)).join("")}`,
     )
   );
+  const target = meta.classNames[0];
+  if (external) {
+    const ext = summarizeExternal(external);
+    console.log(`\nAs stored and as 1-channel gray ${GRAY_SIZE}² (manifest ${manifest}):`);
+    console.log(sideBySideTable(ext, undefined, target).toString());
+    for (const column of ext.columns) {
+      console.log(`\nBy ${column} (as stored):`);
+      console.log(
+        breakdownTable(ext.passes[0].breakdowns.filter((r) => r.column === column), meta.classNames)
+          .toString(),
+      );
+    }
+  } else {
+    const probe = shortcutProbe(evaluation.predictions, meta.classNames);
+    if (probe.length) {
+      console.log(`\nCalled ${target} though not ${target}:`);
+      for (const r of probe) console.log(`  ${r.className}: ${rateText(r)}`);
+    }
+  }
   if (v.out) {
-    await writeEvaluation(path.resolve(v.out), evaluation, meta.classNames);
-    console.log(`\nWritten to ${path.resolve(v.out)}`);
+    const out = path.resolve(v.out);
+    if (external) await writeExternal(out, external, meta.classNames);
+    else await writeEvaluation(out, evaluation, meta.classNames);
+    console.log(`\nWritten to ${out}`);
   }
 }
 

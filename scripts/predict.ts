@@ -16,6 +16,7 @@ import {
   parseFlags,
   predictImages,
   predictionsTable,
+  probabilityNote,
   projectPath,
   runMain,
   UsageError,
@@ -72,7 +73,8 @@ async function main() {
   } finally {
     model.dispose();
   }
-  console.log(`Model: ${modelSpec} (${meta.classNames.join(", ")}; ${meta.imageSize} px)\n`);
+  console.log(`Model: ${modelSpec} (${meta.classNames.join(", ")}; ${meta.imageSize} px)`);
+  console.log(`${probabilityNote(meta.calibration)}\n`);
   if (result.predictions.length > 0) {
     console.log(predictionsTable(result, meta.classNames).toString());
   }

@@ -11,6 +11,7 @@ import {
   numberFlag,
   parseFlags,
   quickMode,
+  resolveExternalDir,
   type RunConfig,
   runConfig,
   runExperiment,
@@ -43,6 +44,9 @@ evaluates it on the test folder. Writes outputs/<run-id>/ (report.md, metrics, f
   --stratify              hold out the same share of each class
   --max-pixels N          refuse images larger than this (decompression-bomb guard)
   --skip-bad              leave unreadable images out (listed in data_report.json) instead of stopping
+  --external DIR          after the test set, evaluate the kept model on an external ImageFolder
+                          (with its MANIFEST.tsv: broken down by source, view, age, sex, patient)
+                          into <run>/external/ (else $COVID_CXR_EXTERNAL, else none)
   --out DIR               outputs folder (else $COVID_CXR_OUTPUTS, else outputs/)
   --resume [DIR]          continue an interrupted run (default: the newest unfinished one in the
                           outputs folder), with its own settings
@@ -66,6 +70,7 @@ const FLAGS = {
   stratify: { type: "boolean" },
   "max-pixels": { type: "string" },
   "skip-bad": { type: "boolean" },
+  external: { type: "string" },
   out: { type: "string" },
   resume: { type: "boolean" },
   quick: { type: "boolean" },
@@ -128,6 +133,7 @@ async function main() {
     );
   }
 
+  const external = resolveExternalDir(v.external);
   const backend = await initBackend();
   const config = runConfig(overrides);
   console.log(
@@ -148,6 +154,7 @@ async function main() {
       data: v.data,
       outputs: v.out,
       skipBad: v["skip-bad"],
+      external,
     });
     return;
   }
@@ -157,6 +164,7 @@ async function main() {
     outputs: v.out,
     resume: v.resume ? positionals[0] ?? true : undefined,
     skipBad: v["skip-bad"],
+    external,
     onStart: sayHowToResumeOnCtrlC,
   });
 }

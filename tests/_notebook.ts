@@ -15,6 +15,8 @@ export interface ExecutedNotebook {
   figureCells: number;
   /** Seconds the execution took. */
   seconds: number;
+  /** Every text the reader sees in the outputs (plain text, markdown, streams), joined. */
+  text: string;
 }
 
 /** Every notebook the project ships, sorted. */
@@ -65,6 +67,7 @@ export async function executeNotebook(
     const errors: string[] = [];
     const outputTypes: string[][] = [];
     const figuresMissing: number[] = [];
+    const texts: string[] = [];
     let figureCells = 0;
     for (const [index, cell] of nb.cells.entries()) {
       if (cell.cell_type !== "code") continue;
@@ -73,6 +76,13 @@ export async function executeNotebook(
         if (o.output_type === "error") errors.push(`${o.ename}: ${o.evalue}`);
         else if (o.output_type === "stream") types.push(`stream/${o.name}`);
         else types.push(...Object.keys(o.data ?? {}));
+        const join = (v: string | string[] | undefined) => Array.isArray(v) ? v.join("") : v ?? "";
+        texts.push(
+          join(o.text),
+          join(o.data?.["text/plain"]),
+          join(o.data?.["text/markdown"]),
+          join(o.data?.["text/html"]),
+        );
       }
       outputTypes.push(types);
       if ((cell.metadata?.tags ?? []).includes("figure")) {
@@ -88,6 +98,7 @@ export async function executeNotebook(
       figuresMissing,
       figureCells,
       seconds: (performance.now() - t0) / 1000,
+      text: texts.join("\n"),
     };
   } finally {
     await Deno.remove(out, { recursive: true });

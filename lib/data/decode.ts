@@ -55,6 +55,22 @@ export async function readImageInfo(file: string): Promise<ImageInfo> {
 /** Identifies the decode recipe below; cached pixels from another recipe are not reused. */
 export const DECODE_RECIPE = "rgb8-exif-noalpha-fill-linear-v1";
 
+/** The recipe of `decodeResized(…, { grayAt })`, for caches. */
+export function decodeRecipe(grayAt?: number): string {
+  return grayAt ? `${DECODE_RECIPE}-gray${grayAt}` : DECODE_RECIPE;
+}
+
+/**
+ * An image made 1-channel gray at `size`×`size` (8 bits) before anything else: every file then
+ * looks stored alike (no colour, no alpha, no 16 bits, one size), so a model cannot tell sources
+ * apart by how their files were stored. The review's check of the format confounder.
+ */
+async function grayAt(image: sharp.Sharp, size: number): Promise<sharp.Sharp> {
+  const gray = await image.grayscale().resize(size, size, { fit: "fill", kernel: "linear" })
+    .raw({ depth: "uchar" }).toBuffer();
+  return sharp(gray, { raw: { width: size, height: size, channels: 1 } });
+}
+
 /**
  * Decode an image file completely and resize it to `size`×`size` RGB, 8 bits per channel:
  * EXIF orientation applied; gray, 16-bit and alpha inputs made 8-bit RGB (alpha dropped, as PIL's
@@ -66,7 +82,7 @@ export const DECODE_RECIPE = "rgb8-exif-noalpha-fill-linear-v1";
 export async function decodeResized(
   file: string,
   size: number,
-  opts: { maxPixels?: number } = {},
+  opts: { maxPixels?: number; grayAt?: number } = {},
 ): Promise<Uint8Array> {
   const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
   let info: ImageInfo;
@@ -89,9 +105,9 @@ export async function decodeResized(
     );
   }
   try {
-    const { data, info: out } = await sharp(file, { failOn: "error", limitInputPixels: maxPixels })
-      .rotate()
-      .removeAlpha()
+    const image = sharp(file, { failOn: "error", limitInputPixels: maxPixels }).rotate()
+      .removeAlpha();
+    const { data, info: out } = await (opts.grayAt ? await grayAt(image, opts.grayAt) : image)
       .toColourspace("srgb")
       .resize(size, size, { fit: "fill", kernel: "linear" })
       .raw({ depth: "uchar" })

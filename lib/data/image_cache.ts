@@ -10,7 +10,7 @@ import * as path from "node:path";
 import { createHash } from "node:crypto";
 import { writeFileAtomic } from "../files.ts";
 import { projectCacheDir } from "../paths.ts";
-import { DECODE_RECIPE, decodeResized, ImageError } from "./decode.ts";
+import { decodeRecipe, decodeResized, ImageError } from "./decode.ts";
 
 /** What the cache needs to know about an image. */
 export interface CacheKey {
@@ -35,13 +35,23 @@ export class ImageCache {
   #memoryBytes = 0;
   readonly #memoryLimit: number;
 
+  /** Decode every image as 1-channel gray at this size first (see decodeResized). */
+  readonly grayAt?: number;
+
   constructor(
-    opts: { imageSize: number; dir?: string; maxPixels?: number; memoryLimitBytes?: number },
+    opts: {
+      imageSize: number;
+      dir?: string;
+      maxPixels?: number;
+      memoryLimitBytes?: number;
+      grayAt?: number;
+    },
   ) {
     this.imageSize = opts.imageSize;
+    this.grayAt = opts.grayAt;
     this.dir = path.join(
       opts.dir ?? path.join(projectCacheDir(), "images"),
-      `${DECODE_RECIPE}+sha256`,
+      `${decodeRecipe(opts.grayAt)}+sha256`,
       String(opts.imageSize),
     );
     this.maxPixels = opts.maxPixels;
@@ -78,7 +88,10 @@ export class ImageCache {
     if (pixels) {
       this.stats.fromDisk++;
     } else {
-      pixels = await decodeResized(item.path, this.imageSize, { maxPixels: this.maxPixels });
+      pixels = await decodeResized(item.path, this.imageSize, {
+        maxPixels: this.maxPixels,
+        grayAt: this.grayAt,
+      });
       this.stats.decoded++;
       const entry = new Uint8Array(expected + 32);
       entry.set(pixels);

@@ -73,6 +73,26 @@ export function resolveDataDir(flag?: string): string {
   return dir;
 }
 
+/**
+ * The external set to evaluate on after the test set: the `--external` flag, else
+ * `COVID_CXR_EXTERNAL`, else none. A folder that is not there is an error naming where it came
+ * from (a typo must not silently skip the external evaluation).
+ */
+export function resolveExternalDir(flag?: string): string | undefined {
+  const env = envSetting("COVID_CXR_EXTERNAL");
+  const candidate = flag ?? env;
+  if (candidate === undefined) return undefined;
+  const dir = path.resolve(candidate);
+  if (!isDirectory(dir)) {
+    throw new DatasetError(
+      `No external set at ${dir} (from ${flag ? "--external" : "COVID_CXR_EXTERNAL"}): ${
+        fs.existsSync(dir) ? "it is a file" : "no such folder"
+      }. Give an ImageFolder (one sub-folder per class, e.g. the external-cxr-probe set) or unset it.`,
+    );
+  }
+  return dir;
+}
+
 /** True for a folder, or a symbolic link to one (links are followed, as torchvision does). */
 function isDirectory(p: string): boolean {
   try {

@@ -18,6 +18,7 @@ export {
   type ImageItem,
   loadDataset,
   resolveDataDir,
+  resolveExternalDir,
   scanImageFolder,
   type ScanProblem,
 } from "./image_folder.ts";

@@ -6,7 +6,7 @@ import * as path from "node:path";
 import { initBackend, tf } from "../backend.ts";
 import { UserError } from "../errors.ts";
 import type { InputMask } from "../config.ts";
-import { argmax } from "../maths.ts";
+import { argmax, softmax } from "../maths.ts";
 import { createProgress } from "../progress.ts";
 import {
   DatasetError,
@@ -37,6 +37,9 @@ export function assertFinite(probabilities: readonly number[], what: string): vo
 export interface Prediction {
   item: ImageItem;
   predicted: number;
+  /** The model's outputs before the softmax. */
+  logits: number[];
+  /** softmax(logits / temperature): calibrated when the evaluation has a temperature. */
   probabilities: number[];
   correct: boolean;
 }
@@ -44,6 +47,8 @@ export interface Prediction {
 export interface Evaluation {
   predictions: Prediction[];
   metrics: Metrics;
+  /** The temperature the probabilities were calibrated with (absent: none, T = 1). */
+  temperature?: number;
   /** How the predictions ran (lib/engine/select.ts). */
   engine: Predictor["engine"];
 }
@@ -58,9 +63,13 @@ export async function evaluateModel(
     batchSize?: number;
     mask?: InputMask;
     quiet?: boolean;
+    /** Divide the logits by this before the softmax (temperature scaling; default 1). */
+    temperature?: number;
   },
 ): Promise<Evaluation> {
   await initBackend();
+  if (items.length === 0) throw new DatasetError("Nothing to evaluate: no images were given");
+  const temperature = opts.temperature ?? 1;
   const batchSize = opts.batchSize ?? 8;
   const predictions: Prediction[] = [];
   const progress = createProgress("  evaluate", Math.ceil(items.length / batchSize), {
@@ -72,15 +81,17 @@ export async function evaluateModel(
     for await (
       const batch of iterateBatches(items, { batchSize, cache: opts.cache, mask: opts.mask })
     ) {
-      const probs = tf.tidy(() => tf.softmax(predictor.predict(batch.x)));
-      const rows = await probs.array() as number[][];
-      tf.dispose([probs, batch.x, batch.labels]);
-      rows.forEach((p, i) => {
+      const logits = predictor.predict(batch.x);
+      const rows = await logits.array() as number[][];
+      tf.dispose([logits, batch.x, batch.labels]);
+      rows.forEach((z, i) => {
+        const p = softmax(z.map((v) => v / temperature));
         assertFinite(p, batch.items[i].relPath);
-        const predicted = argmax(p);
+        const predicted = argmax(z);
         predictions.push({
           item: batch.items[i],
           predicted,
+          logits: z,
           probabilities: p,
           correct: predicted === batch.items[i].label,
         });
@@ -96,7 +107,12 @@ export async function evaluateModel(
     predictions.map((p) => p.predicted),
     opts.numClasses,
   );
-  return { predictions, metrics, engine: predictor.engine };
+  return {
+    predictions,
+    metrics,
+    engine: predictor.engine,
+    ...(temperature !== 1 ? { temperature } : {}),
+  };
 }
 
 /** The images of an evaluation folder, labelled by the model's classes. */

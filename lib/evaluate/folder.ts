@@ -19,6 +19,8 @@ export interface FolderEvaluation {
   evaluation: Evaluation;
   images: EvaluationImages;
   report: ValidationReport;
+  /** The decoded images, as the model saw them (for figures and Grad-CAM). */
+  cache: ImageCache;
 }
 
 /** Evaluate `model` (with its metadata) on the images in `dir`. */
@@ -26,10 +28,21 @@ export async function evaluateFolder(
   model: tf.LayersModel,
   meta: CheckpointMetadata,
   dir: string,
-  opts: { skipBad?: boolean; batchSize?: number; maxPixels?: number; quiet?: boolean } = {},
+  opts: {
+    skipBad?: boolean;
+    batchSize?: number;
+    maxPixels?: number;
+    quiet?: boolean;
+    /** Make every image 1-channel gray at this size before the model's preprocessing. */
+    grayAt?: number;
+  } = {},
 ): Promise<FolderEvaluation> {
   const images = await loadEvaluationImages(dir, meta.classNames);
-  const cache = new ImageCache({ imageSize: meta.imageSize, maxPixels: opts.maxPixels });
+  const cache = new ImageCache({
+    imageSize: meta.imageSize,
+    maxPixels: opts.maxPixels,
+    grayAt: opts.grayAt,
+  });
   const { dataset, report } = await validateDataset(
     { root: images.root, classNames: meta.classNames, train: [], test: images.items },
     cache,
@@ -50,6 +63,7 @@ export async function evaluateFolder(
     batchSize: opts.batchSize,
     mask: checkpointInputMask(meta),
     quiet: opts.quiet,
+    temperature: meta.calibration?.temperature,
   });
-  return { evaluation, images: { ...images, items: dataset.test }, report };
+  return { evaluation, images: { ...images, items: dataset.test }, report, cache };
 }

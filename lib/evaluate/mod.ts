@@ -37,3 +37,34 @@ export {
   writePredictionsJson,
 } from "./predict.ts";
 export { gradCam, heatShare, overlayHeatmap } from "./gradcam.ts";
+export {
+  brierScore,
+  type CalibrationSummary,
+  calibrationSummary,
+  expectedCalibrationError,
+  fitTemperature,
+  negativeLogLikelihood,
+  probabilityNote,
+  type ReliabilityBin,
+  reliabilityBins,
+  type TemperatureFit,
+  temperatureProbabilities,
+} from "./calibration.ts";
+export {
+  ageBand,
+  breakdown,
+  type BreakdownRow,
+  findManifest,
+  type Manifest,
+  perPatient,
+  readManifest,
+  shortcutProbe,
+  type ShortcutRate,
+} from "./external.ts";
+export {
+  BREAKDOWN_COLUMNS,
+  evaluateExternal,
+  type ExternalPass,
+  type ExternalResult,
+  GRAY_SIZE,
+} from "./outside.ts";

@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { initBackend, tf } from "../backend.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../files.ts";
-import { argmax } from "../maths.ts";
+import { argmax, softmax } from "../maths.ts";
 import { csvText, type Table, table } from "../tables.ts";
 import { applyMask, decodeResized, IMAGE_EXTENSIONS, ImageError, toFloat } from "../data/mod.ts";
 import { checkpointInputMask, type CheckpointMetadata } from "../model/mod.ts";
@@ -37,6 +37,8 @@ export interface ImagePrediction {
 
 export interface PredictResult {
   predictions: ImagePrediction[];
+  /** The temperature the probabilities were calibrated with (the checkpoint's; absent: none). */
+  temperature?: number;
   /** Inputs that could not be predicted, with the reason. */
   failed: { file: string; reason: string }[];
 }
@@ -77,7 +79,7 @@ export function expandInputs(
  */
 export async function predictImages(
   model: tf.LayersModel,
-  meta: Pick<CheckpointMetadata, "classNames" | "imageSize" | "training">,
+  meta: Pick<CheckpointMetadata, "classNames" | "imageSize" | "training" | "calibration">,
   inputs: readonly string[],
   opts: { batchSize?: number; maxPixels?: number } = {},
 ): Promise<PredictResult> {
@@ -85,6 +87,7 @@ export async function predictImages(
   const { files, failed } = expandInputs(inputs);
   const size = meta.imageSize;
   const mask = checkpointInputMask(meta);
+  const temperature = meta.calibration?.temperature ?? 1;
   const predictions: ImagePrediction[] = [];
   const batchSize = opts.batchSize ?? 8;
   const predictor = createPredictor(model);
@@ -104,11 +107,13 @@ export async function predictImages(
       const data = new Float32Array(ready.length * size * size * 3);
       ready.forEach((r, k) => data.set(r.pixels, k * size * size * 3));
       const x = tf.tensor4d(data, [ready.length, size, size, 3]);
-      const rows = await predictProbabilities(predictor, x);
-      x.dispose();
-      rows.forEach((p, k) => {
+      const logits = predictor.predict(x);
+      const rows = await logits.array() as number[][];
+      tf.dispose([x, logits]);
+      rows.forEach((z, k) => {
+        const p = softmax(z.map((v) => v / temperature));
         assertFinite(p, ready[k].file);
-        const best = argmax(p);
+        const best = argmax(z);
         predictions.push({
           file: ready[k].file,
           predicted: meta.classNames[best],
@@ -119,7 +124,7 @@ export async function predictImages(
   } finally {
     predictor.dispose();
   }
-  return { predictions, failed };
+  return { predictions, failed, ...(temperature !== 1 ? { temperature } : {}) };
 }
 
 /** Predictions as a table: one row per image, one column per class probability. */
@@ -127,11 +132,19 @@ export function predictionsTable(result: PredictResult, classNames: readonly str
   return table(result.predictions.map((p) => ({
     file: p.file,
     predicted: p.predicted,
-    ...Object.fromEntries(classNames.map((c) => [c, `${(100 * p.probabilities[c]).toFixed(1)} %`])),
+    ...Object.fromEntries(
+      classNames.map((c) => [
+        result.temperature ? `calibrated p(${c})` : `p(${c})`,
+        `${(100 * p.probabilities[c]).toFixed(1)} %`,
+      ]),
+    ),
   })));
 }
 
-/** Write predictions as CSV (one column per class probability). */
+/**
+ * Write predictions as CSV: one column per class probability, headed `calibrated p(class)` when
+ * the probabilities are temperature-scaled.
+ */
 export async function writePredictionsCsv(
   file: string,
   result: PredictResult,
@@ -140,7 +153,11 @@ export async function writePredictionsCsv(
   await writeFileAtomic(
     file,
     csvText([
-      ["file", "predicted", ...classNames.map((c) => `p(${c})`)],
+      [
+        "file",
+        "predicted",
+        ...classNames.map((c) => result.temperature ? `calibrated p(${c})` : `p(${c})`),
+      ],
       ...result.predictions.map((p) => [
         p.file,
         p.predicted,

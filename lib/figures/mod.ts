@@ -13,6 +13,7 @@ export {
   plotStorageModes,
   plotTrainingCurves,
 } from "./charts.ts";
+export { plotBreakdown, plotReliability, plotShortcutProbe } from "./review_charts.ts";
 export {
   augmentationPreview,
   gradCamGrid,

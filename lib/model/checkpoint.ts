@@ -36,6 +36,19 @@ export interface CheckpointMetadata {
   weights: WeightsInfo;
   /** The training configuration, when the checkpoint comes from training. */
   training?: Record<string, unknown>;
+  /**
+   * Temperature scaling fitted on the run's validation split (lib/evaluate/calibration.ts):
+   * evaluate and predict divide the logits by `temperature` and say so.
+   */
+  calibration?: {
+    temperature: number;
+    fittedOn: "validation";
+    n: number;
+    nllBefore: number;
+    nllAfter: number;
+    /** Why no temperature was fitted (then T = 1), when none was. */
+    notFitted?: string;
+  };
   /** For a model read from a PyTorch file: where its class names came from. */
   classesFrom?: string;
   /** SHA-256 of weights.bin, checked on load (absent in checkpoints written before it was). */
@@ -118,6 +131,19 @@ const REQUIRED: (keyof CheckpointMetadata)[] = [
   "normalization",
   "weights",
 ];
+
+/**
+ * Add facts learned after training (the calibration) to a checkpoint's metadata.json, replacing
+ * the file atomically; the weights are untouched.
+ */
+export async function updateCheckpointMetadata(
+  dir: string,
+  patch: Pick<CheckpointMetadata, "calibration">,
+): Promise<CheckpointMetadata> {
+  const meta = { ...readCheckpointMetadata(dir), ...patch };
+  await writeJsonAtomic(path.join(dir, "metadata.json"), meta);
+  return meta;
+}
 
 /** The input mask a checkpoint's model was trained with (the review's experiments), or "none". */
 export function checkpointInputMask(meta: Pick<CheckpointMetadata, "training">): InputMask {

@@ -81,4 +81,5 @@ export {
   loadCheckpoint,
   readCheckpointMetadata,
   saveCheckpoint,
+  updateCheckpointMetadata,
 } from "./checkpoint.ts";

@@ -20,3 +20,12 @@ export {
   singleFeatureTable,
   sweepForReview,
 } from "./review.ts";
+export {
+  calibrationForRun,
+  calledTargetGroups,
+  evaluateRunExternal,
+  externalDirFor,
+  externalForRun,
+  NO_EXTERNAL_SET,
+  outsideFindings,
+} from "./outside.ts";

@@ -16,18 +16,30 @@ import {
   checkpointInputMask,
   loadCheckpoint,
   resolveWeights,
+  updateCheckpointMetadata,
   weightsAvailability,
   type WeightsInfo,
 } from "../model/mod.ts";
 import { loadTrainingState, trainModel } from "../train/mod.ts";
-import { computeMetrics, evaluateModel, type Evaluation } from "../evaluate/mod.ts";
 import {
-  accuracySentence,
-  renderReport,
-  type RunSummary,
-  writeCurves,
-  writeEvaluation,
-} from "./report.ts";
+  calibrationSummary,
+  computeMetrics,
+  evaluateExternal,
+  evaluateModel,
+  type Evaluation,
+  type ExternalResult,
+  fitTemperature,
+  shortcutProbe,
+  type ShortcutRate,
+} from "../evaluate/mod.ts";
+import { renderReport, type RunSummary, writeCurves } from "./report.ts";
+import { accuracySentence, writeEvaluation } from "./results.ts";
+import { summarizeExternal, writeExternal } from "./external_report.ts";
+import {
+  type CalibrationRecord,
+  calibrationRecord,
+  writeCalibration,
+} from "./calibration_report.ts";
 import {
   createRunDir,
   ensureWritable,
@@ -59,6 +71,12 @@ export interface ExperimentOptions {
   markLatest?: boolean;
   /** Leave unreadable files out (recorded in data_report.json and listed) instead of stopping. */
   skipBad?: boolean;
+  /**
+   * An external set (an ImageFolder, with a MANIFEST.tsv when it has one) to evaluate the kept
+   * checkpoint on after the test set, into `external/` (scripts resolve `--external` and
+   * COVID_CXR_EXTERNAL with resolveExternalDir).
+   */
+  external?: string;
   /** No progress bars. */
   quiet?: boolean;
   /** Receives the narrative lines (epochs, saving, results). */
@@ -98,17 +116,29 @@ export async function runExperiment(opts: ExperimentOptions = {}): Promise<Exper
     const config = record.config;
     const data = await prepareRunData(runDir, record, opts, log);
     const trained = await trainRun(runDir, record, data, resume, opts, log);
-    const evaluation = await evaluateBest(trained.bestDir, data, config, opts);
-    const summary = summarize(runDir, record, data, trained, evaluation, backend, {
+    const evaluated = await evaluateBest(trained.bestDir, data, config, opts, log);
+    const evaluation = evaluated.test;
+    const summary = summarize(runDir, record, data, trained, evaluated, backend, {
       seconds: (performance.now() - started) / 1000 +
         (resume ? resume.history.reduce((s, h) => s + h.seconds, 0) : 0),
     });
-    await writeEvaluation(runDir, evaluation, data.dataset.classNames);
+    const { classNames } = data.dataset;
+    await writeEvaluation(runDir, evaluation, classNames);
     await writeCurves(runDir, trained.history);
+    await writeCalibration(runDir, evaluated.calibration);
+    if (evaluated.external) {
+      await writeExternal(path.join(runDir, "external"), evaluated.external, classNames, {
+        test: { metrics: evaluation.metrics, probe: evaluated.testProbe },
+      });
+    }
     await writeJsonAtomic(path.join(runDir, "summary.json"), summary);
     await writeFileAtomic(path.join(runDir, "report.md"), renderReport(summary));
     cleanTemporaries(runDir);
     if (opts.markLatest ?? true) updateLatest(path.dirname(runDir), runDir);
+    if (evaluated.external) {
+      const m = evaluated.external.passes[0].evaluation.metrics;
+      log(`External accuracy ${(100 * m.accuracy).toFixed(1)} % (${m.correct} of ${m.total}).`);
+    }
     log(
       `Test accuracy ${accuracySentence(evaluation.metrics)} Report: ${
         path.join(runDir, "report.md")
@@ -272,22 +302,80 @@ async function trainRun(
   }
 }
 
-/** The kept checkpoint on the test folder, with everything its metadata says applied. */
+/** What the kept checkpoint did on the test set (and the external set), and its calibration. */
+interface BestEvaluation {
+  test: Evaluation;
+  /** The test set's non-Covid classes called Covid. */
+  testProbe: ShortcutRate[];
+  calibration: CalibrationRecord;
+  external?: ExternalResult;
+}
+
+/**
+ * The kept checkpoint, with everything its metadata says applied: a temperature fitted on the
+ * validation split (stored in its metadata.json), then the test set and the external set.
+ */
 async function evaluateBest(
   bestDir: string,
   data: RunData,
   config: RunConfig,
   opts: ExperimentOptions,
-): Promise<Evaluation> {
+  log: (line: string) => void,
+): Promise<BestEvaluation> {
   const { model, meta } = await loadCheckpoint(bestDir);
+  const common = {
+    cache: data.cache,
+    numClasses: meta.classNames.length,
+    batchSize: config.batchSize,
+    mask: checkpointInputMask(meta),
+    quiet: opts.quiet,
+  };
+  const logitsOf = (e: Evaluation) => e.predictions.map((p) => p.logits);
+  const labelsOf = (e: Evaluation) => e.predictions.map((p) => p.item.label);
   try {
-    return await evaluateModel(model, data.splits.test, {
-      cache: data.cache,
-      numClasses: meta.classNames.length,
-      batchSize: config.batchSize,
-      mask: checkpointInputMask(meta),
-      quiet: opts.quiet,
+    const validation = await evaluateModel(model, data.splits.validation, common);
+    const fit = fitTemperature(logitsOf(validation), labelsOf(validation));
+    const calibrated = await updateCheckpointMetadata(bestDir, {
+      calibration: {
+        temperature: fit.temperature,
+        fittedOn: "validation",
+        n: fit.n,
+        nllBefore: fit.nllBefore,
+        nllAfter: fit.nllAfter,
+        ...(fit.notFitted ? { notFitted: fit.notFitted } : {}),
+      },
     });
+    const test = await evaluateModel(model, data.splits.test, {
+      ...common,
+      temperature: fit.temperature,
+    });
+    let external: ExternalResult | undefined;
+    if (opts.external) {
+      log(`Evaluating on the external set ${opts.external} (as stored, then gray)`);
+      external = await evaluateExternal(model, calibrated, opts.external, {
+        batchSize: config.batchSize,
+        maxPixels: config.maxPixels,
+        skipBad: opts.skipBad,
+        quiet: opts.quiet,
+      });
+    }
+    const measured = [
+      ["validation", validation],
+      ["test", test],
+      ...(external ? [["external", external.passes[0].evaluation] as const] : []),
+    ] as const;
+    return {
+      test,
+      testProbe: shortcutProbe(test.predictions, meta.classNames),
+      calibration: calibrationRecord(
+        fit,
+        measured.map(([name, e]) => ({
+          name,
+          summary: calibrationSummary(logitsOf(e), labelsOf(e), fit.temperature),
+        })),
+      ),
+      external,
+    };
   } finally {
     model.dispose();
   }
@@ -299,10 +387,11 @@ function summarize(
   record: RunRecord,
   data: RunData,
   trained: Awaited<ReturnType<typeof trainModel>>,
-  evaluation: Evaluation,
+  evaluated: BestEvaluation,
   backend: BackendInfo,
   time: { seconds: number },
 ): RunSummary {
+  const evaluation = evaluated.test;
   const { classNames } = data.dataset;
   const leaked = new Set(leakedTestItems(data.dataset).map((i) => i.path));
   const unseen = evaluation.predictions.filter((p) => !leaked.has(p.item.path));
@@ -332,6 +421,9 @@ function summarize(
         },
       }
       : {}),
+    testProbe: evaluated.testProbe,
+    ...(evaluated.external ? { external: summarizeExternal(evaluated.external) } : {}),
+    calibration: evaluated.calibration,
     skippedFiles: data.report.skipped,
     backend: { backend: backend.backend, versions: backend.versions },
     trainingEngine: trained.engine,

@@ -31,14 +31,26 @@ export {
   runStatus,
   updateLatest,
 } from "./runs.ts";
+export { renderReport, type RunSummary, writeCurves } from "./report.ts";
+export { accuracySentence, intervalTable, metricsTable, writeEvaluation } from "./results.ts";
 export {
-  accuracySentence,
-  intervalTable,
-  metricsTable,
-  renderReport,
-  type RunSummary,
-  writeEvaluation,
-} from "./report.ts";
+  breakdownTable,
+  externalSection,
+  type ExternalSummary,
+  probeReading,
+  rateText,
+  sideBySideTable,
+  summarizeExternal,
+  writeExternal,
+} from "./external_report.ts";
+export {
+  type CalibrationRecord,
+  calibrationRecord,
+  calibrationSection,
+  calibrationTable,
+  temperatureSentence,
+  writeCalibration,
+} from "./calibration_report.ts";
 export {
   loadSweep,
   runSweep,

@@ -4,21 +4,16 @@
  */
 import * as path from "node:path";
 import type { RunConfig } from "../config.ts";
-import { writeFileAtomic, writeJsonAtomic } from "../files.ts";
-import { csvText } from "../tables.ts";
 import { percent } from "../format.ts";
 import { type Table, table } from "../tables.ts";
 import type { WeightsInfo } from "../model/mod.ts";
 import type { EngineKind, Predictor } from "../engine/mod.ts";
 import type { EpochRecord } from "../train/mod.ts";
-import {
-  classificationReport,
-  clopperPearson,
-  type Evaluation,
-  type Metrics,
-  wilson,
-} from "../evaluate/mod.ts";
-import { plotConfusionMatrix, plotTrainingCurves } from "../figures/mod.ts";
+import { classificationReport, type Metrics, type ShortcutRate } from "../evaluate/mod.ts";
+import { plotTrainingCurves } from "../figures/mod.ts";
+import { accuracySentence } from "./results.ts";
+import { externalSection, type ExternalSummary, rateText } from "./external_report.ts";
+import { type CalibrationRecord, calibrationSection } from "./calibration_report.ts";
 
 /** Everything report.md is written from. */
 export interface RunSummary {
@@ -33,6 +28,12 @@ export interface RunSummary {
   test: Metrics;
   /** Test metrics without the test images that are byte-identical to training images. */
   unseenTest?: { metrics: Metrics; excluded: string[] };
+  /** On the test set: the share of each non-Covid class called Covid (the shortcut probe). */
+  testProbe?: ShortcutRate[];
+  /** The kept checkpoint on an external set (`--external`), when one was given. */
+  external?: ExternalSummary;
+  /** Temperature scaling fitted on validation, and calibration before/after on every set. */
+  calibration?: CalibrationRecord;
   skippedFiles: { path: string; reason: string }[];
   backend: { backend: string; versions: Record<string, string> };
   /** How the training steps ran: one TensorFlow graph per step, or TF.js op by op. */
@@ -44,30 +45,6 @@ export interface RunSummary {
 }
 
 const pct = (v: number, digits = 2) => percent(v, digits);
-
-/** Per-class precision, recall, F1 and support as a table. */
-export function metricsTable(m: Metrics, classNames: readonly string[]): Table {
-  const row = (name: string, c: Metrics["macro"]) => ({
-    class: name,
-    precision: c.precision,
-    recall: c.recall,
-    "F1": c.f1,
-    support: c.support,
-  });
-  return table([
-    ...classNames.map((n, k) => row(n, m.perClass[k])),
-    row("macro avg", m.macro),
-    row("weighted avg", m.weighted),
-  ]);
-}
-
-/** The accuracy sentence every report and notebook uses. */
-export function accuracySentence(m: Metrics): string {
-  const ci = m.accuracyInterval;
-  return `${pct(m.accuracy)} (${m.correct} of ${m.total} images; 95 % Clopper–Pearson interval ` +
-    `${pct(ci.lower, 1)} – ${pct(ci.upper, 1)}). One test image is ${(100 / m.total).toFixed(2)} ` +
-    "percentage points.";
-}
 
 /** How the run's steps and predictions ran, as a clause for the setup table. */
 function engineText(s: RunSummary): string {
@@ -100,6 +77,13 @@ export function renderReport(s: RunSummary): string {
     "",
     ...historySection(s),
     ...testSection(s),
+    ...(s.external
+      ? externalSection(s.external, s.classNames, {
+        test: s.testProbe ? { metrics: s.test, probe: s.testProbe } : undefined,
+        columns: ["source", "view"],
+      })
+      : []),
+    ...(s.calibration ? calibrationSection(s.calibration) : []),
     ...readingSection(s),
   ].join("\n");
 }
@@ -279,6 +263,14 @@ function testSection(s: RunSummary): string[] {
     "",
     `Rows are the true classes, columns the predicted ones. ${perClass.join("; ")}.`,
     "",
+    ...(s.testProbe?.length
+      ? [
+        `Called ${s.classNames[0]} though not ${s.classNames[0]}: ${
+          s.testProbe.map((r) => `${r.className} ${rateText(r)}`).join("; ")
+        } (95 % Clopper–Pearson intervals).`,
+        "",
+      ]
+      : []),
   ];
 }
 
@@ -304,61 +296,14 @@ function readingSection(s: RunSummary): string[] {
     "`config.json` (settings and environment), `history.json` / `history.csv` (per epoch), " +
     "`metrics.json`, `classification_report.txt`, `predictions.csv`, `confusion_matrix.svg|png`, " +
     "`training_curves.svg|png`, `data_report.json`, `best/` (the checkpoint evaluated, " +
-    "self-describing), `state/` (to resume).",
+    "self-describing, with its calibration), `state/` (to resume)" +
+    (s.calibration ? ", `calibration.json`, `reliability.svg|png`" : "") +
+    (s.external ? ", `external/` (the external evaluation, with its own report.md)" : "") + ".",
     "",
   ];
-}
-
-/** Write the evaluation files of a run: metrics, report text, predictions, confusion matrix. */
-export async function writeEvaluation(
-  dir: string,
-  evaluation: Evaluation,
-  classNames: readonly string[],
-  opts: { prefix?: string; title?: string } = {},
-): Promise<void> {
-  const p = opts.prefix ?? "";
-  await writeJsonAtomic(path.join(dir, `${p}metrics.json`), { classNames, ...evaluation.metrics });
-  await writeFileAtomic(
-    path.join(dir, `${p}classification_report.txt`),
-    classificationReport(evaluation.metrics, classNames),
-  );
-  const csv = csvText([
-    ["file", "true", "predicted", "correct", ...classNames.map((c) => `p(${c})`)],
-    ...evaluation.predictions.map((x) => [
-      x.item.relPath,
-      classNames[x.item.label],
-      classNames[x.predicted],
-      x.correct,
-      ...x.probabilities.map((v) => v.toFixed(6)),
-    ]),
-  ]);
-  await writeFileAtomic(path.join(dir, `${p}predictions.csv`), csv);
-  const m = evaluation.metrics;
-  await plotConfusionMatrix(m.confusion, classNames, {
-    title: opts.title ?? "Confusion matrix (test set)",
-    subtitle: `${m.correct} of ${m.total} correct, accuracy ${pct(m.accuracy)}`,
-  }).save(path.join(dir, `${p}confusion_matrix`));
 }
 
 /** Write the training curves of a run. */
 export async function writeCurves(dir: string, history: readonly EpochRecord[]): Promise<void> {
   await plotTrainingCurves(history).save(path.join(dir, "training_curves"));
-}
-
-/** The accuracy with both 95 % intervals, and what one or two images more or fewer would give. */
-export function intervalTable(m: Metrics): Table {
-  const rows = [-2, -1, 0, 1, 2]
-    .map((d) => m.correct + d)
-    .filter((k) => k >= 0 && k <= m.total)
-    .map((k) => {
-      const cp = clopperPearson(k, m.total);
-      const w = wilson(k, m.total);
-      return {
-        correct: `${k} of ${m.total}${k === m.correct ? " ← this run" : ""}`,
-        accuracy: pct(k / m.total),
-        "95 % Clopper–Pearson": `${pct(cp.lower, 1)} – ${pct(cp.upper, 1)}`,
-        "95 % Wilson": `${pct(w.lower, 1)} – ${pct(w.upper, 1)}`,
-      };
-    });
-  return table(rows);
 }

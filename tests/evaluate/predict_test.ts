@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
+import { parse } from "csv-parse/sync";
 import * as path from "node:path";
 import { initBackend, loadCheckpoint, predictImages, tf } from "../../lib/mod.ts";
 import { SYNTHETIC_CLASSES } from "../_synthetic.ts";
@@ -34,13 +35,20 @@ Deno.test("predict: probabilities for images and folders; unreadable inputs list
     result.failed.find((f) => f.file.endsWith("notes.png"))!.reason,
     /not a readable image/,
   );
-  // The same images through evaluation give the same probabilities (same preprocessing).
-  const csv = fs.readFileSync(path.join(RUN.runDir, "predictions.csv"), "utf8").split("\n");
-  const first = result.predictions[0];
-  const row = csv.find((l) => l.startsWith(JSON.stringify(path.relative(DATA, first.file))))!;
-  const fromEval = row.split(",").slice(-3).map(Number);
-  SYNTHETIC_CLASSES.forEach((c, k) =>
-    assert.ok(Math.abs(first.probabilities[c] - fromEval[k]) < 1e-5)
+  // The same images through evaluation give the same (calibrated) probabilities: same
+  // preprocessing, same temperature.
+  const rows: Record<string, string>[] = parse(
+    fs.readFileSync(path.join(RUN.runDir, "predictions.csv"), "utf8"),
+    { columns: true },
   );
+  const first = result.predictions[0];
+  const row = rows.find((r) => r.file === path.relative(DATA, first.file))!;
+  const column = (c: string) => meta.calibration?.notFitted ? `p(${c})` : `calibrated p(${c})`;
+  for (const c of SYNTHETIC_CLASSES) {
+    assert.ok(
+      Math.abs(first.probabilities[c] - Number(row[column(c)])) < 1e-5,
+      `${c}: ${first.probabilities[c]} vs ${row[column(c)]}`,
+    );
+  }
   model.dispose();
 });

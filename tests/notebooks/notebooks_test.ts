@@ -39,6 +39,17 @@ for (const file of listNotebooks()) {
       assert.deepEqual(run.errors, [], `${name}: error outputs`);
       assert.ok(run.outputTypes.some((t) => t.length > 0), `${name}: no cell produced output`);
       assert.deepEqual(run.figuresMissing, [], `${name}: figure cells without an image`);
+      if (READS_LATEST.includes(name)) {
+        // The external set's results beside the test set's when one is configured (CI sets
+        // COVID_CXR_EXTERNAL); else the reader is told how to configure one.
+        assert.match(
+          run.text,
+          Deno.env.get("COVID_CXR_EXTERNAL")
+            ? /external, as stored[\s\S]*Normal called Covid/
+            : /No external set is configured/,
+          `${name}: the external section`,
+        );
+      }
       console.log(`${name}: ${run.seconds.toFixed(1)} s`);
     },
   });

@@ -30,7 +30,10 @@ Deno.test("predict: deno task predict prints a table, writes CSV and JSON, exits
   }).output();
   const text = new TextDecoder().decode(out.stdout);
   assert.equal(out.code, 1);
-  assert.match(text, /predicted +Covid +Normal +Viral Pneumonia/);
+  assert.match(
+    text,
+    /predicted +(calibrated )?p\(Covid\) +(calibrated )?p\(Normal\) +(calibrated )?p\(Viral Pneumonia\)/,
+  );
   assert.match(text, /Not predicted \(1\):\n.*nothing-here\.png: no such file or folder/);
   assert.equal(fs.readFileSync(csv, "utf8").trim().split("\n").length, 1 + 5);
   assert.equal(JSON.parse(fs.readFileSync(json, "utf8")).failed.length, 1);

@@ -27,7 +27,7 @@ const SMALL = [
 async function reproduce(args: string[], env: Record<string, string> = {}) {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", projectPath("scripts", "reproduce.ts"), "--data", DATA, ...args],
-    env: { NO_COLOR: "1", ...env },
+    env: { NO_COLOR: "1", COVID_CXR_EXTERNAL: "", ...env },
     stdout: "piped",
     stderr: "piped",
   }).output();

@@ -1,0 +1,100 @@
+/**
+ * A model on an external set of X-rays, as `deno task reproduce --external` and `deno task
+ * evaluate` run it: the evaluation, the breakdowns by what the set's manifest says, the shortcut
+ * probe — and all of it once more with every image made 1-channel gray at one fixed size first, so
+ * that how a source stores its files (colour, alpha, bit depth, size) cannot tell the classes apart.
+ */
+import type { tf } from "../backend.ts";
+import type { ImageCache } from "../data/mod.ts";
+import type { CheckpointMetadata } from "../model/mod.ts";
+import type { Evaluation } from "./evaluate.ts";
+import {
+  breakdown,
+  type BreakdownRow,
+  findManifest,
+  type Manifest,
+  readManifest,
+  shortcutProbe,
+  type ShortcutRate,
+} from "./external.ts";
+import { evaluateFolder, type FolderEvaluation } from "./folder.ts";
+
+/** The columns results are broken down by, when the manifest has them. */
+export const BREAKDOWN_COLUMNS = ["source", "group", "view", "sex", "age band"];
+
+/** The fixed size of the gray, harmonised preprocessing (the NIH images' own size). */
+export const GRAY_SIZE = 1024;
+
+/** One preprocessing path through the external set. */
+export interface ExternalPass {
+  /** "as stored" or "gray 1024²". */
+  preprocessing: string;
+  evaluation: Evaluation;
+  breakdowns: BreakdownRow[];
+  probe: ShortcutRate[];
+  /** The images as this pass gave them to the model. */
+  cache: ImageCache;
+}
+
+export interface ExternalResult {
+  folder: string;
+  manifest?: Manifest;
+  /** Columns the breakdowns are by. */
+  columns: string[];
+  counts: FolderEvaluation["images"]["counts"];
+  skipped: FolderEvaluation["report"]["skipped"];
+  /** The model's own preprocessing, then the gray fixed-size one. */
+  passes: [ExternalPass, ExternalPass];
+}
+
+/**
+ * Evaluate `model` on the external folder `dir` (an ImageFolder, or a root with test/), with its
+ * manifest (`manifest`, else a MANIFEST.tsv/.csv beside the images) when there is one.
+ */
+export async function evaluateExternal(
+  model: tf.LayersModel,
+  meta: CheckpointMetadata,
+  dir: string,
+  opts: {
+    manifest?: string;
+    columns?: string[];
+    skipBad?: boolean;
+    batchSize?: number;
+    maxPixels?: number;
+    quiet?: boolean;
+  } = {},
+): Promise<ExternalResult> {
+  const passes: ExternalPass[] = [];
+  let manifest: Manifest | undefined;
+  let columns: string[] = [];
+  let first: FolderEvaluation | undefined;
+  for (const grayAt of [undefined, GRAY_SIZE]) {
+    const result = await evaluateFolder(model, meta, dir, { ...opts, grayAt });
+    first ??= result;
+    if (!manifest) {
+      const file = opts.manifest ?? findManifest(result.images.root);
+      manifest = file ? readManifest(file) : undefined;
+      columns = manifest
+        ? (opts.columns ?? BREAKDOWN_COLUMNS).filter((c) => manifest!.columns.includes(c))
+        : [];
+    }
+    const { predictions } = result.evaluation;
+    passes.push({
+      preprocessing: grayAt ? `gray ${grayAt}²` : "as stored",
+      evaluation: result.evaluation,
+      breakdowns: manifest
+        ? columns.flatMap((c) => breakdown(predictions, manifest!, c, meta.classNames))
+        : [],
+      probe: shortcutProbe(predictions, meta.classNames, { manifest }),
+      cache: result.cache,
+    });
+  }
+  return {
+    folder: first!.images.folder,
+    manifest,
+    columns,
+    counts: first!.images.counts,
+    skipped: first!.report.skipped,
+    passes: passes as [ExternalPass, ExternalPass],
+  };
+}
