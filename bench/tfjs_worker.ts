@@ -13,18 +13,25 @@ import {
   buildModel,
   createPredictor,
   createStepEngine,
+  graphStepEngine,
   ImageCache,
   initBackend,
   iterateBatches,
   KERAS_NORMALIZATION,
   loadDataset,
+  modelCost,
   numberFlag,
+  type OpTiming,
   parseFlags,
   prepareData,
+  profileByKind,
+  readStepStats,
   resolveDataDir,
   Rng,
   runConfig,
+  sessionSettings,
   tf,
+  topOps,
   trainModel,
 } from "../lib/mod.ts";
 
@@ -128,6 +135,49 @@ const model = buildMobileNetV3Large({
 });
 const x = tf.randomUniform([batch, size, size, 3], 0, 255, "float32", 1) as tf.Tensor4D;
 const labels = tf.tensor1d(Array.from({ length: batch }, (_, i) => i % 3), "int32");
+if (mode === "profile") {
+  await profileMeasurement();
+  Deno.exit(0);
+}
+
+/** Memory bandwidth as one thread copying 256 MB sees it (bytes read + written per second). */
+function copyBandwidth(): number {
+  const n = 64 * 2 ** 20;
+  const from = new Float32Array(n).fill(1), to = new Float32Array(n);
+  to.set(from);
+  const t0 = performance.now();
+  for (let i = 0; i < 5; i++) to.set(from);
+  return (5 * 2 * 4 * n) / ((performance.now() - t0) / 1000) / 1e9;
+}
+
+/**
+ * profile: the graph training step traced by TensorFlow (per-op step stats), after two warm-up
+ * steps; untraced steps timed alongside, since tracing adds overhead of its own.
+ */
+async function profileMeasurement() {
+  const engine = graphStepEngine(model, { learningRate: 0.001, momentum: 0.9, numClasses: 3 });
+  try {
+    for (let i = 0; i < 2; i++) await engine.step(x, labels, i);
+    const untraced: number[] = [];
+    const traced: OpTiming[][] = [];
+    for (let i = 0; i < steps; i++) {
+      const t0 = performance.now();
+      await engine.step(x, labels, 10 + i);
+      untraced.push(performance.now() - t0);
+      traced.push(readStepStats((await engine.traceStep(x, labels, 20 + i)).metadata));
+    }
+    emit({
+      msPerStep: untraced,
+      bandwidthGBs: copyBandwidth(),
+      kinds: profileByKind(traced),
+      top: topOps(traced, 20),
+      cost: modelCost(model),
+      settings: sessionSettings(),
+    });
+  } finally {
+    engine.dispose();
+  }
+}
 // What training uses: the whole step as one TensorFlow graph with the native backend
 // (lib/engine/graph_train.ts), else TF.js's eager step; COVID_CXR_TRAIN_ENGINE=eager compares.
 const engine = mode === "train"

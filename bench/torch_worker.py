@@ -1,10 +1,12 @@
 """One PyTorch measurement in a fresh process, printed as JSON (the reference side of `deno task bench`).
 
-    python bench/torch_worker.py --mode train|infer --size 446 --batch 4 --steps 3
+    python bench/torch_worker.py --mode train|infer --size 446 --batch 4 --steps 3 [--variant V]
     python bench/torch_worker.py --mode epoch --data DIR --size 446 --batch 4
 
 train / infer: torchvision's mobilenet_v3_large with the paper's head (last Linear -> 3 classes),
 SGD with momentum and cross-entropy, on random inputs; the first step is a warm-up, not timed.
+--variant: nchw (the paper's default layout), channels_last (PyTorch's faster CPU layout for
+convolutions), bf16 (channels_last with bfloat16 autocast; weights and the update stay float32).
 epoch: the paper's pipeline for one whole epoch: ImageFolder + transforms that decode and resize
 every image every epoch, SubsetRandomSampler (216 train / 35 validation), a training pass and a
 validation pass. Peak memory is ru_maxrss of this process.
@@ -26,6 +28,7 @@ parser.add_argument("--batch", type=int, default=1)
 parser.add_argument("--steps", type=int, default=3)
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--data", default=None)
+parser.add_argument("--variant", default="nchw", choices=["nchw", "channels_last", "bf16"])
 args = parser.parse_args()
 
 torch.set_num_threads(args.threads)
@@ -47,26 +50,33 @@ optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
 criterion = nn.CrossEntropyLoss()
 
 if args.mode in ("train", "infer"):
+    import contextlib
     x = torch.rand(args.batch, 3, args.size, args.size) * 2 - 1
     y = torch.arange(args.batch) % 3
+    if args.variant in ("channels_last", "bf16"):
+        model = model.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.variant == "bf16" \
+        else contextlib.nullcontext
     times = []
     for i in range(args.steps + 1):
         t0 = time.perf_counter()
         if args.mode == "train":
             model.train()
             optimizer.zero_grad()
-            loss = criterion(model(x), y)
+            with autocast():
+                loss = criterion(model(x), y)
             loss.backward()
             optimizer.step()
             loss.item()
         else:
             model.eval()
-            with torch.no_grad():
-                model(x).numpy()
+            with torch.no_grad(), autocast():
+                model(x).float().numpy()
         if i > 0:
             times.append((time.perf_counter() - t0) * 1000 / args.batch)
-    print(json.dumps({"framework": "pytorch", "mode": args.mode, "size": args.size, "batch": args.batch,
-                      "msPerImage": times, "peakRssMB": peak_rss_mb()}))
+    print(json.dumps({"framework": "pytorch", "variant": args.variant, "mode": args.mode, "size": args.size,
+                      "batch": args.batch, "msPerImage": times, "peakRssMB": peak_rss_mb()}))
 elif args.mode in ("epoch", "reproduce"):
     import numpy as np
     normalize = transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])

@@ -13,6 +13,7 @@ import { constantWeights, emitStep, GraphWriter } from "./graph_def.ts";
 import { planModel } from "./plan.ts";
 import type { Predictor } from "./predictor.ts";
 import { GraphSession, type HostTensor } from "./tf_c.ts";
+import { configProto, sessionSettings } from "./session_config.ts";
 
 /** The GraphDef of `model` in inference mode: input `x` [-1, H, W, C] (0..255), output `logits`. */
 export function inferenceGraph(model: tf.LayersModel): Uint8Array {
@@ -51,7 +52,7 @@ export function graphPredictor(model: tf.LayersModel): Predictor {
   const session = new GraphSession();
   try {
     session.import(bytes);
-    session.start();
+    session.start(configProto(sessionSettings()));
   } catch (error) {
     session.close();
     throw error;

@@ -19,7 +19,7 @@ import { argmaxRows } from "../maths.ts";
 import { type EmitContext, emitStep, GraphWriter } from "./graph_def.ts";
 import { hostTensor } from "./graph_predictor.ts";
 import { planModel } from "./plan.ts";
-import type { NamedTensor, StepEngine, StepEngineOptions } from "./step.ts";
+import type { NamedTensor, StepEngine, StepEngineOptions, StepResult } from "./step.ts";
 import {
   DT_FLOAT,
   DT_INT32,
@@ -28,6 +28,7 @@ import {
   type HostTensor,
   type Output,
 } from "./tf_c.ts";
+import { configProto, sessionSettings, tracingRunOptions } from "./session_config.ts";
 
 interface TrainingGraph {
   bytes: Uint8Array;
@@ -129,7 +130,10 @@ function optimizerGraph(trainable: number[], momentum: number): Uint8Array {
 let engines = 0;
 
 /** A graph-mode step engine for `model` (its weights copied in now). */
-export function graphStepEngine(model: tf.LayersModel, opts: StepEngineOptions): StepEngine {
+export function graphStepEngine(
+  model: tf.LayersModel,
+  opts: StepEngineOptions,
+): GraphStepEngine {
   const built = trainingGraph(model, opts.numClasses, `s${Deno.pid}_${++engines}`);
   const session = new GraphSession();
   try {
@@ -141,12 +145,22 @@ export function graphStepEngine(model: tf.LayersModel, opts: StepEngineOptions):
   }
 }
 
+/** The graph engine: a step engine that can also trace a step (engine/profile.ts). */
+export interface GraphStepEngine extends StepEngine {
+  /** One step with TensorFlow's tracing on; also returns the serialised RunMetadata. */
+  traceStep(
+    x: tf.Tensor4D,
+    labels: tf.Tensor1D,
+    globalStep: number,
+  ): Promise<StepResult & { metadata: Uint8Array }>;
+}
+
 function startEngine(
   model: tf.LayersModel,
   opts: StepEngineOptions,
   built: TrainingGraph,
   session: GraphSession,
-): StepEngine {
+): GraphStepEngine {
   session.import(built.bytes);
   const loss = session.output("loss");
   const grads = session.addGradients(
@@ -164,7 +178,7 @@ function startEngine(
     map.push([`opt/grad/${i}`, grads[k]]);
   });
   session.import(optimizerGraph(built.trainable, opts.momentum), map);
-  session.start();
+  session.start(configProto(sessionSettings()));
 
   const weights = model.weights;
   const zeros = (shape: number[]): HostTensor => ({
@@ -208,36 +222,52 @@ function startEngine(
   let learningRate = opts.learningRate;
   let closed = false;
 
+  /** One step; with `runOptions` traced, returning TensorFlow's RunMetadata too. */
+  const runStep = (
+    x: tf.Tensor4D,
+    labels: tf.Tensor1D,
+    globalStep: number,
+    runOptions?: Uint8Array,
+  ): { result: StepResult; metadata?: Uint8Array } => {
+    const batch = x.shape[0];
+    const onehot = new Float32Array(batch * opts.numClasses);
+    (labels.dataSync() as Int32Array).forEach((l, i) => onehot[i * opts.numClasses + l] = 1);
+    const feeds: [Output, HostTensor][] = [
+      [feedX, hostTensor(x)],
+      [feedLabels, { values: onehot, shape: [batch, opts.numClasses] }],
+      [feedLr, { values: Float32Array.of(learningRate), shape: [] }],
+      ...masks.map((m): [Output, HostTensor] => {
+        // The mask SeededDropout draws in the eager step, from the same seed.
+        const mask = tf.tidy(() =>
+          tf.dropout(tf.ones([batch, m.units]), m.rate, undefined, m.seed + globalStep)
+        );
+        const t = hostTensor(mask);
+        mask.dispose();
+        return [m.output, t];
+      }),
+    ];
+    let outputs: HostTensor[], metadata: Uint8Array | undefined;
+    if (runOptions) {
+      ({ outputs, metadata } = session.runTraced(feeds, fetches, targets, runOptions));
+    } else outputs = session.run(feeds, fetches, targets);
+    const [lossValue, logits] = outputs;
+    guard.stale();
+    iterations++;
+    return {
+      result: { loss: lossValue.values[0], predicted: argmaxRows(logits.values, logits.shape[1]) },
+      metadata,
+    };
+  };
+
   return {
     kind: "graph",
     setLearningRate: (lr) => {
       learningRate = lr;
     },
-    step: (x, labels, globalStep) => {
-      const batch = x.shape[0];
-      const onehot = new Float32Array(batch * opts.numClasses);
-      (labels.dataSync() as Int32Array).forEach((l, i) => onehot[i * opts.numClasses + l] = 1);
-      const feeds: [Output, HostTensor][] = [
-        [feedX, hostTensor(x)],
-        [feedLabels, { values: onehot, shape: [batch, opts.numClasses] }],
-        [feedLr, { values: Float32Array.of(learningRate), shape: [] }],
-        ...masks.map((m): [Output, HostTensor] => {
-          // The mask SeededDropout draws in the eager step, from the same seed.
-          const mask = tf.tidy(() =>
-            tf.dropout(tf.ones([batch, m.units]), m.rate, undefined, m.seed + globalStep)
-          );
-          const t = hostTensor(mask);
-          mask.dispose();
-          return [m.output, t];
-        }),
-      ];
-      const [lossValue, logits] = session.run(feeds, fetches, targets);
-      guard.stale();
-      iterations++;
-      return Promise.resolve({
-        loss: lossValue.values[0],
-        predicted: argmaxRows(logits.values, logits.shape[1]),
-      });
+    step: (x, labels, globalStep) => Promise.resolve(runStep(x, labels, globalStep).result),
+    traceStep: (x, labels, globalStep) => {
+      const { result, metadata } = runStep(x, labels, globalStep, tracingRunOptions());
+      return Promise.resolve({ ...result, metadata: metadata! });
     },
     optimizerState: async () => {
       const values = session.run([], built.trainable.map((i) => session.output(`accum_read/${i}`)));

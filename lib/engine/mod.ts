@@ -37,7 +37,26 @@ export type {
   StepResult,
 } from "./step.ts";
 export { type Flavour, type Op, type Plan, PlanError, planModel, type Step } from "./plan.ts";
-export { liveSessions } from "./tf_c.ts";
+export { graphEnginesUnavailable, liveSessions } from "./tf_c.ts";
+export { type GraphStepEngine, graphStepEngine } from "./graph_train.ts";
+export {
+  type ModelCost,
+  modelCost,
+  opKind,
+  opPhase,
+  type OpTiming,
+  profileByKind,
+  type ProfileRow,
+  readStepStats,
+  topOps,
+} from "./profile.ts";
+export {
+  configProto,
+  type Precision,
+  type SessionSettings,
+  sessionSettings,
+  tracingRunOptions,
+} from "./session_config.ts";
 export {
   checkKerasParity,
   checkTorchvisionParity,

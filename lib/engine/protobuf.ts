@@ -1,7 +1,8 @@
 /**
- * The few pieces of the protocol-buffer wire format needed to write a TensorFlow SavedModel
- * (lib/saved_model.ts): varints, length-delimited fields and 32-bit floats. Writing only, no
- * schema: each message is built from its fields in order, as bytes.
+ * The few pieces of the protocol-buffer wire format the graph engines need: writing GraphDefs and
+ * session configs (varints, length-delimited fields, 32-bit floats; each message built from its
+ * fields in order, as bytes), and reading the fields of a message back (the RunMetadata a traced
+ * step returns). No schema: callers know their field numbers.
  * Wire format: https://protobuf.dev/programming-guides/encoding/
  */
 
@@ -68,4 +69,42 @@ export function packedIntsField(field: number, values: number[]): Bytes {
 /** One entry of a `map<string, Message>` field. */
 export function mapEntry(field: number, name: string, value: Bytes[]): Bytes {
   return bytesField(field, [stringField(1, name), bytesField(2, value)]);
+}
+
+/** One field read from a message: varints as bigint, length-delimited fields as bytes. */
+export interface WireField {
+  field: number;
+  value: bigint | Uint8Array;
+}
+
+/** The fields of one encoded message, in order (fixed 32/64-bit fields as their raw bytes). */
+export function readFields(bytes: Uint8Array): WireField[] {
+  const fields: WireField[] = [];
+  let pos = 0;
+  const readVarint = (): bigint => {
+    let result = 0n, shift = 0n;
+    for (;;) {
+      if (pos >= bytes.length) throw new Error("protobuf: truncated varint");
+      const b = bytes[pos++];
+      result |= BigInt(b & 0x7f) << shift;
+      if (b < 0x80) return result;
+      shift += 7n;
+    }
+  };
+  while (pos < bytes.length) {
+    const key = Number(readVarint());
+    const field = key >>> 3, wireType = key & 7;
+    const take = (n: number) => {
+      if (pos + n > bytes.length) throw new Error("protobuf: truncated field");
+      const value = bytes.subarray(pos, pos + n);
+      pos += n;
+      return value;
+    };
+    if (wireType === 0) fields.push({ field, value: readVarint() });
+    else if (wireType === 2) fields.push({ field, value: take(Number(readVarint())) });
+    else if (wireType === 1) fields.push({ field, value: take(8) });
+    else if (wireType === 5) fields.push({ field, value: take(4) });
+    else throw new Error(`protobuf: unsupported wire type ${wireType}`);
+  }
+  return fields;
 }

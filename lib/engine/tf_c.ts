@@ -44,7 +44,9 @@ const SYMBOLS = {
     ],
     result: "void",
   },
+  TF_NewBuffer: { parameters: [], result: "pointer" },
   TF_NewSessionOptions: { parameters: [], result: "pointer" },
+  TF_SetConfig: { parameters: ["pointer", "buffer", "usize", "pointer"], result: "void" },
   TF_DeleteSessionOptions: { parameters: ["pointer"], result: "void" },
   TF_NewSession: { parameters: ["pointer", "pointer", "pointer"], result: "pointer" },
   TF_CloseSession: { parameters: ["pointer", "pointer"], result: "void" },
@@ -150,6 +152,15 @@ function readPointers(buf: Uint8Array, n: number): Deno.PointerValue[] {
   );
 }
 
+/** A copy of a TF_Buffer's bytes (struct TF_Buffer { const void* data; size_t length; … }). */
+function bufferBytes(buffer: Deno.PointerObject): Uint8Array {
+  const view = new Deno.UnsafePointerView(buffer);
+  const data = Deno.UnsafePointer.create(view.getBigUint64(0));
+  const length = Number(view.getBigUint64(8));
+  if (!data || length === 0) return new Uint8Array(0);
+  return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(data, length)).slice();
+}
+
 /** A host tensor to feed: float32 or int32 values and a shape. */
 export interface HostTensor {
   values: Float32Array | Int32Array;
@@ -242,9 +253,16 @@ export class TensorFlowC {
     }));
   }
 
-  newSession(graph: Deno.PointerValue): Deno.PointerValue {
+  /** A session on `graph`, configured by a serialised ConfigProto (session_config.ts) if given. */
+  newSession(graph: Deno.PointerValue, config?: Uint8Array): Deno.PointerValue {
     const options = this.lib.TF_NewSessionOptions();
     try {
+      if (config?.length) {
+        this.check(
+          "session config",
+          (s) => this.lib.TF_SetConfig(options, config, BigInt(config.length), s),
+        );
+      }
       return this.check("new session", (s) => this.lib.TF_NewSession(graph, options, s));
     } finally {
       this.lib.TF_DeleteSessionOptions(options);
@@ -303,14 +321,19 @@ export class TensorFlowC {
     feeds: [Output, HostTensor][],
     fetches: Output[],
     targets: Deno.PointerValue[] = [],
+    trace?: { runOptions: Uint8Array; metadata: (bytes: Uint8Array) => void },
   ): HostTensor[] {
     const inputTensors = feeds.map(([, t]) => this.tensor(t));
     const outputValues = new Uint8Array(8 * Math.max(fetches.length, 1));
+    const runOptions = trace
+      ? this.lib.TF_NewBufferFromString(trace.runOptions, BigInt(trace.runOptions.length))
+      : null;
+    const metadata = trace ? this.lib.TF_NewBuffer() : null;
     try {
       this.check("session run", (s) =>
         this.lib.TF_SessionRun(
           session,
-          null,
+          runOptions,
           outputsBuffer(feeds.map(([o]) => o)),
           pointersBuffer(inputTensors),
           feeds.length,
@@ -319,11 +342,14 @@ export class TensorFlowC {
           fetches.length,
           pointersBuffer(targets),
           targets.length,
-          null,
+          metadata,
           s,
         ));
+      if (trace && metadata) trace.metadata(bufferBytes(metadata));
     } finally {
       inputTensors.forEach((t) => this.lib.TF_DeleteTensor(t));
+      if (runOptions) this.lib.TF_DeleteBuffer(runOptions);
+      if (metadata) this.lib.TF_DeleteBuffer(metadata);
     }
     return readPointers(outputValues, fetches.length).map((t) => this.takeFloats(t));
   }
@@ -376,10 +402,10 @@ export class GraphSession {
     return this.c.addGradients(this.#live(), prefix, ys, xs);
   }
 
-  /** Start the session (after the last import). */
-  start(): void {
+  /** Start the session (after the last import), configured by a ConfigProto when given. */
+  start(config?: Uint8Array): void {
     if (this.#session) throw new Error("GraphSession: already started");
-    this.#session = this.c.newSession(this.#live());
+    this.#session = this.c.newSession(this.#live(), config);
   }
 
   /** Feed, fetch (copied out as floats) and run targets; see TensorFlowC.run. */
@@ -390,6 +416,25 @@ export class GraphSession {
   ): HostTensor[] {
     if (this.#closed || !this.#session) throw new Error("GraphSession: not running");
     return this.c.run(this.#session, feeds, fetches, targets);
+  }
+
+  /**
+   * As {@link run}, with TensorFlow's tracing on: also returns the serialised RunMetadata (per-op
+   * step stats; profile.ts reads them). `runOptions` is a serialised RunOptions.
+   */
+  runTraced(
+    feeds: [Output, HostTensor][],
+    fetches: Output[],
+    targets: Deno.PointerValue[],
+    runOptions: Uint8Array,
+  ): { outputs: HostTensor[]; metadata: Uint8Array } {
+    if (this.#closed || !this.#session) throw new Error("GraphSession: not running");
+    let metadata: Uint8Array = new Uint8Array(0);
+    const outputs = this.c.run(this.#session, feeds, fetches, targets, {
+      runOptions,
+      metadata: (bytes) => metadata = bytes,
+    });
+    return { outputs, metadata };
   }
 
   close(): void {

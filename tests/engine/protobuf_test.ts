@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
 import {
+  bytesField,
+  concat,
   floatField,
   intField,
   packedIntsField,
+  readFields,
   stringField,
   varint,
 } from "../../lib/engine/protobuf.ts";
@@ -29,4 +32,23 @@ Deno.test("protobuf: the GraphDef writer's encoding matches the wire format's ex
   // int64 −1 (an unknown dimension) is ten bytes of two's complement.
   assert.deepEqual([...varint(-1)], [...Array(9).fill(0xff), 0x01]);
   assert.deepEqual([...floatField(4, 1)], [0x25, 0x00, 0x00, 0x80, 0x3f]);
+});
+
+Deno.test("protobuf: the reader gives back what the writer wrote, nested messages included", () => {
+  const bytes = concat([
+    intField(1, 150),
+    stringField(2, "testing"),
+    bytesField(3, [intField(1, -1), floatField(2, 1.5)]),
+  ]);
+  const fields = readFields(bytes);
+  assert.deepEqual(fields.map((f) => f.field), [1, 2, 3]);
+  assert.equal(fields[0].value, 150n);
+  assert.equal(new TextDecoder().decode(fields[1].value as Uint8Array), "testing");
+  const inner = readFields(fields[2].value as Uint8Array);
+  assert.equal(BigInt.asIntN(64, inner[0].value as bigint), -1n);
+  assert.equal(
+    new DataView((inner[1].value as Uint8Array).slice().buffer).getFloat32(0, true),
+    1.5,
+  );
+  assert.throws(() => readFields(bytes.subarray(0, bytes.length - 1)), /truncated/);
 });

@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { projectPath } from "../../lib/mod.ts";
+import { graphEnginesUnavailable, initBackend, projectPath } from "../../lib/mod.ts";
+
+await initBackend();
+const graphEngines = () => graphEnginesUnavailable() === undefined;
 
 Deno.test("bench: the harness measures in fresh processes and writes results.json and results.md", async () => {
   const outputs = await Deno.makeTempDir({ prefix: "bench-test-" });
@@ -13,6 +16,7 @@ Deno.test("bench: the harness measures in fresh processes and writes results.jso
         projectPath("scripts", "bench.ts"),
         "--tfjs-only",
         "--no-pipeline",
+        "--no-profile",
         "--sizes",
         "64",
         "--batches",
@@ -41,4 +45,56 @@ Deno.test("bench: the harness measures in fresh processes and writes results.jso
   } finally {
     await Deno.remove(outputs, { recursive: true });
   }
+});
+
+Deno.test({
+  name:
+    "bench: TF.js options are timed as their own columns and the training step is profiled with a roofline",
+  ignore: !graphEngines(),
+  fn: async () => {
+    const outputs = await Deno.makeTempDir({ prefix: "bench-test-" });
+    try {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          projectPath("scripts", "bench.ts"),
+          "--tfjs-only",
+          "--no-pipeline",
+          "--tfjs-options",
+          "threads-2-1",
+          "--modes",
+          "train",
+          "--sizes",
+          "64",
+          "--batches",
+          "2",
+          "--reps",
+          "1",
+          "--steps",
+          "1",
+          "--profile-size",
+          "64",
+          "--profile-batch",
+          "2",
+        ],
+        env: { COVID_CXR_OUTPUTS: outputs },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      const latest = path.join(outputs, "bench", "latest");
+      const results = JSON.parse(fs.readFileSync(path.join(latest, "results.json"), "utf8"));
+      assert.deepEqual(results.configurations, ["tfjs", "tfjs+threads-2-1"]);
+      const md = fs.readFileSync(path.join(latest, "results.md"), "utf8");
+      assert.match(md, /\| figure \| TF\.js \| TF\.js threads-2-1 \|/);
+      const profile = fs.readFileSync(path.join(latest, "profile.md"), "utf8");
+      assert.match(profile, /# Where a training step's time goes \(64 px, batch 2\)/);
+      assert.match(profile, /\| pointwise \/ full convolution \| [\d.]+ \|/);
+      assert.match(profile, /## Roofline/);
+      assert.match(profile, /Floors per image: compute \d+ ms at peak, memory \d+ ms/);
+    } finally {
+      await Deno.remove(outputs, { recursive: true });
+    }
+  },
 });
