@@ -32,6 +32,7 @@ import {
   sessionSettings,
   tf,
   topOps,
+  TORCHVISION_IMAGENET_NORMALIZATION,
   trainModel,
 } from "../lib/mod.ts";
 
@@ -41,7 +42,9 @@ const { values: v } = parseFlags(Deno.args, {
   batch: { type: "string" },
   steps: { type: "string" },
   data: { type: "string" },
+  convention: { type: "string" },
 });
+const convention = v.convention ?? "torchvision";
 const mode = v.mode ?? "train";
 const size = numberFlag("size", v.size, { integer: true, min: 32 }) ?? 224;
 const batch = numberFlag("batch", v.batch, { integer: true, min: 1 }) ?? 1;
@@ -126,10 +129,14 @@ async function pipelineMeasurement() {
   }
 }
 
+// The model `deno task reproduce --weights none` trains (torchvision's conventions), or with
+// `--convention keras` Keras's (the conventions of --weights keras).
 const model = buildMobileNetV3Large({
   imageSize: size,
   numClasses: 3,
-  normalization: KERAS_NORMALIZATION,
+  ...(convention === "keras"
+    ? { normalization: KERAS_NORMALIZATION, convention: "keras" }
+    : { normalization: TORCHVISION_IMAGENET_NORMALIZATION, convention: "torchvision" }),
   seed: 1,
   batchNormMomentum: 0.99,
 });
