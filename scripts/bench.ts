@@ -21,6 +21,7 @@ import {
   table,
   updateLatest,
   UsageError,
+  UserError,
   writeFileAtomic,
   writeJsonAtomic,
 } from "../lib/mod.ts";
@@ -186,6 +187,18 @@ async function main() {
   const steps = numberFlag("steps", v.steps, { integer: true, min: 1 }) ?? 3;
   const threads = numberFlag("threads", v.threads, { integer: true, min: 1 }) ?? 2;
   const skip = new Set((v.skip ?? "").split(",").filter(Boolean));
+  // The pipeline figures need the data set: find it now, not after half an hour of measuring.
+  let data: string | undefined;
+  if (!v["no-pipeline"]) {
+    try {
+      data = resolveDataDir(v.data);
+    } catch (error) {
+      if (!(error instanceof UserError)) throw error;
+      throw new UserError(
+        `${error.message}\n(The bench's pipeline figures read the data set; --no-pipeline skips them.)`,
+      );
+    }
+  }
   const python = peers.length ? await ensureTorch() : undefined;
   const env = threadEnv(threads);
   const tfjs = (args: string[], extra: Record<string, string> = {}) =>
@@ -221,6 +234,34 @@ async function main() {
 
   const results: Measurement[] = [];
   const started = new Date();
+  // Written after each figure, so a failure later (or Ctrl-C) keeps what was measured.
+  const dir = path.join(
+    outputsRoot(),
+    "bench",
+    started.toISOString().slice(0, 19).replace(/[-:]/g, "").replace("T", "-"),
+  );
+  let profile: string | undefined;
+  const save = async () => {
+    const t = resultsTable(results, runners.map(([name]) => name));
+    await writeJsonAtomic(path.join(dir, "results.json"), {
+      started,
+      threads,
+      reps,
+      steps,
+      configurations: runners.map(([name]) => name),
+      results,
+    });
+    await writeFileAtomic(
+      path.join(dir, "results.md"),
+      `# Benchmark ${started.toISOString()}\n\n${threads} threads, ${reps} repetitions × ${steps} timed steps; ` +
+        "fresh process per measurement, configurations interleaved. Cells: min / median / max ms " +
+        "per image (or seconds); the ratio is TF.js's median over the fastest PyTorch " +
+        "configuration's median.\n\n" + t.toMarkdown() + "\n" +
+        (profile ? "\nProfile of the training step: profile.md\n" : ""),
+    );
+    updateLatest(path.dirname(dir), dir);
+    return t;
+  };
   for (const mode of modes) {
     for (const size of sizes) {
       for (const batch of batches) {
@@ -261,12 +302,12 @@ async function main() {
           }
         }
         results.push(...Object.values(merged));
+        await save();
       }
     }
   }
 
-  if (!v["no-pipeline"]) {
-    const data = v.data ?? resolveDataDir();
+  if (data) {
     const size = 446, batch = 4;
     const pipeline = async (framework: string, runner: typeof tfjs, mode: string) => {
       const args = ["--mode", mode, "--size", String(size), "--batch", String(batch)];
@@ -288,14 +329,7 @@ async function main() {
     }
   }
 
-  const t = resultsTable(results, runners.map(([name]) => name));
-  console.log(`\n${t.toString()}\n`);
-  const dir = path.join(
-    outputsRoot(),
-    "bench",
-    started.toISOString().slice(0, 19).replace(/[-:]/g, "").replace("T", "-"),
-  );
-  let profile: string | undefined;
+  await save();
   if (!v["no-profile"]) {
     const size = numberFlag("profile-size", v["profile-size"], { integer: true, min: 32 }) ?? 446;
     const batch = numberFlag("profile-batch", v["profile-batch"], { integer: true, min: 1 }) ?? 4;
@@ -314,23 +348,8 @@ async function main() {
     await writeFileAtomic(path.join(dir, "profile.md"), profile);
     if ("error" in m) console.error(profile);
   }
-  await writeJsonAtomic(path.join(dir, "results.json"), {
-    started,
-    threads,
-    reps,
-    steps,
-    configurations: runners.map(([name]) => name),
-    results,
-  });
-  await writeFileAtomic(
-    path.join(dir, "results.md"),
-    `# Benchmark ${started.toISOString()}\n\n${threads} threads, ${reps} repetitions × ${steps} timed steps; ` +
-      "fresh process per measurement, configurations interleaved. Cells: min / median / max ms " +
-      "per image (or seconds); the ratio is TF.js's median over the fastest PyTorch " +
-      "configuration's median.\n\n" + t.toMarkdown() + "\n" +
-      (profile ? "\nProfile of the training step: profile.md\n" : ""),
-  );
-  updateLatest(path.dirname(dir), dir);
+  const t = await save();
+  console.log(`\n${t.toString()}\n`);
   console.log(`Written to ${dir}`);
 }
 

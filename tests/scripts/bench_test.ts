@@ -98,3 +98,40 @@ Deno.test({
     }
   },
 });
+
+Deno.test("bench: without a data set the pipeline figures stop it before anything is measured, naming --no-pipeline", async () => {
+  const outputs = await Deno.makeTempDir({ prefix: "bench-test-" });
+  const empty = await Deno.makeTempDir({ prefix: "bench-nodata-" });
+  try {
+    const started = performance.now();
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        projectPath("scripts", "bench.ts"),
+        "--tfjs-only",
+        "--no-profile",
+        "--sizes",
+        "64",
+        "--batches",
+        "2",
+        "--data",
+        path.join(empty, "missing"),
+      ],
+      // --data wins over COVID_CXR_DATA, so the shared data set (when set) is not used.
+      env: { COVID_CXR_OUTPUTS: outputs },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.notEqual(out.code, 0);
+    assert.match(stderr, /missing/);
+    assert.match(stderr, /--no-pipeline skips them/);
+    assert.doesNotMatch(stderr, /tfjs train 64px/, "nothing should be measured first");
+    assert.doesNotMatch(stderr, /^\s+at /m, "no stack trace");
+    assert.ok(performance.now() - started < 60_000);
+  } finally {
+    await Deno.remove(outputs, { recursive: true });
+    await Deno.remove(empty, { recursive: true });
+  }
+});
