@@ -15,6 +15,7 @@ import {
   numberFlag,
   outputsRoot,
   parseFlags,
+  type ProfileRow,
   projectPath,
   resolveDataDir,
   runMain,
@@ -417,14 +418,7 @@ interface ProfileMeasurement {
   batch: number;
   size: number;
   msPerStep: number[];
-  kinds: {
-    kind: string;
-    ms: number;
-    share: number;
-    ops: number;
-    forwardMs: number;
-    backwardMs: number;
-  }[];
+  kinds: ProfileRow[];
   top: { op: string; ms: number; calls: number }[];
   cost: { macs: { pointwise: number; depthwise: number; dense: number }; activations: number };
   bandwidthGBs: number;

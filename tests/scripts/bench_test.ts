@@ -6,32 +6,37 @@ import { graphEnginesUnavailable, initBackend, projectPath } from "../../lib/mod
 await initBackend();
 const graphEngines = () => graphEnginesUnavailable() === undefined;
 
+/** `scripts/bench.ts ARGS` in a fresh process with outputs in `outputs`: exit code and output. */
+async function bench(args: string[], outputs: string) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", projectPath("scripts", "bench.ts"), ...args],
+    // A --data flag wins over COVID_CXR_DATA, so a test that passes one does not use the shared set.
+    env: { COVID_CXR_OUTPUTS: outputs },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+}
+
 Deno.test("bench: the harness measures in fresh processes and writes results.json and results.md", async () => {
   const outputs = await Deno.makeTempDir({ prefix: "bench-test-" });
   try {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        projectPath("scripts", "bench.ts"),
-        "--tfjs-only",
-        "--no-pipeline",
-        "--no-profile",
-        "--sizes",
-        "64",
-        "--batches",
-        "2",
-        "--reps",
-        "1",
-        "--steps",
-        "1",
-      ],
-      env: { COVID_CXR_OUTPUTS: outputs },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(out.stdout);
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const out = await bench([
+      "--tfjs-only",
+      "--no-pipeline",
+      "--no-profile",
+      "--sizes",
+      "64",
+      "--batches",
+      "2",
+      "--reps",
+      "1",
+      "--steps",
+      "1",
+    ], outputs);
+    const text = out.stdout;
+    assert.equal(out.code, 0, out.stderr);
     assert.match(text, /train ms\/image, 64 px, batch 2/);
     assert.match(text, /infer ms\/image, 64 px, batch 2/);
     const latest = path.join(outputs, "bench", "latest");
@@ -54,35 +59,27 @@ Deno.test({
   fn: async () => {
     const outputs = await Deno.makeTempDir({ prefix: "bench-test-" });
     try {
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          projectPath("scripts", "bench.ts"),
-          "--tfjs-only",
-          "--no-pipeline",
-          "--tfjs-options",
-          "threads-2-1",
-          "--modes",
-          "train",
-          "--sizes",
-          "64",
-          "--batches",
-          "2",
-          "--reps",
-          "1",
-          "--steps",
-          "1",
-          "--profile-size",
-          "64",
-          "--profile-batch",
-          "2",
-        ],
-        env: { COVID_CXR_OUTPUTS: outputs },
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      const out = await bench([
+        "--tfjs-only",
+        "--no-pipeline",
+        "--tfjs-options",
+        "threads-2-1",
+        "--modes",
+        "train",
+        "--sizes",
+        "64",
+        "--batches",
+        "2",
+        "--reps",
+        "1",
+        "--steps",
+        "1",
+        "--profile-size",
+        "64",
+        "--profile-batch",
+        "2",
+      ], outputs);
+      assert.equal(out.code, 0, out.stderr);
       const latest = path.join(outputs, "bench", "latest");
       const results = JSON.parse(fs.readFileSync(path.join(latest, "results.json"), "utf8"));
       assert.deepEqual(results.configurations, ["tfjs", "tfjs+threads-2-1"]);
@@ -104,26 +101,17 @@ Deno.test("bench: without a data set the pipeline figures stop it before anythin
   const empty = await Deno.makeTempDir({ prefix: "bench-nodata-" });
   try {
     const started = performance.now();
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        projectPath("scripts", "bench.ts"),
-        "--tfjs-only",
-        "--no-profile",
-        "--sizes",
-        "64",
-        "--batches",
-        "2",
-        "--data",
-        path.join(empty, "missing"),
-      ],
-      // --data wins over COVID_CXR_DATA, so the shared data set (when set) is not used.
-      env: { COVID_CXR_OUTPUTS: outputs },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(out.stderr);
+    const out = await bench([
+      "--tfjs-only",
+      "--no-profile",
+      "--sizes",
+      "64",
+      "--batches",
+      "2",
+      "--data",
+      path.join(empty, "missing"),
+    ], outputs);
+    const stderr = out.stderr;
     assert.notEqual(out.code, 0);
     assert.match(stderr, /missing/);
     assert.match(stderr, /--no-pipeline skips them/);
