@@ -124,7 +124,8 @@ export function plotTrainingCurves(
           dy: 4,
           fill: "#777",
         }),
-        Plot.line(data, { x: "epoch", y: "value", stroke: "split" }),
+        // z named: with one epoch each series is a single point, and Plot would warn about it.
+        Plot.line(data, { x: "epoch", y: "value", stroke: "split", z: "split" }),
         Plot.dot(data, { x: "epoch", y: "value", fill: "split", r: 2.5 }),
         ...(metric === "loss"
           ? [Plot.dot([best], { x: "epoch", y: "validLoss", r: 7, stroke: "black", fill: "none" })]

@@ -39,6 +39,19 @@ Deno.test("charts: the training curves mark the learning-rate drop and the kept 
   assertSnapshot("training_curves.svg", svg);
 });
 
+Deno.test("charts: the training curves of a one-epoch run draw without a console warning", () => {
+  const warnings: unknown[][] = [];
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => warnings.push(args);
+  try {
+    const svg = plotTrainingCurves(history.slice(0, 1)).svg!;
+    assert.match(svg, /valid/);
+  } finally {
+    console.warn = warn;
+  }
+  assert.deepEqual(warnings, []);
+});
+
 Deno.test("charts: the seed spread plots each seed's accuracy with its interval and the mean", () => {
   const runs = [1, 2, 3].map((seed) => ({
     config: { seed },
