@@ -5,6 +5,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import {
+  describeSessionSettings,
   initBackend,
   INPUT_MASKS,
   type InputMask,
@@ -17,6 +18,7 @@ import {
   runExperiment,
   runMain,
   runSweep,
+  sessionSettings,
   UsageError,
 } from "../lib/mod.ts";
 
@@ -142,6 +144,9 @@ async function main() {
     })` +
       (quickMode() ? " · QUICK MODE (not comparable to the paper)" : ""),
   );
+  // Read now, so a bad COVID_CXR_PRECISION/THREADS stops the run before any work.
+  const session = describeSessionSettings(sessionSettings());
+  if (session.length) console.log(`TensorFlow sessions: ${session.join("; ")}`);
   if (!v.resume) {
     console.log(
       `Settings: ${config.imageSize} px, ${config.epochs} epochs, batch ${config.batchSize}, lr ${config.learningRate}, ` +

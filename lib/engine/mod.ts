@@ -52,6 +52,7 @@ export {
 } from "./profile.ts";
 export {
   configProto,
+  describeSessionSettings,
   type Precision,
   type SessionSettings,
   sessionSettings,

@@ -41,6 +41,24 @@ export function sessionSettings(overrides: Partial<SessionSettings> = {}): Sessi
   };
 }
 
+/**
+ * The settings that differ from the defaults, in words (empty for float32, no XLA, TensorFlow's
+ * thread pools). bfloat16 changes results, so runs say so.
+ */
+export function describeSessionSettings(s: SessionSettings): string[] {
+  return [
+    s.precision === "bf16"
+      ? "bfloat16 mixed precision (COVID_CXR_PRECISION=bf16; results differ from float32)"
+      : "",
+    s.jit ? "XLA JIT (COVID_CXR_XLA=1)" : "",
+    s.intraOpThreads || s.interOpThreads
+      ? `TensorFlow thread pools ${s.intraOpThreads || "default"} intra-op, ${
+        s.interOpThreads || "default"
+      } inter-op (COVID_CXR_THREADS)`
+      : "",
+  ].filter(Boolean);
+}
+
 // ConfigProto
 const INTRA_OP_PARALLELISM_THREADS = 2;
 const INTER_OP_PARALLELISM_THREADS = 5;

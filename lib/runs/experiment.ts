@@ -21,6 +21,7 @@ import {
   type WeightsInfo,
 } from "../model/mod.ts";
 import { loadTrainingState, trainModel } from "../train/mod.ts";
+import { sessionSettings } from "../engine/mod.ts";
 import {
   calibrationSummary,
   computeMetrics,
@@ -428,6 +429,7 @@ function summarize(
     backend: { backend: backend.backend, versions: backend.versions },
     trainingEngine: trained.engine,
     inferenceEngine: evaluation.engine,
+    sessionSettings: sessionSettings(),
     codeVersion: record.codeVersion,
     totalSeconds: time.seconds,
   };

@@ -7,7 +7,12 @@ import type { RunConfig } from "../config.ts";
 import { percent } from "../format.ts";
 import { type Table, table } from "../tables.ts";
 import type { WeightsInfo } from "../model/mod.ts";
-import type { EngineKind, Predictor } from "../engine/mod.ts";
+import {
+  describeSessionSettings,
+  type EngineKind,
+  type Predictor,
+  type SessionSettings,
+} from "../engine/mod.ts";
 import type { EpochRecord } from "../train/mod.ts";
 import { classificationReport, type Metrics, type ShortcutRate } from "../evaluate/mod.ts";
 import { plotTrainingCurves } from "../figures/mod.ts";
@@ -40,6 +45,8 @@ export interface RunSummary {
   trainingEngine?: EngineKind;
   /** How validation and test predictions ran: one TensorFlow graph, or TF.js op by op. */
   inferenceEngine?: Predictor["engine"];
+  /** How TensorFlow ran the graph engines' sessions (precision, XLA, thread pools). */
+  sessionSettings?: SessionSettings;
   codeVersion: string;
   totalSeconds: number;
 }
@@ -61,6 +68,7 @@ function engineText(s: RunSummary): string {
       "predictions run as one TensorFlow graph",
       "predictions run op by op (eager)",
     ),
+    ...(s.sessionSettings ? describeSessionSettings(s.sessionSettings) : []),
   ].filter(Boolean).map((t) => `; ${t}`).join("");
 }
 

@@ -79,3 +79,17 @@ Deno.test("report: the eager engines and the unseen-test accuracy are reported w
     /On the 4 test images that are not copies of training images \(1 are byte-identical/,
   );
 });
+
+Deno.test("report: a run under bfloat16, XLA or set thread pools says so beside the engines", () => {
+  const defaults = renderReport(summary({
+    sessionSettings: { precision: "fp32", jit: false, intraOpThreads: 0, interOpThreads: 0 },
+  }));
+  assert.doesNotMatch(defaults, /bfloat16|XLA|thread pools/);
+  const text = renderReport(summary({
+    sessionSettings: { precision: "bf16", jit: true, intraOpThreads: 2, interOpThreads: 0 },
+  }));
+  assert.match(
+    text,
+    /predictions run as one TensorFlow graph; bfloat16 mixed precision \(COVID_CXR_PRECISION=bf16; results differ from float32\); XLA JIT \(COVID_CXR_XLA=1\); TensorFlow thread pools 2 intra-op, default inter-op/,
+  );
+});
