@@ -101,3 +101,31 @@ export async function runScript(
   const stdout = new TextDecoder().decode(out.stdout);
   return { code: out.code, stdout, text: stdout + new TextDecoder().decode(out.stderr) };
 }
+
+/**
+ * Start `scripts/reproduce.ts ARGS` in the background and wait (up to 2 minutes) until a run folder
+ * in `out` holds its first epoch's resume state. The caller stops the child (the tests kill it).
+ * `runDir` is that folder's path, or "" when none appeared in time.
+ */
+export async function startRunUntilFirstEpoch(
+  args: string[],
+  out: string,
+  output: "piped" | "null" = "piped",
+): Promise<{ child: Deno.ChildProcess; runDir: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", projectPath("scripts", "reproduce.ts"), ...args, "--out", out],
+    env: { NO_COLOR: "1", COVID_CXR_EXTERNAL: "" },
+    stdout: output,
+    stderr: output,
+  }).spawn();
+  const saved = (f: string) =>
+    !fs.lstatSync(path.join(out, f)).isSymbolicLink() &&
+    fs.existsSync(path.join(out, f, "state", "state.json"));
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    const dir = fs.existsSync(out) ? fs.readdirSync(out).find(saved) : undefined;
+    if (dir) return { child, runDir: path.join(out, dir) };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { child, runDir: "" };
+}

@@ -6,8 +6,15 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parse } from "csv-parse/sync";
-import { type EpochRecord, projectPath, runExperiment, systemErrorMessage } from "../../lib/mod.ts";
-import { freshDir, runScript, syntheticData, TINY, tinyRun } from "../_fixtures.ts";
+import { type EpochRecord, runExperiment, systemErrorMessage } from "../../lib/mod.ts";
+import {
+  freshDir,
+  runScript,
+  startRunUntilFirstEpoch,
+  syntheticData,
+  TINY,
+  tinyRun,
+} from "../_fixtures.ts";
 
 const SMALL = [
   "--image-size",
@@ -190,29 +197,11 @@ Deno.test("reliability: a run that fails before its first epoch leaves no folder
   assert.match(failed.text, /Empty class folder\(s\) in .*: train\/Normal/);
   assert.deepEqual(runDirs(out), [], "no orphan run folder");
   // Ctrl-C once an epoch is saved: the message names the folder to resume.
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      projectPath("scripts", "reproduce.ts"),
-      "--data",
-      data,
-      ...SMALL,
-      "--epochs",
-      "4",
-      "--out",
-      out,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const deadline = Date.now() + 120_000;
-  let dir = "";
-  while (Date.now() < deadline) {
-    dir = runDirs(out)[0] ?? "";
-    if (dir && fs.existsSync(path.join(out, dir, "state", "state.json"))) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const { child, runDir } = await startRunUntilFirstEpoch(
+    ["--data", data, ...SMALL, "--epochs", "4"],
+    out,
+  );
+  const dir = path.basename(runDir);
   child.kill("SIGINT");
   const result = await child.output();
   const text = new TextDecoder().decode(result.stderr);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { type EpochRecord, initBackend, projectPath } from "../../lib/mod.ts";
-import { syntheticData, workDir } from "../_fixtures.ts";
+import { startRunUntilFirstEpoch, syntheticData, workDir } from "../_fixtures.ts";
 
 await initBackend();
 
@@ -133,28 +133,12 @@ Deno.test("resume: a run killed after an epoch and resumed with --resume ends wi
 
   // Start the same run and kill it (SIGKILL: no chance to clean up) once epoch 1 is saved.
   const out = path.join(WORK, "out-killed");
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      projectPath("scripts", "reproduce.ts"),
-      "--data",
-      DATA,
-      ...SMALL,
-      "--out",
-      out,
-    ],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const deadline = Date.now() + 120_000;
-  let stateFile = "";
-  while (Date.now() < deadline) {
-    const [dir] = runFolders(out);
-    stateFile = dir ? path.join(out, dir, "state", "state.json") : "";
-    if (stateFile && fs.existsSync(stateFile)) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const { child, runDir } = await startRunUntilFirstEpoch(
+    ["--data", DATA, ...SMALL],
+    out,
+    "null",
+  );
+  const stateFile = path.join(runDir, "state", "state.json");
   child.kill("SIGKILL");
   await child.status;
   assert.ok(fs.existsSync(stateFile), "epoch 1 state was saved before the kill");
