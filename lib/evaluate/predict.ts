@@ -7,6 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { initBackend, tf } from "../backend.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../files.ts";
+import { percent } from "../format.ts";
 import { argmax, softmax } from "../maths.ts";
 import { csvText, type Table, table } from "../tables.ts";
 import { applyMask, decodeResized, IMAGE_EXTENSIONS, ImageError, toFloat } from "../data/mod.ts";
@@ -135,7 +136,7 @@ export function predictionsTable(result: PredictResult, classNames: readonly str
     ...Object.fromEntries(
       classNames.map((c) => [
         result.temperature ? `calibrated p(${c})` : `p(${c})`,
-        `${(100 * p.probabilities[c]).toFixed(1)} %`,
+        percent(p.probabilities[c]),
       ]),
     ),
   })));

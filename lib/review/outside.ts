@@ -4,6 +4,7 @@
  * is (its calibration, fitted on validation only).
  */
 import * as fs from "node:fs";
+import { percent } from "../format.ts";
 import type { ImageItem } from "../data/mod.ts";
 import { prepareData, resolveExternalDir } from "../data/mod.ts";
 import { checkpointInputMask, type CheckpointMetadata, loadCheckpoint } from "../model/mod.ts";
@@ -164,25 +165,24 @@ export function outsideFindings(
   calibration: CalibrationRecord,
 ): string[] {
   const s = run.summary;
-  const pct = (v: number) => `${(100 * v).toFixed(1)} %`;
   const lines = [
     `On the paper's test set this model is right on ${s.test.correct} of ${s.test.total} ` +
-    `(${pct(s.test.accuracy)}).`,
+    `(${percent(s.test.accuracy)}).`,
   ];
   if (external) {
     const [stored, gray] = external.passes;
     lines.push(
       `On ${stored.metrics.total} adult X-rays from elsewhere it is right on ` +
-        `${stored.metrics.correct} (${pct(stored.metrics.accuracy)}; ${
-          pct(gray.metrics.accuracy)
+        `${stored.metrics.correct} (${percent(stored.metrics.accuracy)}; ${
+          percent(gray.metrics.accuracy)
         } when every image is made gray at one size first).`,
     );
     for (const r of stored.probe) {
       lines.push(
         `${r.className}${r.level === "patient" ? " (one image per patient)" : ""}: ${r.called} ` +
-          `of ${r.total} called ${s.classNames[0]} (${pct(r.rate)}, 95 % interval ${
-            pct(r.interval.lower)
-          } – ${pct(r.interval.upper)}).`,
+          `of ${r.total} called ${s.classNames[0]} (${percent(r.rate)}, 95 % interval ${
+            percent(r.interval.lower)
+          } – ${percent(r.interval.upper)}).`,
       );
     }
   } else {

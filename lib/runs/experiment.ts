@@ -7,6 +7,7 @@ import * as path from "node:path";
 import { type BackendInfo, initBackend } from "../backend.ts";
 import { type RunConfig, runConfig, sameSettings } from "../config.ts";
 import { cleanTemporaries, writeFileAtomic, writeJsonAtomic } from "../files.ts";
+import { percent } from "../format.ts";
 import { createProgress, type Progress } from "../progress.ts";
 import { envSetting } from "../paths.ts";
 import { codeVersion, runtimeInfo } from "../provenance.ts";
@@ -138,7 +139,7 @@ export async function runExperiment(opts: ExperimentOptions = {}): Promise<Exper
     if (opts.markLatest ?? true) updateLatest(path.dirname(runDir), runDir);
     if (evaluated.external) {
       const m = evaluated.external.passes[0].evaluation.metrics;
-      log(`External accuracy ${(100 * m.accuracy).toFixed(1)} % (${m.correct} of ${m.total}).`);
+      log(`External accuracy ${percent(m.accuracy)} (${m.correct} of ${m.total}).`);
     }
     log(
       `Test accuracy ${accuracySentence(evaluation.metrics)} Report: ${
