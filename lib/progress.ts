@@ -2,13 +2,14 @@
  * Progress of long loops: a one-line bar with count, running loss and ETA in a terminal; one
  * updating display in a notebook (not thousands of lines); a line every 30 s in logs (CI).
  */
+import { flushNotebookOutput } from "./jupyter.ts";
 import { inNotebook } from "./show.ts";
 
 export interface Progress {
   /** `done` of `total` steps finished; `info` is shown after the bar (e.g. "loss 0.4123"). */
   update(done: number, info?: string): void;
-  /** Finish the bar with a final message. */
-  end(message?: string): void;
+  /** Finish the bar with a final message; in a notebook, resolves once the notebook has it. */
+  end(message?: string): Promise<void>;
 }
 
 function formatDuration(seconds: number): string {
@@ -52,7 +53,7 @@ export function createProgress(
   opts: { quiet?: boolean } = {},
 ): Progress {
   const started = performance.now();
-  if (opts.quiet) return { update() {}, end() {} };
+  if (opts.quiet) return { update() {}, end: () => Promise.resolve() };
   if (inNotebook()) {
     const jupyter = (Deno as unknown as { jupyter: JupyterDisplay }).jupyter;
     const id = `progress-${Deno.pid}-${counter++}`;
@@ -67,7 +68,10 @@ export function createProgress(
     };
     return {
       update: (done, info) => send(line(label, done, total, started, info), done === total),
-      end: (message) => send(message ?? line(label, total, total, started), true),
+      end: async (message) => {
+        send(message ?? line(label, total, total, started), true);
+        await flushNotebookOutput();
+      },
     };
   }
   if (Deno.stderr.isTerminal()) {
@@ -75,7 +79,10 @@ export function createProgress(
     const write = (text: string) => Deno.stderr.writeSync(encoder.encode(text));
     return {
       update: (done, info) => write(`\r\x1b[2K${line(label, done, total, started, info)}`),
-      end: (message) => write(`\r\x1b[2K${message ?? line(label, total, total, started)}\n`),
+      end: (message) => {
+        write(`\r\x1b[2K${message ?? line(label, total, total, started)}\n`);
+        return Promise.resolve();
+      },
     };
   }
   // Logs: a line at most every 30 s, and the last one.
@@ -88,6 +95,7 @@ export function createProgress(
     },
     end: (message) => {
       if (message) console.error(message);
+      return Promise.resolve();
     },
   };
 }

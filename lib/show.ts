@@ -2,10 +2,12 @@
  * Show results in a notebook, or print them in a terminal.
  *
  * Notebooks call `await show(x)` rather than ending a cell with `x`: the Deno kernel (2.9) can
- * report a cell finished before the value of its last expression is published, and a client that
- * stops listening at that point (nbconvert, sometimes JupyterLab) loses the output. A display sent
- * while the cell still runs always arrives.
+ * report a cell finished before its outputs are published, and a client stops collecting a
+ * cell's outputs at that point. `show` returns only once the kernel has published what it
+ * displayed (lib/jupyter.ts explains the race and the barrier); a bare last expression has no
+ * such guarantee.
  */
+import { flushNotebookOutput } from "./jupyter.ts";
 
 interface JupyterApi {
   display(obj: unknown, options?: { raw?: boolean }): Promise<void>;
@@ -44,4 +46,5 @@ export async function show(...items: unknown[]): Promise<void> {
       console.log(Deno.inspect(item, { colors: false, depth: 4 }));
     }
   }
+  if (api) await flushNotebookOutput();
 }

@@ -101,7 +101,7 @@ export async function evaluateModel(
   } finally {
     predictor.dispose();
   }
-  progress.end();
+  await progress.end();
   const metrics = computeMetrics(
     predictions.map((p) => p.item.label),
     predictions.map((p) => p.predicted),

@@ -87,7 +87,7 @@ export async function downloadOnce(
   } finally {
     out.close();
   }
-  progress.end();
+  await progress.end();
   const { ok, actual } = await hashMatches(partial, check);
   if (!ok) {
     fs.rmSync(partial, { force: true });

@@ -238,7 +238,7 @@ async function prepareRunData(
       progress.update(done);
     },
   });
-  progress?.end();
+  await progress?.end();
   const { train, validation, test } = data.splits;
   await writeJsonAtomic(path.join(runDir, "data_report.json"), {
     root: data.dataset.root,

@@ -121,7 +121,7 @@ export async function validationPass(
   } finally {
     predictor.dispose();
   }
-  progress.end();
+  await progress.end();
   return { loss: lossSum / items.length, accuracy: correct / items.length };
 }
 
@@ -198,7 +198,7 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
         peakRss = Math.max(peakRss, Deno.memoryUsage().rss);
         progress.update(++step, `loss ${(lossSum / seen).toFixed(4)}`);
       }
-      progress.end();
+      await progress.end();
 
       // Validation phase, on this epoch's weights.
       const valid = await validationPass(model, opts.validation, {
