@@ -1,4 +1,5 @@
 /** Command-line parsing shared by the task scripts (node:util's parseArgs; jsr's std/cli is unreachable). */
+import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { UserError } from "./errors.ts";
 
@@ -35,17 +36,20 @@ export function parseFlags<T extends Record<string, OptionSpec>>(
 export function numberFlag(
   name: string,
   value: string | undefined,
-  opts: { integer?: boolean; min?: number; max?: number } = {},
+  opts: { integer?: boolean; min?: number; max?: number; above?: number; below?: number } = {},
 ): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
   const bad = !Number.isFinite(n) || (opts.integer && !Number.isInteger(n)) ||
-    (opts.min !== undefined && n < opts.min) || (opts.max !== undefined && n > opts.max);
+    (opts.min !== undefined && n < opts.min) || (opts.max !== undefined && n > opts.max) ||
+    (opts.above !== undefined && n <= opts.above) || (opts.below !== undefined && n >= opts.below);
   if (bad) {
     const range = [
       opts.integer ? "an integer" : "a number",
       opts.min !== undefined ? `≥ ${opts.min}` : "",
+      opts.above !== undefined ? `> ${opts.above}` : "",
       opts.max !== undefined ? `≤ ${opts.max}` : "",
+      opts.below !== undefined ? `< ${opts.below}` : "",
     ]
       .filter(Boolean).join(" ");
     throw new UsageError(`--${name} must be ${range}, got "${value}"`);
@@ -105,4 +109,12 @@ export function systemErrorMessage(error: unknown): string | undefined {
   if (!key) return undefined;
   return `${error.message.split("\n")[0]}\n${SYSTEM_ERRORS[key].advice} ` +
     "(COVID_CXR_DEBUG=1 shows where it happened.)";
+}
+
+/**
+ * A path a user typed, resolved against the folder they ran the task from: `deno task` runs
+ * scripts in the project folder and tells them the caller's folder in INIT_CWD.
+ */
+export function userPath(p: string): string {
+  return path.resolve(Deno.env.get("INIT_CWD") ?? Deno.cwd(), p);
 }

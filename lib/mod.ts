@@ -37,12 +37,19 @@ export {
   writeFileAtomic,
   writeJsonAtomic,
 } from "./files.ts";
-export { numberFlag, parseFlags, runMain, systemErrorMessage, UsageError } from "./cli.ts";
+export {
+  numberFlag,
+  parseFlags,
+  runMain,
+  systemErrorMessage,
+  UsageError,
+  userPath,
+} from "./cli.ts";
 export { UserError } from "./errors.ts";
 export { lossText, percent } from "./format.ts";
 export { argmax } from "./maths.ts";
 export { Rng } from "./rng.ts";
-export { type Cell, csvText, Table, table } from "./tables.ts";
+export { type Cell, csvSafe, csvText, csvUnsafe, Table, table } from "./tables.ts";
 export { inNotebook, show } from "./show.ts";
 export { createProgress, type Progress } from "./progress.ts";
 export { codeVersion, runtimeInfo } from "./provenance.ts";
@@ -55,3 +62,4 @@ export * from "./evaluate/mod.ts";
 export * from "./figures/mod.ts";
 export * from "./runs/mod.ts";
 export * from "./review/mod.ts";
+export * from "./notebooks/mod.ts";

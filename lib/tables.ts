@@ -74,12 +74,31 @@ export function table(
   return new Table(rows, opts);
 }
 
+/** Text a spreadsheet would run as a formula: it starts with = + - @ (or tab / CR). */
+const FORMULA_START = /^[=+\-@\t\r]/;
+const PLAIN_NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
+/**
+ * A text cell made safe for spreadsheets (OWASP's CSV-injection advice): a file or class name that
+ * starts like a formula gets a leading `'`, which spreadsheets show as text and never evaluate.
+ * Numbers written as text ("-0.5") are left alone.
+ */
+export function csvSafe(text: string): string {
+  return FORMULA_START.test(text) && !PLAIN_NUMBER.test(text) ? `'${text}` : text;
+}
+
+/** The text a {@link csvSafe} cell stood for (a CSV reader's side). */
+export function csvUnsafe(cell: string): string {
+  return cell.startsWith("'") && FORMULA_START.test(cell.slice(1)) ? cell.slice(1) : cell;
+}
+
 /**
  * Rows as CSV (RFC 4180, via csv-stringify): text always quoted, a quote inside text doubled,
- * numbers and booleans bare; one row per line.
+ * text that starts like a formula neutralised ({@link csvSafe}), numbers and booleans bare; one
+ * row per line.
  */
 export function csvText(rows: Cell[][]): string {
-  return stringify(rows, {
+  return stringify(rows.map((row) => row.map((c) => (typeof c === "string" ? csvSafe(c) : c))), {
     quoted_string: true,
     cast: { boolean: (v: boolean) => String(v) },
     record_delimiter: "\n",

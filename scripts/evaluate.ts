@@ -9,6 +9,9 @@ import {
   accuracySentence,
   breakdownTable,
   classificationReport,
+  diagnosticsNotes,
+  diagnosticsTable,
+  diagnosticSummary,
   evaluateExternal,
   evaluateFolder,
   type ExternalResult,
@@ -23,6 +26,7 @@ import {
   parseFlags,
   probabilityNote,
   rateText,
+  readingText,
   resolveDataDir,
   runMain,
   shortcutProbe,
@@ -47,6 +51,8 @@ const USAGE = `Usage: deno task evaluate [--model DIR|FILE] [--data DIR] [--out 
   --out DIR          also write metrics.json, classification_report.txt, predictions.csv and the
                      confusion matrix there (with a manifest: also the gray pass's, breakdowns.csv,
                      shortcut_probe.csv, figures and report.md)
+  --prevalence P     also give PPV and NPV at this prevalence (0–1, e.g. 0.05), besides the
+                     set's own class shares
   --batch-size N     default 8
   --max-pixels N     refuse images larger than this (decompression-bomb guard)
   --skip-bad         leave unreadable images out instead of stopping`;
@@ -62,8 +68,10 @@ async function main() {
     "max-pixels": { type: "string" },
     "skip-bad": { type: "boolean" },
     manifest: { type: "string" },
+    prevalence: { type: "string" },
     help: { type: "boolean" },
   });
+  const prevalence = numberFlag("prevalence", v.prevalence, { above: 0, below: 1 });
   if (v.help) return console.log(USAGE);
   await initBackend();
   const dataDir = v.data ?? resolveDataDir();
@@ -120,10 +128,24 @@ async function main() {
     )
   );
   const target = meta.classNames[0];
+  const diagnostics = diagnosticSummary(
+    evaluation.predictions,
+    evaluation.metrics.confusion,
+    meta.classNames,
+    { prevalence },
+  ).summary;
+  console.log("\nOne class against the rest:");
+  console.log(diagnosticsTable(diagnostics).toString());
+  for (const note of diagnosticsNotes(diagnostics)) console.log(`  ${note}`);
   if (external) {
-    const ext = summarizeExternal(external);
+    const ext = summarizeExternal(external, { prevalence });
     console.log(`\nAs stored and as 1-channel gray ${GRAY_SIZE}² (manifest ${manifest}):`);
     console.log(sideBySideTable(ext, undefined, target).toString());
+    const readings = ext.passes[0].readings ?? [];
+    if (readings.length) {
+      console.log(`\nWhy images of other classes are called ${target} (as stored):`);
+      for (const r of readings) console.log(`  - ${readingText(r)}`);
+    }
     for (const column of ext.columns) {
       console.log(`\nBy ${column} (as stored):`);
       console.log(
@@ -140,8 +162,8 @@ async function main() {
   }
   if (v.out) {
     const out = path.resolve(v.out);
-    if (external) await writeExternal(out, external, meta.classNames);
-    else await writeEvaluation(out, evaluation, meta.classNames);
+    if (external) await writeExternal(out, external, meta.classNames, { prevalence });
+    else await writeEvaluation(out, evaluation, meta.classNames, { prevalence });
     console.log(`\nWritten to ${out}`);
   }
 }

@@ -1,17 +1,20 @@
 /**
  * `deno task reproduce`: the paper's training and evaluation, end to end, into outputs/<run-id>/.
- * Calls the library's stages in the paper's order (lib/experiment.ts wires them).
+ * Calls the library's stages in the paper's order (lib/runs/experiment.ts wires them).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import {
   describeSessionSettings,
+  ensureJupyter,
   initBackend,
   INPUT_MASKS,
   type InputMask,
+  loadRun,
   numberFlag,
   parseFlags,
   quickMode,
+  renderRunNotebooks,
   resolveExternalDir,
   type RunConfig,
   runConfig,
@@ -49,12 +52,17 @@ evaluates it on the test folder. Writes outputs/<run-id>/ (report.md, metrics, f
   --external DIR          after the test set, evaluate the kept model on an external ImageFolder
                           (with its MANIFEST.tsv: broken down by source, view, age, sex, patient)
                           into <run>/external/ (else $COVID_CXR_EXTERNAL, else none)
+  --prevalence P          also give PPV and NPV at this prevalence (0–1, e.g. 0.05), besides the
+                          test set's own class shares
   --out DIR               outputs folder (else $COVID_CXR_OUTPUTS, else outputs/)
   --resume [DIR]          continue an interrupted run (default: the newest unfinished one in the
                           outputs folder), with its own settings
   --seeds 1,2,3,4,5       run once per seed into outputs/sweep_…/seed<N>/ and report the spread of
                           every test metric (re-running the same command continues a sweep)
   --mask MODE             review experiment: none (default) | border-only | lung-only
+  --notebooks             at the end, execute notebooks 00–06 against the run into
+                          <run>/notebooks/ and write the offline page <run>/notebooks/index.html
+                          (as deno task notebooks; report.md links it)
   --quick                 small budget (128 px, 3 epochs, lr 0.01) for a first look; not comparable
   --help`;
 
@@ -73,9 +81,11 @@ const FLAGS = {
   "max-pixels": { type: "string" },
   "skip-bad": { type: "boolean" },
   external: { type: "string" },
+  prevalence: { type: "string" },
   out: { type: "string" },
   resume: { type: "boolean" },
   quick: { type: "boolean" },
+  notebooks: { type: "boolean" },
   seeds: { type: "string" },
   mask: { type: "string" },
   help: { type: "boolean" },
@@ -107,17 +117,16 @@ async function main() {
   set("momentum", numberFlag("momentum", v.momentum, { min: 0, max: 1 }));
   set("batchNormMomentum", numberFlag("bn-momentum", v["bn-momentum"], { min: 0, max: 1 }));
   set("seed", numberFlag("seed", v.seed, { integer: true }));
-  const validationFraction = numberFlag("validation-fraction", v["validation-fraction"], {
-    min: 0,
-    max: 0.9,
-  });
-  if (validationFraction === 0) {
+  if (v["validation-fraction"] !== undefined && Number(v["validation-fraction"]) === 0) {
     throw new UsageError(
       "--validation-fraction must be above 0: the method keeps the weights with the lowest " +
         "validation loss, so it needs validation images (the paper holds out 0.14)",
     );
   }
-  set("validationFraction", validationFraction);
+  set(
+    "validationFraction",
+    numberFlag("validation-fraction", v["validation-fraction"], { above: 0, max: 0.9 }),
+  );
   set("maxPixels", numberFlag("max-pixels", v["max-pixels"], { integer: true, min: 1 }));
   if (v.stratify) overrides.stratify = true;
   if (v.mask !== undefined) {
@@ -129,13 +138,21 @@ async function main() {
   const seeds = v.seeds?.split(",").map((s, i) =>
     numberFlag(`seeds (item ${i + 1})`, s.trim(), { integer: true })!
   );
+  if (seeds && v.notebooks) {
+    throw new UsageError(
+      "--notebooks executes the notebooks against one run; for a sweep, run deno task notebooks " +
+        "--run <sweep>/seed<N> afterwards",
+    );
+  }
   if (seeds && (v.resume || overrides.seed !== undefined)) {
     throw new UsageError(
       "--seeds runs a sweep; it does not combine with --seed or --resume (re-run it to continue)",
     );
   }
 
+  if (v.notebooks) ensureJupyter(); // before training, not after it
   const external = resolveExternalDir(v.external);
+  const prevalence = numberFlag("prevalence", v.prevalence, { above: 0, below: 1 });
   const backend = await initBackend();
   const config = runConfig(overrides);
   console.log(
@@ -160,18 +177,25 @@ async function main() {
       outputs: v.out,
       skipBad: v["skip-bad"],
       external,
+      prevalence,
     });
     return;
   }
-  await runExperiment({
+  const { runDir } = await runExperiment({
     config: overrides,
     data: v.data,
     outputs: v.out,
     resume: v.resume ? positionals[0] ?? true : undefined,
     skipBad: v["skip-bad"],
     external,
+    prevalence,
     onStart: sayHowToResumeOnCtrlC,
   });
+  if (v.notebooks) {
+    console.log("\nExecuting the notebooks against this run (deno task notebooks)");
+    const result = await renderRunNotebooks(loadRun(runDir));
+    console.log(`Notebooks: ${result.html} (${(result.htmlBytes / 1e6).toFixed(1)} MB)`);
+  }
 }
 
 /** Ctrl-C: the run stops where it is; say how to continue it (its last completed epoch is saved). */

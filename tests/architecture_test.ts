@@ -19,6 +19,7 @@ const LAYERS: Record<string, number> = {
   figures: 5,
   runs: 6,
   review: 7,
+  notebooks: 7,
 };
 
 interface Graph {

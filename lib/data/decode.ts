@@ -125,3 +125,71 @@ export async function decodeResized(
     );
   }
 }
+
+/**
+ * How a file can be saved again and still be the same X-ray: the copies a near-duplicate finder
+ * must catch (resized, re-encoded, cropped by up to 5 %, brightness/contrast changed, another bit
+ * depth, gray made colour or colour made gray).
+ */
+export const COPY_KINDS = [
+  "resized",
+  "jpeg-reencoded",
+  "cropped-5%",
+  "cropped-2.5%",
+  "brightness-contrast",
+  "bit-depth",
+  "gray-rgb",
+] as const;
+export type CopyKind = typeof COPY_KINDS[number];
+
+/**
+ * Write a copy of `file` changed as `kind` says to `out` (without extension; the one written is
+ * returned). `random` in [0, 1) places a crop. The source is first reduced to at most 1024 px
+ * (copies in the wild are often smaller; it also keeps this fast).
+ */
+export async function writeSyntheticCopy(
+  file: string,
+  kind: CopyKind,
+  out: string,
+  random: number,
+): Promise<string> {
+  const info = await readImageInfo(file);
+  const { data, info: src } = await sharp(file, { limitInputPixels: false }).rotate()
+    .resize(1024, 1024, { fit: "inside", withoutEnlargement: true })
+    .toBuffer({ resolveWithObject: true });
+  const image = sharp(data);
+  const { width, height } = src;
+  switch (kind) {
+    case "resized":
+      await image.resize(Math.max(32, Math.round(width / 2))).jpeg({ quality: 90 })
+        .toFile(`${out}.jpg`);
+      return `${out}.jpg`;
+    case "jpeg-reencoded":
+      await image.jpeg({ quality: 50 }).toFile(`${out}.jpg`);
+      return `${out}.jpg`;
+    case "cropped-5%":
+    case "cropped-2.5%": {
+      const fraction = kind === "cropped-5%" ? 0.05 : 0.025;
+      const cw = Math.round(width * fraction), ch = Math.round(height * fraction);
+      await image.extract({
+        left: Math.round(cw * random),
+        top: Math.round(ch * ((random * 7) % 1)),
+        width: width - cw,
+        height: height - ch,
+      }).png().toFile(`${out}.png`);
+      return `${out}.png`;
+    }
+    case "brightness-contrast":
+      await image.linear(1.25, -20).jpeg({ quality: 92 }).toFile(`${out}.jpg`);
+      return `${out}.jpg`;
+    case "bit-depth":
+      await (info.depth === "ushort"
+        ? image.toColourspace("srgb").png()
+        : image.toColourspace(info.channels <= 2 ? "grey16" : "rgb16").png()).toFile(`${out}.png`);
+      return `${out}.png`;
+    case "gray-rgb":
+      await (info.channels <= 2 ? image.toColourspace("srgb") : image.toColourspace("b-w")).png()
+        .toFile(`${out}.png`);
+      return `${out}.png`;
+  }
+}

@@ -270,3 +270,20 @@ export function countByClass(ds: Dataset): { className: string; train: number; t
     test: ds.test.filter((i) => i.label === label).length,
   }));
 }
+
+/**
+ * What the class counts mean for accuracy, in one sentence: the share always answering the
+ * largest class gets right, and what one test image is worth.
+ */
+export function classBalanceSentence(ds: Dataset): string {
+  const counts = countByClass(ds);
+  const largest = counts.reduce((a, b) => (b.train > a.train ? b : a), counts[0]);
+  const share = (k: number, n: number) => `${(n ? (100 * k) / n : 0).toFixed(0)} %`;
+  const testLargest = largest.test;
+  return `${largest.className} is the largest class (${largest.train} of ${ds.train.length} ` +
+    `training images, ${share(largest.train, ds.train.length)}): always answering it would be ` +
+    `right on ${testLargest} of ${ds.test.length} test images (${
+      share(testLargest, ds.test.length)
+    }). One test image is ${(ds.test.length ? 100 / ds.test.length : 0).toFixed(2)} percentage ` +
+    "points of accuracy.";
+}

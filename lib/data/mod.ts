@@ -9,6 +9,7 @@
  * @module
  */
 export {
+  classBalanceSentence,
   countByClass,
   type Dataset,
   DatasetError,
@@ -28,6 +29,20 @@ export {
   findDuplicates,
   leakedTestItems,
 } from "./duplicates.ts";
+export {
+  calibrateNearDuplicates,
+  findNearDuplicates,
+  type ImageSignature,
+  imageSignature,
+  imageSignatures,
+  NEAR_DUPLICATE_METHOD,
+  type NearDuplicateCalibration,
+  type NearDuplicatePair,
+  nearDuplicatePairs,
+  type NearDuplicateReport,
+  SIGNATURE_IMAGE_SIZE,
+  signatureDistance,
+} from "./near_duplicates.ts";
 export { splitSummary, splitTrainValidation } from "./split.ts";
 export { parseChecksums, validateDataset, type ValidationReport } from "./validate.ts";
 export {
@@ -38,11 +53,14 @@ export {
   summarizeStorage,
 } from "./stats.ts";
 export {
+  COPY_KINDS,
+  type CopyKind,
   decodeResized,
   DEFAULT_MAX_PIXELS,
   ImageError,
   type ImageInfo,
   readImageInfo,
+  writeSyntheticCopy,
 } from "./decode.ts";
 export { ImageCache } from "./image_cache.ts";
 export {

@@ -1,8 +1,8 @@
 /**
  * Outside the data set: a model evaluated on X-rays from elsewhere, broken down by what a manifest
  * says about each image (source, view, age, sex, patient), and the shortcut probe — how often the
- * classes that in the training data are children's images (Normal, Viral Pneumonia) are called
- * "Covid" (the adults' class) when the patients are adults.
+ * images of each other class are called the target class ("Covid"), on the test set and on the
+ * external set (external_reading.ts reads why, as far as the set's manifest allows).
  *
  * The manifest is any TSV or CSV with a column naming each image's path inside the evaluated
  * folder (`file`, `path` or `filename`); `note` columns written as `key=value; key=value` add their
@@ -127,7 +127,7 @@ export interface BreakdownRow {
 /**
  * Predictions grouped by a manifest column and the true class: for each group, the images, how
  * many were right and what they were predicted as. Images the manifest does not list go under
- * "(not in manifest)".
+ * "(not in manifest)", listed images without a value for the column under "(not given)".
  */
 export function breakdown(
   predictions: readonly Prediction[],
@@ -138,7 +138,9 @@ export function breakdown(
 ): BreakdownRow[] {
   const groups = new Map<string, BreakdownRow>();
   for (const p of predictions) {
-    const value = rowOf(manifest, rel(p))?.[column] ?? "(not in manifest)";
+    const row = rowOf(manifest, rel(p));
+    // A row without this column (a note without its key) is "not given", not "not in manifest".
+    const value = row ? row[column] ?? "(not given)" : "(not in manifest)";
     const key = `${value}\u0000${p.item.label}`;
     const g = groups.get(key) ?? {
       column,
@@ -227,4 +229,95 @@ export function shortcutProbe(
     });
   }
   return rates;
+}
+
+/** An external set described from itself: what a reader needs before reading its results. */
+export interface ExternalDescription {
+  /** Images per class. */
+  counts: { className: string; images: number }[];
+  /** For each described manifest column: images per value, most first. */
+  columns: { column: string; values: { value: string; images: number }[] }[];
+  /** Ages when the manifest gives them (images with a numeric age). */
+  ages?: { n: number; min: number; median: number; max: number; under18: number };
+  /** The first paragraph of the set's README, when it has one. */
+  readme?: string;
+}
+
+/** The columns an external set is described by, when its manifest has them. */
+export const DESCRIBED_COLUMNS = ["source", "age band", "sex", "view"];
+
+/** The first prose paragraph of a README (headings, tables and lists skipped). */
+export function readmeParagraph(text: string): string | undefined {
+  const paragraphs = text.replace(/\r\n/g, "\n").split(/\n\s*\n/);
+  for (const p of paragraphs) {
+    const lines = p.split("\n").map((l) => l.trim()).filter((l) => l !== "");
+    if (lines.length === 0) continue;
+    if (lines.every((l) => /^(#|\||[-*+] |\d+\. |```)/.test(l))) continue;
+    const prose = lines.filter((l) => !l.startsWith("#")).join(" ");
+    if (prose) return prose.length > 800 ? `${prose.slice(0, 797)}…` : prose;
+  }
+  return undefined;
+}
+
+/**
+ * Describe the images that were evaluated (not every row of the manifest): counts per class, per
+ * value of the described columns, the ages, and the README's first paragraph (`README.md` in the
+ * folder or the folder holding the manifest).
+ */
+export function describeExternalSet(
+  predictions: readonly Prediction[],
+  classNames: readonly string[],
+  opts: { manifest?: Manifest; folder?: string; rel?: RelPath } = {},
+): ExternalDescription {
+  const rel = opts.rel ?? byRelPath;
+  const counts = classNames.map((className, k) => ({
+    className,
+    images: predictions.filter((p) => p.item.label === k).length,
+  })).filter((c) => c.images > 0);
+  const manifest = opts.manifest;
+  const rows = predictions.map((p) => (manifest ? rowOf(manifest, rel(p)) : undefined));
+  const columns = manifest
+    ? DESCRIBED_COLUMNS.filter((c) => manifest.columns.includes(c)).map((column) => {
+      const by = new Map<string, number>();
+      for (const r of rows) {
+        const v = r?.[column] || "(not given)";
+        by.set(v, (by.get(v) ?? 0) + 1);
+      }
+      return {
+        column,
+        values: [...by].map(([value, images]) => ({ value, images }))
+          .sort((a, b) => b.images - a.images || a.value.localeCompare(b.value)),
+      };
+    })
+    : [];
+  const ageColumn = manifest?.columns.find((c) => c.toLowerCase() === "age");
+  const ages = ageColumn
+    ? rows.map((r) => r?.[ageColumn]).filter((a): a is string => !!a && a.trim() !== "")
+      .map(Number).filter(Number.isFinite).sort((a, b) => a - b)
+    : [];
+  let readme: string | undefined;
+  for (const dir of [opts.folder, manifest ? path.dirname(manifest.file) : undefined]) {
+    if (!dir || readme) continue;
+    const file = ["README.md", "README.txt", "README"].map((f) => path.join(dir, f))
+      .find((f) => fs.existsSync(f));
+    if (file) readme = readmeParagraph(fs.readFileSync(file, "utf8"));
+  }
+  return {
+    counts,
+    columns,
+    ...(ages.length
+      ? {
+        ages: {
+          n: ages.length,
+          min: ages[0],
+          median: ages.length % 2
+            ? ages[(ages.length - 1) / 2]
+            : (ages[ages.length / 2 - 1] + ages[ages.length / 2]) / 2,
+          max: ages.at(-1)!,
+          under18: ages.filter((a) => a < 18).length,
+        },
+      }
+      : {}),
+    ...(readme ? { readme } : {}),
+  };
 }

@@ -248,3 +248,23 @@ export function normalQuantile(p: number): number {
   return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q /
     (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
 }
+
+/**
+ * Fisher's exact test of a 2×2 table [[a, b], [c, d]], two-sided: the probability, with the
+ * margins fixed, of a table no more likely than this one (as SciPy's `fisher_exact`).
+ */
+export function fisherExact(a: number, b: number, c: number, d: number): number {
+  const row1 = a + b, row2 = c + d, col1 = a + c, n = a + b + c + d;
+  if (n === 0) return 1;
+  const lnChoose = (m: number, k: number) =>
+    logGamma(m + 1) - logGamma(k + 1) - logGamma(m - k + 1);
+  const lnP = (x: number) => lnChoose(row1, x) + lnChoose(row2, col1 - x) - lnChoose(n, col1);
+  const observed = lnP(a);
+  let p = 0;
+  for (let x = Math.max(0, col1 - row2); x <= Math.min(row1, col1); x++) {
+    const lp = lnP(x);
+    // A relative tolerance, as SciPy uses, so that tables as likely as this one are counted.
+    if (lp <= observed + 1e-7 * Math.abs(observed) + 1e-12) p += Math.exp(lp);
+  }
+  return Math.min(1, p);
+}

@@ -12,6 +12,7 @@ export {
   computeMetrics,
   type ConfusionMatrix,
   confusionMatrix,
+  fisherExact,
   type Interval,
   type Metrics,
   wilson,
@@ -26,6 +27,31 @@ export {
   type Prediction,
 } from "./evaluate.ts";
 export { evaluateFolder, type FolderEvaluation } from "./folder.ts";
+export {
+  type AucInterval,
+  aucWithInterval,
+  type ClassRoc,
+  type RocAnalysis,
+  rocAnalysis,
+  rocCurve,
+  type RocPoint,
+} from "./roc.ts";
+export {
+  type ClassDiagnostics,
+  classDiagnostics,
+  type DiagnosticSummary,
+  diagnosticSummary,
+  type PredictiveValues,
+  predictiveValues,
+  type Proportion,
+} from "./diagnostic.ts";
+export {
+  comparePaired,
+  mcnemarExact,
+  type PairedComparison,
+  type PairedCounts,
+  pairedCounts,
+} from "./paired.ts";
 export {
   expandInputs,
   type ImagePrediction,
@@ -54,13 +80,29 @@ export {
   ageBand,
   breakdown,
   type BreakdownRow,
+  DESCRIBED_COLUMNS,
+  describeExternalSet,
+  type ExternalDescription,
   findManifest,
   type Manifest,
   perPatient,
   readManifest,
+  readmeParagraph,
+  type RelPath,
   shortcutProbe,
   type ShortcutRate,
 } from "./external.ts";
+export {
+  ageGroupOf,
+  type ClassReading,
+  type GroupDifference,
+  type GroupRate,
+  MIN_GROUP,
+  MOSTLY,
+  readExternalSet,
+  type ReadingVerdict,
+  SIGNIFICANCE,
+} from "./external_reading.ts";
 export {
   BREAKDOWN_COLUMNS,
   evaluateExternal,

@@ -38,6 +38,8 @@ export interface ExternalPass {
 
 export interface ExternalResult {
   folder: string;
+  /** The model's classes, in its order. */
+  classNames: string[];
   manifest?: Manifest;
   /** Columns the breakdowns are by. */
   columns: string[];
@@ -91,6 +93,7 @@ export async function evaluateExternal(
   }
   return {
     folder: first!.images.folder,
+    classNames: [...meta.classNames],
     manifest,
     columns,
     counts: first!.images.counts,

@@ -73,7 +73,16 @@ export function plotStorageModes(stats: ImageStats[]): Figure {
       Plot.text(rows, { fx: "className", y: "mode", x: "n", text: "n", dx: 10 }),
       Plot.ruleX([0]),
     ],
-  }, "the paper says every image is 3-channel; gray JPEGs and RGBA PNGs say otherwise");
+  }, storageSubtitle(stats));
+}
+
+/** The storage modes' subtitle, by what the images are: how many are not plain 8-bit RGB. */
+export function storageSubtitle(stats: readonly ImageStats[]): string {
+  const other = stats.filter((s) => !/ RGB$/.test(s.mode)).length;
+  return other === 0
+    ? `all ${stats.length} images are stored as 8-bit RGB`
+    : `${other} of ${stats.length} images are not stored as 8-bit RGB (the paper calls every ` +
+      "image 3-channel)";
 }
 
 // ---------------------------------------------------------------------------------------------

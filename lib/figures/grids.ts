@@ -11,6 +11,7 @@ import {
   type Dataset,
   type ImageCache,
   type ImageItem,
+  type NearDuplicatePair,
   sampleAugmentation,
   toFloat,
 } from "../data/mod.ts";
@@ -179,5 +180,40 @@ export async function gradCamGrid(
   }
   return new Figure(opts.title ?? "Grad-CAM: where the last convolutional stage looked", {
     png: await composeGrid(rows, { tileSize: 180, titleWidth: 150 }),
+  });
+}
+
+/**
+ * Pairs of images that are the same X-ray, side by side, one pair per row: the row says whether
+ * the pair crosses the train–test split and its distance (0 for byte-identical files), for a
+ * person to confirm what the finder found.
+ */
+export async function nearDuplicateGallery(
+  pairs: readonly NearDuplicatePair[],
+  cache: ImageCache,
+): Promise<Figure> {
+  const rows = [];
+  for (const p of pairs) {
+    rows.push({
+      title: `${p.kind === "train-test" ? "train–test" : p.kind.replace("-", " ")} ${
+        p.byteIdentical ? "identical" : `d ${p.distance.toFixed(3)}`
+      }`,
+      tiles: await Promise.all([p.a, p.b].map(async (item) => ({
+        pixels: await cache.get(item),
+        size: cache.imageSize,
+        caption: `${item.split}/${item.className}\n${shortName(item.relPath, 28)}`,
+      }))),
+    });
+  }
+  if (rows.length === 0) {
+    return new Figure("Same X-ray twice: no pairs", {
+      png: await composeGrid([{ title: "no pairs found", tiles: [] }], {
+        tileSize: 40,
+        titleWidth: 190,
+      }),
+    });
+  }
+  return new Figure(`Same X-ray twice: ${pairs.length} pairs`, {
+    png: await composeGrid(rows, { tileSize: 170, titleWidth: 190, captionHeight: 32 }),
   });
 }

@@ -13,11 +13,12 @@ export {
   plotStorageModes,
   plotTrainingCurves,
 } from "./charts.ts";
-export { plotBreakdown, plotReliability, plotShortcutProbe } from "./review_charts.ts";
+export { plotBreakdown, plotReliability, plotRoc, plotShortcutProbe } from "./review_charts.ts";
 export {
   augmentationPreview,
   gradCamGrid,
   maskPreview,
+  nearDuplicateGallery,
   predictionGrid,
   sampleGrid,
 } from "./grids.ts";

@@ -4,7 +4,12 @@
  */
 import * as Plot from "@observablehq/plot";
 import { percent } from "../format.ts";
-import type { BreakdownRow, CalibrationSummary, ShortcutRate } from "../evaluate/mod.ts";
+import type {
+  BreakdownRow,
+  CalibrationSummary,
+  RocAnalysis,
+  ShortcutRate,
+} from "../evaluate/mod.ts";
 import { type Figure, plotFigure } from "./figure.ts";
 
 const BEFORE_AFTER = { domain: ["T = 1", "calibrated"], range: ["#e15759", "#4e79a7"] };
@@ -162,4 +167,55 @@ export function plotShortcutProbe(
       Plot.text(rows, { x: 1, y: "line", text: "text", textAnchor: "start", dx: 6 }),
     ],
   }, "dot: share; line: 95 % Clopper–Pearson interval");
+}
+
+const CLASS_COLORS = ["#e15759", "#4e79a7", "#59a14f", "#f28e2b", "#b07aa1", "#76b7b2"];
+
+/**
+ * ROC curves, one class against the rest, with each class's AUC and its 95 % interval in the
+ * subtitle (the chart has no legend: Plot's legends are HTML).
+ */
+export function plotRoc(roc: RocAnalysis, opts: { title?: string } = {}): Figure {
+  const names = roc.perClass.map((c) => c.className);
+  const points = roc.perClass.flatMap((c) =>
+    c.curve.map((p) => ({
+      className: c.className,
+      fpr: p.falsePositiveRate,
+      tpr: p.truePositiveRate,
+    }))
+  );
+  const auc = (a: number, lo: number, hi: number) =>
+    `${a.toFixed(3)} (${lo.toFixed(3)}–${hi.toFixed(3)})`;
+  return plotFigure(
+    opts.title ?? "ROC curves, one class against the rest",
+    {
+      width: 420,
+      height: 400,
+      marginTop: 20,
+      x: { label: "false-positive rate (1 − specificity)", domain: [0, 1], grid: true },
+      y: { label: "true-positive rate (sensitivity)", domain: [0, 1], grid: true },
+      color: { domain: names, range: CLASS_COLORS.slice(0, names.length) },
+      marks: [
+        Plot.link([0], { x1: 0, y1: 0, x2: 1, y2: 1, stroke: "#aaa", strokeDasharray: "4,3" }),
+        Plot.line(points, {
+          x: "fpr",
+          y: "tpr",
+          stroke: "className",
+          z: "className",
+          curve: "step-after",
+        }),
+        Plot.text(roc.perClass, {
+          x: 0.98,
+          y: (_: unknown, i: number) => 0.06 + 0.07 * (roc.perClass.length - 1 - i),
+          text: (c: (typeof roc.perClass)[number]) =>
+            `${c.className}: AUC ${auc(c.auc, c.interval.lower, c.interval.upper)}`,
+          fill: (c: (typeof roc.perClass)[number]) => c.className,
+          textAnchor: "end",
+        }),
+      ],
+    },
+    `macro AUC ${
+      auc(roc.macro.auc, roc.macro.interval.lower, roc.macro.interval.upper)
+    }; 95 % DeLong intervals; ${roc.perClass[0]?.positives + roc.perClass[0]?.negatives} images`,
+  );
 }

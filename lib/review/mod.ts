@@ -4,21 +4,28 @@
  * @module
  */
 export {
+  type ComparedModel,
   comparisonTable,
   fitLogistic,
   gradCamGroups,
   leakageTable,
   type LogisticModel,
   majorityBaseline,
+  majorityModel,
   METADATA_FEATURES,
   type MetadataBaseline,
   metadataBaseline,
   type MetadataFeature,
+  metadataModel,
   metadataVector,
+  outcomesOf,
+  predictionOutcomes,
   predictLogistic,
   REVIEW_SEEDS,
+  runModel,
   singleFeatureTable,
   sweepForReview,
+  sweepPairsTable,
 } from "./review.ts";
 export {
   calibrationForRun,
@@ -27,5 +34,5 @@ export {
   externalDirFor,
   externalForRun,
   NO_EXTERNAL_SET,
-  outsideFindings,
 } from "./outside.ts";
+export { type ReviewEvidence, reviewFindings, shortcutFindings } from "./findings.ts";

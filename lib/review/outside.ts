@@ -4,7 +4,6 @@
  * is (its calibration, fitted on validation only).
  */
 import * as fs from "node:fs";
-import { percent } from "../format.ts";
 import type { ImageItem } from "../data/mod.ts";
 import { prepareData, resolveExternalDir } from "../data/mod.ts";
 import { checkpointInputMask, type CheckpointMetadata, loadCheckpoint } from "../model/mod.ts";
@@ -39,7 +38,8 @@ export function externalDirFor(run: FinishedRun, dir?: string): string | undefin
 /** Why there is nothing to show, and how to get it. */
 export const NO_EXTERNAL_SET = "No external set is configured: set COVID_CXR_EXTERNAL=DIR before " +
   "starting JupyterLab, or run `deno task reproduce --external DIR` (the run then keeps the " +
-  "results). The shared external-cxr-probe set is one.";
+  "results). An external set is an ImageFolder of the same classes from other sources, best " +
+  "with a MANIFEST.tsv naming each image's source and the patient's age.";
 
 /**
  * Notebook 05: the run's external results — from its summary.json when the run was evaluated on
@@ -52,7 +52,8 @@ export async function externalForRun(
   const dir = externalDirFor(run, opts.dir);
   if (!dir) return undefined;
   const stored = run.summary.external;
-  if (stored && stored.folder === dir) return stored;
+  // Runs from before the set's description and readings were kept are evaluated again.
+  if (stored && stored.folder === dir && stored.passes[0].readings) return stored;
   return (await evaluateRunExternal(run, { dir }))?.summary;
 }
 
@@ -75,7 +76,11 @@ export async function evaluateRunExternal(
       batchSize: run.summary.config.batchSize,
       quiet: true,
     });
-    return { result, summary: summarizeExternal(result), meta };
+    return {
+      result,
+      summary: summarizeExternal(result, { testProbe: run.summary.testProbe }),
+      meta,
+    };
   } finally {
     model.dispose();
   }
@@ -153,53 +158,4 @@ export async function calibrationForRun(
     };
   }
   return record;
-}
-
-/**
- * The review's close in numbers, for this run: what the external set and the calibration add to
- * the judgement of the test accuracy. One sentence per finding, each with its count and interval.
- */
-export function outsideFindings(
-  run: FinishedRun,
-  external: ExternalSummary | undefined,
-  calibration: CalibrationRecord,
-): string[] {
-  const s = run.summary;
-  const lines = [
-    `On the paper's test set this model is right on ${s.test.correct} of ${s.test.total} ` +
-    `(${percent(s.test.accuracy)}).`,
-  ];
-  if (external) {
-    const [stored, gray] = external.passes;
-    lines.push(
-      `On ${stored.metrics.total} adult X-rays from elsewhere it is right on ` +
-        `${stored.metrics.correct} (${percent(stored.metrics.accuracy)}; ${
-          percent(gray.metrics.accuracy)
-        } when every image is made gray at one size first).`,
-    );
-    for (const r of stored.probe) {
-      lines.push(
-        `${r.className}${r.level === "patient" ? " (one image per patient)" : ""}: ${r.called} ` +
-          `of ${r.total} called ${s.classNames[0]} (${percent(r.rate)}, 95 % interval ${
-            percent(r.interval.lower)
-          } – ${percent(r.interval.upper)}).`,
-      );
-    }
-  } else {
-    lines.push(NO_EXTERNAL_SET);
-  }
-  const test = calibration.sets.find((c) => c.name === "test")?.summary;
-  if (test) {
-    lines.push(
-      calibration.notFitted
-        ? `No temperature could be fitted (${calibration.notFitted}); test ECE ${
-          test.eceBefore.toFixed(3)
-        }.`
-        : `Its probabilities: test ECE ${test.eceBefore.toFixed(3)} as trained, ${
-          test.eceAfter.toFixed(3)
-        } after temperature scaling (T = ${calibration.temperature.toFixed(2)}, fitted on ` +
-          "validation).",
-    );
-  }
-  return lines;
 }

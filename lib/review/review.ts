@@ -12,8 +12,14 @@ import { type Table, table } from "../tables.ts";
 import type { ImageItem, ImageStats } from "../data/mod.ts";
 import { computeMetrics, type Metrics, type Prediction } from "../evaluate/mod.ts";
 import {
+  compareOutcomes,
+  differenceText,
+  type FinishedRun,
+  leakageAccuracyTable,
   loadSweep,
+  type Outcomes,
   outputsRoot,
+  runOutcomes,
   type RunSummary,
   runSweep,
   type SweepResult,
@@ -110,6 +116,8 @@ export function predictLogistic(
 export interface MetadataBaseline {
   /** All features together. */
   all: Metrics;
+  /** All features together: right or wrong on each test image (by its path). */
+  allOutcomes: Outcomes;
   /** Each feature alone. */
   single: { feature: MetadataFeature; metrics: Metrics }[];
 }
@@ -132,34 +140,73 @@ export async function metadataBaseline(
       return v;
     });
   const [trainRows, testRows] = [rows(train), rows(test)];
-  const score = async (features: readonly MetadataFeature[]) => {
+  const fit = async (features: readonly MetadataFeature[]) => {
     const model = await fitLogistic(trainRows, train.map((i) => i.label), numClasses, features);
-    return computeMetrics(
-      test.map((i) => i.label),
-      testRows.map((r) => predictLogistic(model, r)),
-      numClasses,
-    );
+    return testRows.map((r) => predictLogistic(model, r));
   };
-  const all = await score(METADATA_FEATURES);
+  const score = (predicted: number[]) =>
+    computeMetrics(test.map((i) => i.label), predicted, numClasses);
+  const allPredicted = await fit(METADATA_FEATURES);
   const single = [];
   for (const feature of METADATA_FEATURES) {
-    single.push({ feature, metrics: await score([feature]) });
+    single.push({ feature, metrics: score(await fit([feature])) });
   }
-  return { all, single };
+  return { all: score(allPredicted), allOutcomes: outcomesOf(test, allPredicted), single };
+}
+
+/** Right or wrong per image, keyed by its path, from predicted classes in the items' order. */
+export function outcomesOf(items: readonly ImageItem[], predicted: readonly number[]): Outcomes {
+  return new Map(items.map((item, i) => [item.relPath, predicted[i] === item.label]));
+}
+
+/** Right or wrong per image of an evaluation's predictions. */
+export function predictionOutcomes(predictions: readonly Prediction[]): Outcomes {
+  return new Map(predictions.map((p) => [p.item.relPath, p.correct]));
 }
 
 const pct = (v: number) => percent(v);
 const ci = (m: Metrics) => `${pct(m.accuracyInterval.lower)} – ${pct(m.accuracyInterval.upper)}`;
 
-/** One row per model: what it saw, its test accuracy and the 95 % interval. */
-export function comparisonTable(rows: { model: string; sees: string; metrics: Metrics }[]): Table {
-  return table(rows.map((r) => ({
-    model: r.model,
-    "what it sees": r.sees,
-    "test accuracy": pct(r.metrics.accuracy),
-    correct: `${r.metrics.correct} of ${r.metrics.total}`,
-    "95 % Clopper–Pearson": ci(r.metrics),
-  })));
+/** A model in the review's comparison. */
+export interface ComparedModel {
+  model: string;
+  sees: string;
+  metrics: Metrics;
+  /** Right or wrong per test image, for the paired test against the reference. */
+  outcomes?: Outcomes;
+}
+
+/**
+ * One row per model: what it saw, its test accuracy and the 95 % interval; with a reference (the
+ * reviewed run), each other model's accuracy difference from it on the same images, with
+ * Newcombe's interval and McNemar's exact p. Two accuracies on the same 66 images are compared
+ * pairwise, never by their separate intervals.
+ */
+export function comparisonTable(
+  rows: readonly ComparedModel[],
+  opts: { reference?: ComparedModel } = {},
+): Table {
+  const ref = opts.reference;
+  return table(rows.map((r) => {
+    const paired = ref?.outcomes && r.outcomes && r !== ref
+      ? compareOutcomes(ref.outcomes, r.outcomes, ["reference", r.model])
+      : undefined;
+    return {
+      model: r.model,
+      "what it sees": r.sees,
+      "test accuracy": pct(r.metrics.accuracy),
+      correct: `${r.metrics.correct} of ${r.metrics.total}`,
+      "95 % Clopper–Pearson": ci(r.metrics),
+      ...(ref
+        ? {
+          "reviewed run − this": paired ? differenceText(paired) : r === ref ? "(reference)" : "—",
+          "McNemar p": paired
+            ? (paired.mcnemarP < 0.001 ? "< 0.001" : paired.mcnemarP.toFixed(3))
+            : "",
+        }
+        : {}),
+    };
+  }));
 }
 
 /** Test accuracy of each single metadata feature, best first. */
@@ -175,8 +222,12 @@ export function singleFeatureTable(baseline: MetadataBaseline): Table {
   );
 }
 
-/** A run's test accuracy on all test images and on those never seen in training. */
+/**
+ * A run's test accuracy on all test images and on those never seen in training (byte-identical
+ * and, for runs with the near-duplicate finder, near-identical copies left out).
+ */
 export function leakageTable(summary: RunSummary): Table {
+  if (summary.leakage) return leakageAccuracyTable(summary.test, summary.leakage);
   const rows = [{ images: `all ${summary.test.total} test images`, metrics: summary.test }];
   if (summary.unseenTest) {
     rows.push({
@@ -198,12 +249,72 @@ export function majorityBaseline(
   test: readonly ImageItem[],
   numClasses: number,
 ): Metrics {
+  return majorityModel(train, test, numClasses).metrics;
+}
+
+/** "Always the training folder's largest class", as a model of the comparison. */
+export function majorityModel(
+  train: readonly ImageItem[],
+  test: readonly ImageItem[],
+  numClasses: number,
+): ComparedModel {
   const counts = Array.from(
     { length: numClasses },
     (_, k) => train.filter((i) => i.label === k).length,
   );
   const majority = counts.indexOf(Math.max(...counts));
-  return computeMetrics(test.map((i) => i.label), test.map(() => majority), numClasses);
+  const predicted = test.map(() => majority);
+  return {
+    model: "always the largest class",
+    sees: "nothing",
+    metrics: computeMetrics(test.map((i) => i.label), predicted, numClasses),
+    outcomes: outcomesOf(test, predicted),
+  };
+}
+
+/** The metadata baseline (all features) as a model of the comparison. */
+export function metadataModel(baseline: MetadataBaseline): ComparedModel {
+  return {
+    model: "logistic regression",
+    sees: "size, shape, format, brightness",
+    metrics: baseline.all,
+    outcomes: baseline.allOutcomes,
+  };
+}
+
+/** A finished run as a model of the comparison (its per-image outcomes from predictions.csv). */
+export function runModel(run: FinishedRun, model: string, sees: string): ComparedModel {
+  return { model, sees, metrics: run.summary.test, outcomes: runOutcomes(run) };
+}
+
+/** Every pair of a sweep's seeds on the same test images: difference and McNemar's p. */
+export function sweepPairsTable(sweep: SweepResult): Table {
+  const runs = sweep.runs.map((r) => ({
+    seed: r.config.seed,
+    outcomes: runOutcomes({
+      runDir: path.join(sweep.sweepDir, `seed${r.config.seed}`),
+      summary: r,
+      history: r.history,
+      bestDir: "",
+    }),
+  }));
+  const rows = [];
+  for (let i = 0; i < runs.length; i++) {
+    for (let j = i + 1; j < runs.length; j++) {
+      const c = compareOutcomes(runs[i].outcomes, runs[j].outcomes, [
+        `seed ${runs[i].seed}`,
+        `seed ${runs[j].seed}`,
+      ]);
+      rows.push({
+        seeds: `${runs[i].seed} – ${runs[j].seed}`,
+        accuracies: `${pct(c.accuracyA)} – ${pct(c.accuracyB)}`,
+        "disagree on": c.onlyA + c.onlyB,
+        difference: differenceText(c),
+        "McNemar p": c.mcnemarP < 0.001 ? "< 0.001" : c.mcnemarP.toFixed(3),
+      });
+    }
+  }
+  return table(rows, { title: "Every pair of seeds on the same test images" });
 }
 
 /**

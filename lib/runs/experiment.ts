@@ -11,7 +11,13 @@ import { percent } from "../format.ts";
 import { createProgress, type Progress } from "../progress.ts";
 import { envSetting } from "../paths.ts";
 import { codeVersion, runtimeInfo } from "../provenance.ts";
-import { countByClass, leakedTestItems, prepareData, resolveDataDir } from "../data/mod.ts";
+import {
+  countByClass,
+  findNearDuplicates,
+  type NearDuplicateReport,
+  prepareData,
+  resolveDataDir,
+} from "../data/mod.ts";
 import {
   buildModel,
   checkpointInputMask,
@@ -25,7 +31,7 @@ import { loadTrainingState, trainModel } from "../train/mod.ts";
 import { sessionSettings } from "../engine/mod.ts";
 import {
   calibrationSummary,
-  computeMetrics,
+  type DiagnosticSummary,
   evaluateExternal,
   evaluateModel,
   type Evaluation,
@@ -36,7 +42,8 @@ import {
 } from "../evaluate/mod.ts";
 import { renderReport, type RunSummary, writeCurves } from "./report.ts";
 import { accuracySentence, writeEvaluation } from "./results.ts";
-import { summarizeExternal, writeExternal } from "./external_report.ts";
+import { type ExternalSummary, writeExternal } from "./external_report.ts";
+import { leakageSummary, writeLeakageGallery } from "./leakage.ts";
 import {
   type CalibrationRecord,
   calibrationRecord,
@@ -79,6 +86,8 @@ export interface ExperimentOptions {
    * COVID_CXR_EXTERNAL with resolveExternalDir).
    */
   external?: string;
+  /** PPV and NPV are also reported at this prevalence (0–1), besides the test set's own. */
+  prevalence?: number;
   /** No progress bars. */
   quiet?: boolean;
   /** Receives the narrative lines (epochs, saving, results). */
@@ -120,19 +129,24 @@ export async function runExperiment(opts: ExperimentOptions = {}): Promise<Exper
     const trained = await trainRun(runDir, record, data, resume, opts, log);
     const evaluated = await evaluateBest(trained.bestDir, data, config, opts, log);
     const evaluation = evaluated.test;
+    const { classNames } = data.dataset;
+    const prevalence = opts.prevalence;
+    const diagnostics = await writeEvaluation(runDir, evaluation, classNames, { prevalence });
+    await writeCurves(runDir, trained.history);
+    await writeCalibration(runDir, evaluated.calibration);
+    await writeLeakageGallery(runDir, data.nearDuplicates, data.cache);
+    const external = evaluated.external
+      ? await writeExternal(path.join(runDir, "external"), evaluated.external, classNames, {
+        test: { metrics: evaluation.metrics, probe: evaluated.testProbe, diagnostics },
+        prevalence,
+      })
+      : undefined;
     const summary = summarize(runDir, record, data, trained, evaluated, backend, {
       seconds: (performance.now() - started) / 1000 +
         (resume ? resume.history.reduce((s, h) => s + h.seconds, 0) : 0),
+      diagnostics,
+      external,
     });
-    const { classNames } = data.dataset;
-    await writeEvaluation(runDir, evaluation, classNames);
-    await writeCurves(runDir, trained.history);
-    await writeCalibration(runDir, evaluated.calibration);
-    if (evaluated.external) {
-      await writeExternal(path.join(runDir, "external"), evaluated.external, classNames, {
-        test: { metrics: evaluation.metrics, probe: evaluated.testProbe },
-      });
-    }
     await writeJsonAtomic(path.join(runDir, "summary.json"), summary);
     await writeFileAtomic(path.join(runDir, "report.md"), renderReport(summary));
     cleanTemporaries(runDir);
@@ -219,7 +233,7 @@ async function resumeRun(
   return { runDir, record, resume };
 }
 
-type RunData = Awaited<ReturnType<typeof prepareData>>;
+type RunData = Awaited<ReturnType<typeof prepareData>> & { nearDuplicates: NearDuplicateReport };
 
 /** The data, checked and split, with data_report.json written and the counts said. */
 async function prepareRunData(
@@ -239,6 +253,10 @@ async function prepareRunData(
     },
   });
   await progress?.end();
+  const nearDuplicates = await findNearDuplicates(data.dataset, {
+    maxPixels: record.config.maxPixels,
+    log,
+  });
   const { train, validation, test } = data.splits;
   await writeJsonAtomic(path.join(runDir, "data_report.json"), {
     root: data.dataset.root,
@@ -251,6 +269,16 @@ async function prepareRunData(
       kind: g.kind,
       files: g.items.map((i) => i.relPath),
     })),
+    nearDuplicates: {
+      method: nearDuplicates.method,
+      calibration: nearDuplicates.calibration,
+      pairs: nearDuplicates.pairs.map((p) => ({
+        kind: p.kind,
+        files: [p.a.relPath, p.b.relPath],
+        distance: p.distance,
+        byteIdentical: p.byteIdentical,
+      })),
+    },
   });
   if (data.report.skipped.length > 0) {
     log(`Skipped ${data.report.skipped.length} unreadable file(s) (--skip-bad):`);
@@ -264,7 +292,16 @@ async function prepareRunData(
         countByClass(data.dataset).map((c) => `${c.className} ${c.train}/${c.test}`).join(", ")
       }`,
   );
-  return data;
+  const cross = nearDuplicates.pairs.filter((p) => p.kind === "train-test");
+  if (cross.length > 0) {
+    const leaked = new Set(cross.map((p) => p.b.relPath));
+    log(
+      `Leakage: ${leaked.size} test image(s) are the same X-ray as a training image ` +
+        `(${cross.filter((p) => p.byteIdentical).length} byte-identical pair(s), ` +
+        `${cross.filter((p) => !p.byteIdentical).length} near-identical); see data_report.json.`,
+    );
+  }
+  return { ...data, nearDuplicates };
 }
 
 /** Build (or take the resumed) model and train it; the model is freed afterwards. */
@@ -391,12 +428,12 @@ function summarize(
   trained: Awaited<ReturnType<typeof trainModel>>,
   evaluated: BestEvaluation,
   backend: BackendInfo,
-  time: { seconds: number },
+  extra: { seconds: number; diagnostics: DiagnosticSummary; external?: ExternalSummary },
 ): RunSummary {
   const evaluation = evaluated.test;
   const { classNames } = data.dataset;
-  const leaked = new Set(leakedTestItems(data.dataset).map((i) => i.path));
-  const unseen = evaluation.predictions.filter((p) => !leaked.has(p.item.path));
+  const leakage = leakageSummary(data.nearDuplicates, evaluation.predictions, classNames.length);
+  const excluded = [...leakage.byteIdentical, ...leakage.nearIdentical.map((n) => n.test)];
   return {
     runId: path.basename(runDir),
     config: record.config,
@@ -411,20 +448,13 @@ function summarize(
     history: trained.history,
     bestEpoch: trained.bestEpoch,
     test: evaluation.metrics,
-    ...(leaked.size > 0
-      ? {
-        unseenTest: {
-          metrics: computeMetrics(
-            unseen.map((p) => p.item.label),
-            unseen.map((p) => p.predicted),
-            classNames.length,
-          ),
-          excluded: [...leaked].map((p) => path.relative(data.dataset.root, p)),
-        },
-      }
+    testDiagnostics: extra.diagnostics,
+    ...(excluded.length > 0
+      ? { unseenTest: { metrics: leakage.clean, excluded: excluded.sort() } }
       : {}),
+    leakage,
     testProbe: evaluated.testProbe,
-    ...(evaluated.external ? { external: summarizeExternal(evaluated.external) } : {}),
+    ...(extra.external ? { external: extra.external } : {}),
     calibration: evaluated.calibration,
     skippedFiles: data.report.skipped,
     backend: { backend: backend.backend, versions: backend.versions },
@@ -432,7 +462,7 @@ function summarize(
     inferenceEngine: evaluation.engine,
     sessionSettings: sessionSettings(),
     codeVersion: record.codeVersion,
-    totalSeconds: time.seconds,
+    totalSeconds: extra.seconds,
   };
 }
 
@@ -497,6 +527,13 @@ export async function findOrTrainRun(
     return same;
   }
   log(`No finished run with these settings in ${outputsRoot(opts.root)}; training one now.`);
-  const result = await runExperiment({ config, data: opts.data, outputs: opts.root, log });
+  // A run made for a comparison is not the newest run of the method: `latest` stays where it is.
+  const result = await runExperiment({
+    config,
+    data: opts.data,
+    outputs: opts.root,
+    log,
+    markLatest: false,
+  });
   return loadRun(result.runDir);
 }

@@ -6,9 +6,24 @@ import * as path from "node:path";
 import { writeFileAtomic, writeJsonAtomic } from "../files.ts";
 import { percent } from "../format.ts";
 import { csvText, type Table, table } from "../tables.ts";
-import type { BreakdownRow, ExternalResult, Metrics, ShortcutRate } from "../evaluate/mod.ts";
+import {
+  type BreakdownRow,
+  type ClassReading,
+  describeExternalSet,
+  type DiagnosticSummary,
+  diagnosticSummary,
+  type ExternalDescription,
+  type ExternalResult,
+  type GroupDifference,
+  type GroupRate,
+  type Metrics,
+  MIN_GROUP,
+  MOSTLY,
+  readExternalSet,
+  type ShortcutRate,
+} from "../evaluate/mod.ts";
 import { plotBreakdown, plotShortcutProbe } from "../figures/mod.ts";
-import { writeEvaluation } from "./results.ts";
+import { diagnosticsNotes, diagnosticsTable, writeEvaluation } from "./results.ts";
 
 /** What summary.json keeps of an external evaluation. */
 export interface ExternalSummary {
@@ -18,6 +33,8 @@ export interface ExternalSummary {
   columns: string[];
   counts: { className: string; images: number }[];
   skipped: number;
+  /** The set described from itself: classes, manifest columns, ages, its README (newer runs). */
+  description?: ExternalDescription;
   passes: {
     preprocessing: string;
     /** File prefix of this pass's files in external/ ("" or "gray_"). */
@@ -25,25 +42,60 @@ export interface ExternalSummary {
     metrics: Metrics;
     probe: ShortcutRate[];
     breakdowns: BreakdownRow[];
+    /** ROC/AUC, sensitivity, specificity, PPV, NPV per class (newer runs). */
+    diagnostics?: DiagnosticSummary;
+    /** Why other classes are called the target, as far as the set can tell (newer runs). */
+    readings?: ClassReading[];
   }[];
+}
+
+/** The test set's side of the comparison. */
+export interface TestSide {
+  metrics: Metrics;
+  probe: ShortcutRate[];
+  diagnostics?: DiagnosticSummary;
 }
 
 const PREFIXES = ["", "gray_"];
 
-/** The summary of an external evaluation (no per-image predictions: those go to CSV files). */
-export function summarizeExternal(r: ExternalResult): ExternalSummary {
+/**
+ * The summary of an external evaluation (no per-image predictions: those go to CSV files): the
+ * set's description, and per pass the metrics, the probe, the breakdowns, the diagnostic
+ * measures (given, or computed here) and the readings against the test set's probe.
+ */
+export function summarizeExternal(
+  r: ExternalResult,
+  opts: {
+    testProbe?: readonly ShortcutRate[];
+    prevalence?: number;
+    diagnostics?: readonly DiagnosticSummary[];
+  } = {},
+): ExternalSummary {
+  const classNames = r.classNames;
   return {
     folder: r.folder,
     ...(r.manifest ? { manifest: r.manifest.file } : {}),
     columns: r.columns,
     counts: r.counts,
     skipped: r.skipped.length,
+    description: describeExternalSet(r.passes[0].evaluation.predictions, classNames, {
+      manifest: r.manifest,
+      folder: r.folder,
+    }),
     passes: r.passes.map((p, i) => ({
       preprocessing: p.preprocessing,
       prefix: PREFIXES[i],
       metrics: p.evaluation.metrics,
       probe: p.probe,
       breakdowns: p.breakdowns,
+      diagnostics: opts.diagnostics?.[i] ??
+        diagnosticSummary(p.evaluation.predictions, p.evaluation.metrics.confusion, classNames, {
+          prevalence: opts.prevalence,
+        }).summary,
+      readings: readExternalSet(p.evaluation.predictions, classNames, {
+        manifest: r.manifest,
+        testProbe: opts.testProbe,
+      }),
     })),
   };
 }
@@ -70,15 +122,23 @@ function accuracyText(m: Metrics): string {
  */
 export function sideBySideTable(
   ext: ExternalSummary,
-  test?: { metrics: Metrics; probe: ShortcutRate[] },
+  test?: TestSide,
   target = "Covid",
 ): Table {
   const columns = [
-    ...(test ? [{ name: "paper's test set", metrics: test.metrics, probe: test.probe }] : []),
+    ...(test
+      ? [{
+        name: "test set",
+        metrics: test.metrics,
+        probe: test.probe,
+        diagnostics: test.diagnostics,
+      }]
+      : []),
     ...ext.passes.map((p) => ({
       name: `external, ${p.preprocessing}`,
       metrics: p.metrics,
       probe: p.probe,
+      diagnostics: p.diagnostics,
     })),
   ];
   const probeLines = [
@@ -91,6 +151,18 @@ export function sideBySideTable(
       "": "accuracy",
       ...Object.fromEntries(columns.map((c) => [c.name, accuracyText(c.metrics)])),
     },
+    ...(columns.some((c) => c.diagnostics)
+      ? [{
+        "": "macro AUC (95 % DeLong)",
+        ...Object.fromEntries(columns.map((c) => {
+          const a = c.diagnostics?.macroAuc;
+          return [
+            c.name,
+            a ? `${a.auc.toFixed(3)} (${a.lower.toFixed(3)} – ${a.upper.toFixed(3)})` : "—",
+          ];
+        })),
+      }]
+      : []),
     ...probeLines.map((line) => {
       const [className, level] = line.split("|");
       return {
@@ -119,36 +191,123 @@ export function breakdownTable(
   })));
 }
 
+/** "12 of 100 (12.0 %; 6.4 – 20.0 %)". */
+function groupText(g: GroupRate): string {
+  return `${g.called} of ${g.total} (${pct(g.rate)}; ${pct(g.interval.lower)} – ${
+    pct(g.interval.upper)
+  })`;
+}
+
+function pText(p: number): string {
+  return p < 0.001 ? "p < 0.001" : `p = ${p.toFixed(3)}`;
+}
+
+function differenceText(d: GroupDifference, what: string): string {
+  return `${what} ${d.high.group}: ${groupText(d.high)}; ${d.low.group}: ${groupText(d.low)} ` +
+    `(Fisher's exact test, Bonferroni-adjusted, ${pText(d.p)})`;
+}
+
+function groupsText(groups: readonly GroupRate[]): string {
+  return groups.map((g) => `${g.group} ${g.called}/${g.total}`).join(", ");
+}
+
 /**
- * What the largest external "called Covid" rate means, read against the same class on the paper's
- * test set: a model that calls the test set's (children's) images right but the adults' images
- * Covid has learnt age; one that calls both Covid has not learnt the classes at all.
+ * The reading of one class, in words chosen by its verdict (lib/evaluate/external_reading.ts):
+ * only what this set's numbers support, and where they cannot separate causes, that.
  */
-export function probeReading(
-  worst: ShortcutRate,
-  testProbe: readonly ShortcutRate[] | undefined,
-  classNames: readonly string[],
-): string {
-  const target = classNames[0];
-  const lead =
-    `Of the external ${worst.className} images, ${worst.called} of ${worst.total} were ` +
-    `called ${target} (${pct(worst.rate)}, 95 % interval ${pct(worst.interval.lower)} – ${
-      pct(worst.interval.upper)
-    }).`;
-  const test = testProbe?.find((r) => r.className === worst.className && r.level === "image");
-  if (!test) {
-    return `${lead} In the paper's data set ${target} is the adults' class: a model that learned ` +
-      `"adult" rather than the disease calls adults' X-rays ${target}.`;
+export function readingText(r: ClassReading): string {
+  const lead = `${r.className}: ${groupText(r.overall)} called ${r.target}${
+    r.test ? ` (on the test set ${r.test.called} of ${r.test.total}, ${pct(r.test.rate)})` : ""
+  }.`;
+  const sources = r.bySource.length;
+  const ages = r.byAge.length;
+  switch (r.verdict) {
+    case "age":
+      return `${lead} ${
+        differenceText(r.ageDifference!, `Within ${r.ageDifference!.within ?? "this set"},`)
+      }: the age group goes with being called ${r.target}, with the source held fixed.`;
+    case "source":
+      return `${lead} ${
+        differenceText(
+          r.sourceDifference!,
+          r.sourceDifference!.within ? `Among ${r.sourceDifference!.within},` : "By source,",
+        )
+      }: the source goes with being called ${r.target}${
+        r.sourceDifference!.within ? ", at the same age" : " (the manifest gives no ages)"
+      }.`;
+    case "age-or-source": {
+      const d = [r.ageDifference, r.sourceDifference].find(Boolean) ??
+        undefined;
+      const groups = d
+        ? `${d.high.group} ${groupText(d.high)}, ${d.low.group} ${groupText(d.low)}`
+        : `by age ${groupsText(r.byAge)}; by source ${groupsText(r.bySource)}`;
+      return `${lead} The groups differ (${groups}), but in this set every source holds a single ` +
+        `age group: it cannot tell whether age or source makes the difference.`;
+    }
+    case "not-carried-over":
+      return `${lead} Told apart on the test set, called ${r.target} here${
+        ages > 1 ? ` in every age group (${groupsText(r.byAge)})` : ""
+      }${sources > 1 ? ` and from every source (${groupsText(r.bySource)})` : ""}. What differs ` +
+        `between the two sets (the patients' age, the source, the equipment) this set cannot ` +
+        `separate: its ${r.className} images come from ${
+          sources > 1 ? `${sources} sources` : sources === 1 ? "one source" : "unnamed sources"
+        }${
+          ages > 1
+            ? ` and ${ages} age groups, none of which differs from another`
+            : ages === 1
+            ? " and one age group"
+            : " with no ages given"
+        }.`;
+    case "not-learnt":
+      return `${lead} Called ${r.target} in every ${
+        ages > 1 && sources > 1 ? "age group and source" : ages > 1 ? "age group" : "source"
+      } this set has (${
+        [ages > 1 ? groupsText(r.byAge) : "", sources > 1 ? groupsText(r.bySource) : ""]
+          .filter(Boolean).join("; ")
+      })${r.test ? " and on the test set too" : ""}: the model has not learnt ${r.className} as ` +
+        `these images show it, whatever their ${
+          ages > 1 && sources > 1 ? "age or source" : ages > 1 ? "age" : "source"
+        }.`;
+    case "told-apart":
+      return `${lead} Mostly not called ${r.target} (at most ${
+        pct(MOSTLY, 0)
+      }): on this set the model tells ${r.className} from ${r.target}.`;
+    case "cannot-tell":
+      return `${lead} ${
+        r.overall.total < MIN_GROUP
+          ? `Fewer than ${MIN_GROUP} images: too few to read.`
+          : "One age group and one source (or none named), and nothing to compare with: " +
+            "this set cannot say why."
+      }`;
   }
-  const onTest = `On the paper's test set it calls ${test.called} of ${test.total} ` +
-    `${worst.className} images (children's X-rays) ${target}`;
-  if (test.rate >= 0.5) {
-    return `${lead} ${onTest} too: it calls almost everything ${target}, so this line cannot ` +
-      "tell an age shortcut from a model that has not learnt the classes.";
+}
+
+/** The set described from itself, in two or three sentences and a line per column. */
+export function descriptionLines(ext: ExternalSummary): string[] {
+  const d = ext.description;
+  if (!d) return [];
+  const lines = [
+    `Images per class: ${d.counts.map((c) => `${c.className} ${c.images}`).join(", ")}.`,
+  ];
+  if (d.ages) {
+    lines.push(
+      `Ages (${d.ages.n} images with one): ${d.ages.min}–${d.ages.max}, median ${d.ages.median}; ` +
+        `${d.ages.under18} under 18.`,
+    );
+  } else {
+    lines.push("The manifest gives no ages.");
   }
-  return `${lead} ${onTest}: the same class, told apart in children and called ${target} in ` +
-    `adults — age, not the disease, decides. In the paper's data set ${target} is the adults' ` +
-    `class and ${classNames.slice(1).join(" and ")} are children's images from one hospital.`;
+  for (const c of d.columns) {
+    if (c.column === "age band") continue;
+    const shown = c.values.slice(0, 6).map((v) => `${v.value} ${v.images}`);
+    lines.push(
+      `By ${c.column}: ${shown.join(", ")}${
+        c.values.length > 6 ? `, and ${c.values.length - 6} more` : ""
+      }.`,
+    );
+  }
+  if (d.readme) lines.push(`Its README begins: “${d.readme}”`);
+  return lines;
 }
 
 /**
@@ -159,7 +318,7 @@ export function externalSection(
   ext: ExternalSummary,
   classNames: readonly string[],
   opts: {
-    test?: { metrics: Metrics; probe: ShortcutRate[] };
+    test?: TestSide;
     files?: string;
     columns?: readonly string[];
   } = {},
@@ -167,26 +326,51 @@ export function externalSection(
   const files = opts.files ?? "external/";
   const [stored, gray] = ext.passes;
   const target = classNames[0];
-  const worst = stored.probe.filter((r) => r.level === "image").sort((a, b) => b.rate - a.rate)[0];
   const shown = ext.columns.filter((c) => !opts.columns || opts.columns.includes(c));
+  const readings = stored.readings ?? [];
   return [
     "## Outside the data set",
     "",
-    `The kept checkpoint on ${stored.metrics.total} X-rays from elsewhere (${ext.folder}: ${
-      ext.counts.map((c) => `${c.className} ${c.images}`).join(", ")
-    }${ext.skipped ? `; ${ext.skipped} unreadable files left out` : ""}), scored as the test ` +
-    `set is. It was run twice: with the images as stored, and with every image first made ` +
-    `1-channel gray at ${gray.preprocessing.replace("gray ", "")} pixels, so that how a source ` +
-    "stores its files (colour, alpha, bit depth, size) cannot tell the classes apart.",
+    `The kept checkpoint on ${stored.metrics.total} X-rays from elsewhere (${ext.folder}${
+      ext.skipped ? `; ${ext.skipped} unreadable files left out` : ""
+    }), scored as the test set is. It was run twice: with the images as stored, and with ` +
+    `every image first made 1-channel gray at ${gray.preprocessing.replace("gray ", "")} ` +
+    "pixels, so that how a source stores its files (colour, alpha, bit depth, size) cannot tell " +
+    "the classes apart.",
+    "",
+    ...descriptionLines(ext).map((l) => `- ${l}`),
     "",
     sideBySideTable(ext, opts.test, target).toMarkdown(),
     "",
-    ...(worst ? [probeReading(worst, opts.test?.probe, classNames), ""] : []),
+    ...(readings.length
+      ? [
+        `### Why images of other classes are called ${target}`,
+        "",
+        "Each class's share called " + target + " compared across the manifest's age groups " +
+        "(inside one source) and sources (inside one age group), with Fisher's exact test; " +
+        `groups of fewer than ${MIN_GROUP} images are not compared.`,
+        "",
+        ...readings.map((r) => `- ${readingText(r)}`),
+        "",
+      ]
+      : []),
     `![Called ${target}](${files}shortcut_probe.svg)`,
     "",
     `![Confusion matrix, as stored](${files}confusion_matrix.svg) ` +
     `![Confusion matrix, gray](${files}gray_confusion_matrix.svg)`,
     "",
+    ...(stored.diagnostics
+      ? [
+        "### One class against the rest (as stored)",
+        "",
+        diagnosticsTable(stored.diagnostics).toMarkdown(),
+        "",
+        ...diagnosticsNotes(stored.diagnostics).map((n) => `- ${n}`),
+        "",
+        `![ROC curves, external](${files}roc.svg)`,
+        "",
+      ]
+      : []),
     ...shown.flatMap((column) => {
       const rows = stored.breakdowns.filter((r) => r.column === column);
       return [
@@ -217,15 +401,23 @@ export async function writeExternal(
   dir: string,
   result: ExternalResult,
   classNames: readonly string[],
-  opts: { test?: { metrics: Metrics; probe: ShortcutRate[] } } = {},
+  opts: { test?: TestSide; prevalence?: number } = {},
 ): Promise<ExternalSummary> {
-  const ext = summarizeExternal(result);
+  const diagnostics: DiagnosticSummary[] = [];
   for (const [i, pass] of result.passes.entries()) {
-    await writeEvaluation(dir, pass.evaluation, classNames, {
-      prefix: PREFIXES[i],
-      title: `Confusion matrix (external set, ${pass.preprocessing})`,
-    });
+    diagnostics.push(
+      await writeEvaluation(dir, pass.evaluation, classNames, {
+        prefix: PREFIXES[i],
+        title: `Confusion matrix (external set, ${pass.preprocessing})`,
+        prevalence: opts.prevalence,
+      }),
+    );
   }
+  const ext = summarizeExternal(result, {
+    testProbe: opts.test?.probe,
+    prevalence: opts.prevalence,
+    diagnostics,
+  });
   await writeFileAtomic(
     path.join(dir, "breakdowns.csv"),
     csvText([
@@ -252,7 +444,7 @@ export async function writeExternal(
     ]),
   );
   const probeSets = [
-    ...(opts.test ? [{ name: "paper's test set", probe: opts.test.probe }] : []),
+    ...(opts.test ? [{ name: "test set", probe: opts.test.probe }] : []),
     ...ext.passes.map((p) => ({ name: `external, ${p.preprocessing}`, probe: p.probe })),
   ];
   await writeFileAtomic(
@@ -285,7 +477,11 @@ export async function writeExternal(
   await writeJsonAtomic(path.join(dir, "summary.json"), ext);
   await writeFileAtomic(
     path.join(dir, "report.md"),
-    ["# External evaluation", "", ...externalSection(ext, classNames, { ...opts, files: "" })]
+    [
+      "# External evaluation",
+      "",
+      ...externalSection(ext, classNames, { test: opts.test, files: "" }),
+    ]
       .join("\n"),
   );
   return ext;

@@ -32,15 +32,42 @@ export {
   updateLatest,
 } from "./runs.ts";
 export { renderReport, type RunSummary, writeCurves } from "./report.ts";
-export { accuracySentence, intervalTable, metricsTable, writeEvaluation } from "./results.ts";
+export {
+  compareOutcomes,
+  comparisonSentence,
+  differenceText,
+  type Outcomes,
+  pairedTable,
+  runOutcomes,
+} from "./compare.ts";
+export {
+  calibrationSentence,
+  leakageAccuracyTable,
+  leakageFinding,
+  leakageGallery,
+  leakagePairsTable,
+  type LeakageSummary,
+  leakageSummary,
+  writeLeakageGallery,
+} from "./leakage.ts";
+export {
+  accuracySentence,
+  diagnosticsNotes,
+  diagnosticsTable,
+  intervalTable,
+  metricsTable,
+  writeEvaluation,
+} from "./results.ts";
 export {
   breakdownTable,
+  descriptionLines,
   externalSection,
   type ExternalSummary,
-  probeReading,
   rateText,
+  readingText,
   sideBySideTable,
   summarizeExternal,
+  type TestSide,
   writeExternal,
 } from "./external_report.ts";
 export {

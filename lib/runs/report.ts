@@ -14,9 +14,20 @@ import {
   type SessionSettings,
 } from "../engine/mod.ts";
 import type { EpochRecord } from "../train/mod.ts";
-import { classificationReport, type Metrics, type ShortcutRate } from "../evaluate/mod.ts";
+import {
+  classificationReport,
+  type DiagnosticSummary,
+  type Metrics,
+  type ShortcutRate,
+} from "../evaluate/mod.ts";
 import { plotTrainingCurves } from "../figures/mod.ts";
-import { accuracySentence } from "./results.ts";
+import { accuracySentence, diagnosticsNotes, diagnosticsTable } from "./results.ts";
+import {
+  calibrationSentence,
+  leakageAccuracyTable,
+  leakagePairsTable,
+  type LeakageSummary,
+} from "./leakage.ts";
 import { externalSection, type ExternalSummary, rateText } from "./external_report.ts";
 import { type CalibrationRecord, calibrationSection } from "./calibration_report.ts";
 
@@ -31,8 +42,15 @@ export interface RunSummary {
   history: EpochRecord[];
   bestEpoch: number;
   test: Metrics;
-  /** Test metrics without the test images that are byte-identical to training images. */
+  /** ROC/AUC, sensitivity, specificity, PPV and NPV per class on the test set. */
+  testDiagnostics?: DiagnosticSummary;
+  /**
+   * Test metrics without the test images training saw: byte-identical copies and (runs since the
+   * near-duplicate finder) near-identical ones.
+   */
   unseenTest?: { metrics: Metrics; excluded: string[] };
+  /** Which test images training saw, how they were found, and the accuracy without them. */
+  leakage?: LeakageSummary;
   /** On the test set: the share of each non-Covid class called Covid (the shortcut probe). */
   testProbe?: ShortcutRate[];
   /** The kept checkpoint on an external set (`--external`), when one was given. */
@@ -49,6 +67,8 @@ export interface RunSummary {
   sessionSettings?: SessionSettings;
   codeVersion: string;
   totalSeconds: number;
+  /** The notebooks executed against this run (`deno task notebooks`, `reproduce --notebooks`). */
+  notebooks?: { index: string; names: string[]; executedAt: string };
 }
 
 const pct = (v: number, digits = 2) => percent(v, digits);
@@ -79,15 +99,25 @@ export function renderReport(s: RunSummary): string {
     "",
     ...reportNotes(s),
     ...headline(s),
+    ...(s.notebooks
+      ? [
+        `The notebooks (${s.notebooks.names.join(", ")}), executed against this run on ` +
+        `${s.notebooks.executedAt}, with every figure: [${s.notebooks.index}](${s.notebooks.index}).`,
+        "",
+      ]
+      : []),
     "## Setup",
     "",
     setupTable(s).toMarkdown(),
     "",
     ...historySection(s),
     ...testSection(s),
+    ...(s.leakage ? leakageSection(s.test, s.leakage) : []),
     ...(s.external
       ? externalSection(s.external, s.classNames, {
-        test: s.testProbe ? { metrics: s.test, probe: s.testProbe } : undefined,
+        test: s.testProbe
+          ? { metrics: s.test, probe: s.testProbe, diagnostics: s.testDiagnostics }
+          : undefined,
         columns: ["source", "view"],
       })
       : []),
@@ -140,15 +170,54 @@ function headline(s: RunSummary): string[] {
     `**Test accuracy: ${accuracySentence(s.test)}** The paper reports 96.97 % (64 of 66).`,
     "",
   ];
-  if (s.unseenTest) {
+  if (s.leakage && s.unseenTest) {
+    lines.push(
+      `On the ${s.unseenTest.metrics.total} test images that are not the same X-ray as a ` +
+        `training image (${s.leakage.byteIdentical.length} are byte-identical copies and ` +
+        `${s.leakage.nearIdentical.length} near-identical ones, seen with their label in ` +
+        `training; see _Leakage_): ${accuracySentence(s.unseenTest.metrics)}`,
+      "",
+    );
+  } else if (s.unseenTest) {
     lines.push(
       `On the ${s.unseenTest.metrics.total} test images that are not copies of training images ` +
         `(${s.unseenTest.excluded.length} are byte-identical to training images and were seen, ` +
         `with their label, in training): ${accuracySentence(s.unseenTest.metrics)}`,
       "",
     );
+  } else if (s.leakage) {
+    lines.push(
+      "No test image is the same X-ray as a training image (byte for byte or near-identical).",
+      "",
+    );
   }
   return lines;
+}
+
+/** Which test images training saw, found by content, and the accuracy without them. */
+function leakageSection(test: Metrics, leakage: LeakageSummary): string[] {
+  const pairs = leakage.crossSplit.length + leakage.withinTest.length;
+  return [
+    "## Leakage",
+    "",
+    `Test images that are the same X-ray as a training image: ${leakage.byteIdentical.length} ` +
+    `byte-identical and ${leakage.nearIdentical.length} near-identical (the same image saved at ` +
+    "another size, crop, contrast or encoding). Inside the test folder, " +
+    `${leakage.withinTest.length} pair(s) are one X-ray counted twice.`,
+    "",
+    leakageAccuracyTable(test, leakage).toMarkdown(),
+    "",
+    ...(pairs > 0
+      ? [
+        leakagePairsTable(leakage).toMarkdown(),
+        "",
+        "![Pairs side by side](near_duplicates.png)",
+        "",
+      ]
+      : []),
+    calibrationSentence(leakage.calibration),
+    "",
+  ];
 }
 
 /** Where the weights came from, in words. */
@@ -271,6 +340,18 @@ function testSection(s: RunSummary): string[] {
     "",
     `Rows are the true classes, columns the predicted ones. ${perClass.join("; ")}.`,
     "",
+    ...(s.testDiagnostics
+      ? [
+        "### One class against the rest",
+        "",
+        diagnosticsTable(s.testDiagnostics).toMarkdown(),
+        "",
+        ...diagnosticsNotes(s.testDiagnostics).map((n) => `- ${n}`),
+        "",
+        "![ROC curves](roc.svg)",
+        "",
+      ]
+      : []),
     ...(s.testProbe?.length
       ? [
         `Called ${s.classNames[0]} though not ${s.classNames[0]}: ${
@@ -289,9 +370,9 @@ function readingSection(s: RunSummary): string[] {
     "",
     `- The test set has ${s.test.total} images; the interval above is what that allows. Two ` +
     "runs that differ by one or two images are not different results.",
-    "- In the paper's data set, Normal and Viral Pneumonia images come from one pediatric " +
-    "hospital and Covid images from many adult sources: a model can separate them by age and " +
-    "source as well as by disease signs (notebook 06 measures how far such cues go).",
+    "- Where the classes come from different sources (hospitals, age groups, machines), a model " +
+    "can separate them by source as well as by disease signs; notebook 06 measures how far such " +
+    "cues go on this data.",
     ...(s.skippedFiles.length > 0
       ? [
         `- ${s.skippedFiles.length} file(s) were skipped as unreadable (--skip-bad): see ` +

@@ -1,70 +1,195 @@
+/**
+ * The notebooks executed headlessly as a user makes them readable: `deno task notebooks --quick`
+ * against a quick run (trained by the task when there is none), every cell's output present, and
+ * the page it writes opened offline in Chromium.
+ */
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { projectPath } from "../../lib/mod.ts";
-import { dataAvailable, executeNotebook, listNotebooks } from "../_notebook.ts";
+import {
+  notebookHoles,
+  type NotebookJson,
+  projectNotebooks,
+  projectPath,
+  sourceText,
+} from "../../lib/mod.ts";
+import { chromiumPath, startBrowser } from "../_jupyterlab.ts";
+import { dataAvailable, notebookName } from "../_notebook.ts";
 
-// Notebook 04 trains (quick mode) into this folder; 05 and 06 read a finished run from it. Never
-// the project's outputs/, whose "latest" may be a reader's real run.
+// The task trains a quick run into this folder and writes the executed notebooks into that run.
+// Never the project's outputs/, whose "latest" may be a reader's real run.
 const OUTPUTS = await Deno.makeTempDir({ prefix: "notebook-outputs-" });
 globalThis.addEventListener("unload", () => Deno.removeSync(OUTPUTS, { recursive: true }));
 
-/** Notebooks that read the newest finished run (they do not train their main run themselves). */
-const READS_LATEST = ["05_evaluation", "06_review"];
+const configured = Deno.env.get("COVID_CXR_DATA") !== undefined || dataAvailable();
 
-/**
- * A finished quick run in OUTPUTS (what notebook 04 leaves behind), so that 05 and 06 also pass
- * when run alone.
- */
-async function ensureFinishedRun(): Promise<void> {
-  if (fs.existsSync(path.join(OUTPUTS, "latest", "summary.json"))) return;
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", projectPath("scripts", "reproduce.ts"), "--quick", "--weights", "none"],
-    env: { COVID_CXR_OUTPUTS: OUTPUTS },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+interface TaskRun {
+  code: number;
+  text: string;
+  /** <run>/notebooks when the task finished. */
+  dir?: string;
 }
 
-for (const file of listNotebooks()) {
-  const name = path.basename(file, ".ipynb");
-  Deno.test({
-    name: `notebook ${name} executes headlessly through the Deno kernel with no error output`,
-    // Ignored only when no data set is configured at all; a configured one that is wrong fails.
-    ignore: name !== "00_environment" && !Deno.env.get("COVID_CXR_DATA") && !dataAvailable(),
-    fn: async () => {
-      if (READS_LATEST.includes(name)) await ensureFinishedRun();
-      const run = await executeNotebook(file, { env: { COVID_CXR_OUTPUTS: OUTPUTS } });
-      assert.deepEqual(run.errors, [], `${name}: error outputs`);
-      assert.ok(run.outputTypes.some((t) => t.length > 0), `${name}: no cell produced output`);
-      assert.deepEqual(run.figuresMissing, [], `${name}: figure cells without an image`);
-      if (READS_LATEST.includes(name)) {
-        // The external set's results beside the test set's when one is configured (CI sets
-        // COVID_CXR_EXTERNAL); else the reader is told how to configure one.
+let task: Promise<TaskRun> | undefined;
+
+/** `deno task notebooks --quick` once per process (both tests use its output). */
+function runNotebooksTask(): Promise<TaskRun> {
+  task ??= (async () => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", projectPath("scripts", "notebooks.ts"), "--quick", "--out", OUTPUTS],
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    const latest = path.join(OUTPUTS, "latest");
+    const dir = fs.existsSync(latest) ? path.join(fs.realpathSync(latest), "notebooks") : undefined;
+    return { code: out.code, text, dir };
+  })();
+  return task;
+}
+
+Deno.test({
+  name:
+    "notebook: deno task notebooks --quick trains a quick run when there is none, executes every notebook against it, and no cell lacks its output",
+  ignore: !configured,
+  fn: async () => {
+    const run = await runNotebooksTask();
+    assert.equal(run.code, 0, run.text.slice(-4000));
+    assert.match(run.text, /No finished quick run in .*: training one now/);
+    for (const file of projectNotebooks()) {
+      const name = notebookName(file);
+      assert.match(run.text, new RegExp(`${name}: done in \\d+ s`), name);
+      const executed = path.join(run.dir!, `${name}.ipynb`);
+      assert.ok(fs.existsSync(executed), executed);
+      const nb = JSON.parse(fs.readFileSync(executed, "utf8")) as NotebookJson;
+      assert.deepEqual(notebookHoles(nb), [], `${name}: cells that raised or show nothing`);
+      const code = nb.cells.filter((c) => c.cell_type === "code");
+      assert.ok(
+        code.every((c) => typeof c.execution_count === "number"),
+        `${name}: every cell ran`,
+      );
+      if (["05_evaluation", "06_review"].includes(name)) {
+        const text = code.flatMap((c) => c.outputs ?? []).map((o) =>
+          [o.text, o.data?.["text/plain"], o.data?.["text/html"]].flat().join("")
+        ).join("\n");
+        // The external set beside the test set when one is configured (CI sets it); else how to.
         assert.match(
-          run.text,
+          text,
           Deno.env.get("COVID_CXR_EXTERNAL")
-            ? /external, as stored[\s\S]*Normal called Covid/
+            ? /Images per class: Covid \d+[\s\S]*external, as stored[\s\S]*Normal called Covid/
             : /No external set is configured/,
           `${name}: the external section`,
         );
       }
-      console.log(`${name}: ${run.seconds.toFixed(1)} s`);
-    },
-  });
-}
+    }
+    assert.ok(fs.existsSync(path.join(run.dir!, "index.html")));
+    console.log(
+      run.text.split("\n").filter((l) => /done in|Wrote/.test(l) && !/cell/.test(l)).join("\n"),
+    );
+  },
+});
+
+Deno.test({
+  name:
+    "notebook: index.html opens offline in Chromium with no request leaving the page, no console error, every figure drawn and every contents link landing",
+  ignore: !configured || (chromiumPath() === undefined &&
+    Deno.env.get("COVID_CXR_REQUIRE_BROWSER") !== "1"),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const run = await runNotebooksTask();
+    assert.equal(run.code, 0, run.text.slice(-4000));
+    const html = path.join(run.dir!, "index.html");
+    const scratch = await Deno.makeTempDir({ prefix: "html-test-" });
+    const browser = await startBrowser(scratch);
+    try {
+      const page = await browser.newPage();
+      const problems: string[] = [];
+      page.on("console", (m) => m.type() === "error" && problems.push(`console: ${m.text()}`));
+      page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+      const requests: string[] = [];
+      await page.route("**/*", (route) => {
+        const url = route.request().url();
+        if (url.startsWith("file:") || url.startsWith("data:")) return route.continue();
+        requests.push(url);
+        return route.abort();
+      });
+      await page.goto(`file://${html}`);
+      await page.waitForLoadState("load");
+      const figures = await page.evaluate(() => {
+        // deno-lint-ignore no-explicit-any
+        const doc = (globalThis as any).document;
+        return [...doc.querySelectorAll("img.figure")].map((img: {
+          naturalWidth: number;
+          getBoundingClientRect(): { width: number; height: number };
+        }) => ({
+          natural: img.naturalWidth,
+          width: img.getBoundingClientRect().width,
+          height: img.getBoundingClientRect().height,
+        }));
+      });
+      const figureCells = projectNotebooks().flatMap((f) =>
+        (JSON.parse(fs.readFileSync(f, "utf8")) as NotebookJson).cells.filter((c) =>
+          (c.metadata.tags ?? []).includes("figure")
+        )
+      ).length;
+      assert.ok(
+        figures.length >= figureCells,
+        `${figures.length} figures for ${figureCells} cells`,
+      );
+      const blank = figures.filter((f) =>
+        f.natural === 0 || f.width === 0 || f.height === 0
+      );
+      assert.deepEqual(blank, [], "every figure decoded and drawn with a size");
+      const links = await page.locator("nav a").evaluateAll((as) =>
+        as.map((a) => (a as unknown as { getAttribute(n: string): string }).getAttribute("href"))
+      );
+      assert.ok(links.length >= 7, `contents: ${links.length} links`);
+      for (const href of links) {
+        assert.ok(
+          await page.locator(`[id="${href!.slice(1)}"]`).count() === 1,
+          `contents link ${href} has its target`,
+        );
+      }
+      // Clicking the last entry scrolls its heading into view.
+      const last = links.at(-1)!;
+      await page.locator(`nav a[href="${last}"]`).click();
+      const landed = await page.evaluate((id: string) => {
+        // deno-lint-ignore no-explicit-any
+        const g = globalThis as any;
+        const top = g.document.getElementById(id).getBoundingClientRect().top;
+        return { hash: g.location.hash, top, height: g.innerHeight };
+      }, last.slice(1));
+      assert.equal(landed.hash, last);
+      assert.ok(landed.top >= -1 && landed.top < landed.height, `heading at ${landed.top}`);
+      assert.deepEqual(requests, [], "no request leaves the page");
+      assert.deepEqual(problems, []);
+      // A screenshot for a person to look at, beside the JupyterLab ones.
+      const shots = projectPath("outputs", "browser");
+      fs.mkdirSync(shots, { recursive: true });
+      await page.screenshot({ path: path.join(shots, "index_html.png") });
+      console.log(
+        `index.html: ${(fs.statSync(html).size / 1e6).toFixed(1)} MB, ${figures.length} figures, ` +
+          `${links.length} contents links`,
+      );
+    } finally {
+      await browser.close().catch(() => {});
+      await Deno.remove(scratch, { recursive: true }).catch(() => {});
+    }
+  },
+});
 
 Deno.test("notebook code type-checks and lints clean (every code cell of every notebook, as one module each)", async () => {
   // Outside notebooks/ (which deno.json leaves out of lint), importing the library by its path.
   const dir = await Deno.makeTempDir({ prefix: "notebook-code-" });
   const files: string[] = [];
   try {
-    for (const file of listNotebooks()) {
-      const nb = JSON.parse(await Deno.readTextFile(file));
+    for (const file of projectNotebooks()) {
+      const nb = JSON.parse(await Deno.readTextFile(file)) as NotebookJson;
       const code = nb.cells
-        .filter((c: { cell_type: string }) => c.cell_type === "code")
-        .map((c: { source: string[] }) => c.source.join(""))
+        .filter((c) => c.cell_type === "code")
+        .map(sourceText)
         .join("\n\n")
         .replaceAll('"../lib/mod.ts"', JSON.stringify(projectPath("lib", "mod.ts")));
       const ts = path.join(dir, `${path.basename(file, ".ipynb")}.ts`);

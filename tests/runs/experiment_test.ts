@@ -16,6 +16,20 @@ Deno.test("experiment: test metrics are reported on all test images and on those
   const report = fs.readFileSync(path.join(RUN.runDir, "report.md"), "utf8");
   assert.match(
     report,
-    /On the 12 test images that are not copies of training images \(2 are byte-identical/,
+    /On the 12 test images that are not the same X-ray as a training image \(2 are byte-identical copies and 0 near-identical/,
+  );
+  // The near-duplicate finder ran on the data set and its calibration is in the report.
+  const leakage = RUN.summary.leakage!;
+  assert.deepEqual(leakage.byteIdentical.map((p) => path.basename(p).slice(0, 5)), [
+    "copy-",
+    "copy-",
+  ]);
+  assert.ok(report.includes("## Leakage"));
+  assert.match(report, /The near-duplicate threshold \([\d.]+\) was chosen on synthetic copies/);
+  const dataReport = JSON.parse(fs.readFileSync(path.join(RUN.runDir, "data_report.json"), "utf8"));
+  assert.ok(
+    dataReport.nearDuplicates.pairs.some((p: { byteIdentical: boolean; kind: string }) =>
+      p.byteIdentical && p.kind === "train-test"
+    ),
   );
 });
