@@ -80,6 +80,8 @@ export async function startLab(
       `--IdentityProvider.token=${token}`,
       `--ServerApp.root_dir=${rootDir}`,
       "--LabApp.news_url=",
+      // window.jupyterapp: the test asks the app whether the kernel is ready before running.
+      "--LabApp.expose_app_in_browser=True",
       "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
       ...(Deno.uid() === 0 ? ["--allow-root"] : []),
     ],

@@ -29,9 +29,48 @@ async function promptsOf(page: Page): Promise<string[]> {
     .allInnerTexts();
 }
 
-async function runAllCells(page: Page, timeoutMs: number): Promise<void> {
+/**
+ * The notebook's own state, read from the app (exposed by the lab's settings): its context loaded,
+ * its kernel idle, and how many cells have started (an execution count or the "*" prompt).
+ */
+function notebookState(page: Page) {
+  return page.evaluate(() => {
+    // deno-lint-ignore no-explicit-any
+    const app = (globalThis as any).jupyterapp;
+    const widget = app?.shell?.currentWidget;
+    const cells = widget?.content?.widgets ?? [];
+    return {
+      ready: Boolean(widget?.context?.isReady),
+      kernel: widget?.sessionContext?.session?.kernel?.status as string | undefined,
+      started: cells.filter((c: { model: { type: string; executionCount: number | null }; node: { textContent: string } }) =>
+        c.model.type === "code" &&
+        (c.model.executionCount !== null || /\[\*\]/.test(c.node.textContent ?? ""))
+      ).length as number,
+    };
+  });
+}
+
+async function runAllCells(page: Page, name: string, timeoutMs: number): Promise<void> {
+  // A Run All clicked before the notebook is the current widget with an idle kernel is a click
+  // on a disabled menu item: nothing runs. Wait for both first (minutes on a loaded machine).
+  await assertEventually(
+    async () => {
+      const s = await notebookState(page);
+      return s.ready && s.kernel === "idle";
+    },
+    180_000,
+    `${name}: the notebook's kernel never became idle`,
+  );
+  await page.locator(".jp-NotebookPanel:visible .jp-Notebook").first().click({
+    position: { x: 5, y: 5 },
+  });
   await page.locator(".lm-MenuBar-itemLabel", { hasText: /^Run$/ }).click();
   await page.locator(".lm-Menu-itemLabel", { hasText: /^Run All Cells$/ }).click();
+  await assertEventually(
+    async () => (await notebookState(page)).started > 0,
+    60_000,
+    `${name}: Run All Cells was clicked but no cell started`,
+  );
   const deadline = Date.now() + timeoutMs;
   // Done when every code cell shows an execution count ("[3]:"), none "[*]:" or "[ ]:".
   while (Date.now() < deadline) {
@@ -82,7 +121,7 @@ Deno.test({
           60_000,
           `${name}: kernel is not Deno`,
         );
-        await runAllCells(page, 15 * 60_000);
+        await runAllCells(page, name, 15 * 60_000);
         const seconds = (performance.now() - t0) / 1000;
         timings.push(`${name}: ${seconds.toFixed(0)} s`);
 
