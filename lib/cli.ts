@@ -58,7 +58,11 @@ export function numberFlag(
 }
 
 /** Run a script's main, turning known errors into one clear message and exit code 1 (2 for usage). */
-export async function runMain(main: () => Promise<void>, usage: string): Promise<void> {
+export async function runMain(
+  main: () => Promise<void>,
+  usage: string,
+  opts: { writeAdvice?: string } = {},
+): Promise<void> {
   try {
     await main();
   } catch (error) {
@@ -66,7 +70,9 @@ export async function runMain(main: () => Promise<void>, usage: string): Promise
       console.error(`${error.message}\n\n${usage}`);
       Deno.exit(2);
     }
-    const message = error instanceof UserError ? error.message : systemErrorMessage(error);
+    const message = error instanceof UserError
+      ? error.message
+      : systemErrorMessage(error, opts.writeAdvice);
     if (message === undefined) throw error; // a bug: the stack trace is the report
     console.error(`\n${message}`);
     if (Deno.env.get("COVID_CXR_DEBUG")) console.error((error as Error).stack);
@@ -78,12 +84,12 @@ export async function runMain(main: () => Promise<void>, usage: string): Promise
 const SYSTEM_ERRORS: Record<string, { errno: number; advice: string }> = {
   ENOSPC: {
     errno: 28,
-    advice: "No space left on the disk. Free some space, or write elsewhere with --out DIR. " +
+    advice: "No space left on the disk. Free some space, or write elsewhere: WHERE. " +
       "Files already written are complete (each is written whole or not at all); an " +
       "interrupted run continues with --resume.",
   },
-  EROFS: { errno: 30, advice: "The file system is read-only. Write elsewhere with --out DIR." },
-  EACCES: { errno: 13, advice: "Permission denied. Write elsewhere with --out DIR." },
+  EROFS: { errno: 30, advice: "The file system is read-only. Write elsewhere: WHERE." },
+  EACCES: { errno: 13, advice: "Permission denied. Write elsewhere: WHERE." },
   ENOENT: { errno: 2, advice: "A file or folder is missing; check the path." },
   EISDIR: { errno: 21, advice: "A folder was given where a file is needed." },
   ENOTDIR: { errno: 20, advice: "A file was given where a folder is needed." },
@@ -93,7 +99,10 @@ const SYSTEM_ERRORS: Record<string, { errno: number; advice: string }> = {
  * One line for an operating-system error (disk full, read-only, permissions, missing paths): what
  * happened and what to do. Undefined for anything else.
  */
-export function systemErrorMessage(error: unknown): string | undefined {
+export function systemErrorMessage(
+  error: unknown,
+  writeAdvice = "--out DIR",
+): string | undefined {
   if (!(error instanceof Error)) return undefined;
   const code = (error as { code?: string }).code;
   const errno = Number(/\(os error (\d+)\)/.exec(error.message)?.[1]);
@@ -107,7 +116,9 @@ export function systemErrorMessage(error: unknown): string | undefined {
     Object.keys(SYSTEM_ERRORS).find((k) => SYSTEM_ERRORS[k].errno === errno) ??
     byName[error.name];
   if (!key) return undefined;
-  return `${error.message.split("\n")[0]}\n${SYSTEM_ERRORS[key].advice} ` +
+  return `${error.message.split("\n")[0]}\n${
+    SYSTEM_ERRORS[key].advice.replace("WHERE", writeAdvice)
+  } ` +
     "(COVID_CXR_DEBUG=1 shows where it happened.)";
 }
 
@@ -117,4 +128,13 @@ export function systemErrorMessage(error: unknown): string | undefined {
  */
 export function userPath(p: string): string {
   return path.resolve(Deno.env.get("INIT_CWD") ?? Deno.cwd(), p);
+}
+
+/** The path flags among `values`, resolved against the caller's folder ({@link userPath}). */
+export function userPaths<T extends Record<string, unknown>>(values: T, keys: (keyof T)[]): T {
+  const out = { ...values };
+  for (const k of keys) {
+    if (typeof out[k] === "string") out[k] = userPath(out[k] as string) as T[keyof T];
+  }
+  return out;
 }

@@ -44,6 +44,7 @@ export {
   systemErrorMessage,
   UsageError,
   userPath,
+  userPaths,
 } from "./cli.ts";
 export { UserError } from "./errors.ts";
 export { lossText, percent } from "./format.ts";

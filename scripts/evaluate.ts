@@ -32,6 +32,7 @@ import {
   shortcutProbe,
   sideBySideTable,
   summarizeExternal,
+  userPaths,
   writeEvaluation,
   writeExternal,
 } from "../lib/mod.ts";
@@ -58,7 +59,7 @@ const USAGE = `Usage: deno task evaluate [--model DIR|FILE] [--data DIR] [--out 
   --skip-bad         leave unreadable images out instead of stopping`;
 
 async function main() {
-  const { values: v } = parseFlags(Deno.args, {
+  const { values: given } = parseFlags(Deno.args, {
     model: { type: "string" },
     data: { type: "string" },
     classes: { type: "string" },
@@ -71,6 +72,7 @@ async function main() {
     prevalence: { type: "string" },
     help: { type: "boolean" },
   });
+  const v = userPaths(given, ["model", "data", "out", "manifest"]);
   const prevalence = numberFlag("prevalence", v.prevalence, { above: 0, below: 1 });
   if (v.help) return console.log(USAGE);
   await initBackend();
@@ -161,7 +163,7 @@ async function main() {
     }
   }
   if (v.out) {
-    const out = path.resolve(v.out);
+    const out = v.out;
     if (external) await writeExternal(out, external, meta.classNames, { prevalence });
     else await writeEvaluation(out, evaluation, meta.classNames, { prevalence });
     console.log(`\nWritten to ${out}`);

@@ -11,6 +11,7 @@ import {
   pytorchLoadingSnippet,
   runMain,
   UsageError,
+  userPath,
 } from "../lib/mod.ts";
 
 const USAGE = `Usage: deno task export [--model DIR] --to FILE.pt
@@ -32,8 +33,8 @@ async function main() {
   }
   if (!v.to) throw new UsageError("--to FILE.pt is required");
   await initBackend();
-  const dir = v.model ?? path.join(outputsRoot(), "latest", "best");
-  const result = await exportToPytorch(dir, path.resolve(v.to));
+  const dir = v.model ? userPath(v.model) : path.join(outputsRoot(), "latest", "best");
+  const result = await exportToPytorch(dir, userPath(v.to));
   console.log(
     `Wrote ${result.file} (${result.tensors} tensors; classes ${result.classNames.join(", ")}) ` +
       `and ${result.description}. In Python:\n\n` +

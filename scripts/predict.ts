@@ -21,6 +21,8 @@ import {
   runMain,
   UsageError,
   UserError,
+  userPath,
+  userPaths,
   writePredictionsCsv,
   writePredictionsJson,
 } from "../lib/mod.ts";
@@ -42,7 +44,7 @@ Folders are searched recursively for images. Files that cannot be read are liste
 the others are still predicted. Exit code 1 if any input failed or nothing could be predicted.`;
 
 async function main() {
-  const { values: v, positionals } = parseFlags(Deno.args, {
+  const { values: given, positionals: inputs } = parseFlags(Deno.args, {
     model: { type: "string" },
     classes: { type: "string" },
     data: { type: "string" },
@@ -52,6 +54,9 @@ async function main() {
     json: { type: "string" },
     help: { type: "boolean" },
   });
+  // Paths as the user typed them, from the folder the task was run in (not the project's).
+  const v = userPaths(given, ["model", "data", "csv", "json"]);
+  const positionals = inputs.map(userPath);
   if (v.help) return console.log(USAGE);
   if (positionals.length === 0) throw new UsageError("no image or folder given");
   await initBackend();
@@ -90,4 +95,4 @@ async function main() {
   if (result.failed.length > 0 || result.predictions.length === 0) Deno.exitCode = 1;
 }
 
-await runMain(main, USAGE);
+await runMain(main, USAGE, { writeAdvice: "another path for --csv or --json" });

@@ -23,6 +23,8 @@ import {
   runSweep,
   sessionSettings,
   UsageError,
+  userPath,
+  userPaths,
 } from "../lib/mod.ts";
 
 const USAGE = `Usage: deno task reproduce [options]
@@ -92,7 +94,10 @@ const FLAGS = {
 } as const;
 
 async function main() {
-  const { values: v, positionals } = parseFlags(Deno.args, FLAGS);
+  const parsed = parseFlags(Deno.args, FLAGS);
+  // Paths as the user typed them, from the folder the task was run in (not the project's).
+  const v = userPaths(parsed.values, ["data", "out", "external"]);
+  const positionals = parsed.positionals.map(userPath);
   if (v.help) {
     console.log(USAGE);
     return;
@@ -106,7 +111,8 @@ async function main() {
   const set = <K extends keyof RunConfig>(key: K, value: RunConfig[K] | undefined) => {
     if (value !== undefined) overrides[key] = value;
   };
-  set("weights", v.weights);
+  const keywords = ["torchvision", "imagenet", "keras", "none"];
+  set("weights", v.weights && !keywords.includes(v.weights) ? userPath(v.weights) : v.weights);
   set("epochs", numberFlag("epochs", v.epochs, { integer: true, min: 1 }));
   set(
     "imageSize",
@@ -151,7 +157,10 @@ async function main() {
   }
 
   if (v.notebooks) ensureJupyter(); // before training, not after it
-  const external = resolveExternalDir(v.external);
+  // A resumed run keeps the external set it started with; only a flag given now is compared.
+  const external = v.resume
+    ? v.external && resolveExternalDir(v.external)
+    : resolveExternalDir(v.external);
   const prevalence = numberFlag("prevalence", v.prevalence, { above: 0, below: 1 });
   const backend = await initBackend();
   const config = runConfig(overrides);

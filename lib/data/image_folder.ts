@@ -121,20 +121,53 @@ export function imageFolderClasses(dir: string): string[] {
     : sortedDirs(dir);
 }
 
+/** True when `inner` is `outer` or lies inside it (both real paths). */
+function within(inner: string, outer: string): boolean {
+  const rel = path.relative(outer, inner);
+  return rel === "" || (!rel.startsWith("..") && !path.isAbsolute(rel));
+}
+
 /**
  * Every file under a class folder, walking sub-folders and following symbolic links as
  * torchvision's ImageFolder does (`os.walk(..., followlinks=True)`, each folder's files sorted,
- * folders in sorted order); a folder reached twice through links is walked once. Hidden entries
- * (.DS_Store, .ipynb_checkpoints) are not data.
+ * folders in sorted order). Unlike ImageFolder, a link is not followed where it would relabel
+ * images: one that loops back to the class folder or above it, or that leads into another class
+ * folder of the split (`splitDir`) — those come back as `badLinks`, named, for validation to stop
+ * on (or, with --skip-bad, to leave out and report). A folder or file reached twice through links
+ * counts once. Hidden entries (.DS_Store, .ipynb_checkpoints) are not data.
  */
-function classFiles(dir: string): { files: string[]; broken: string[] } {
+function classFiles(
+  dir: string,
+  splitDir: string,
+): { files: string[]; broken: string[]; badLinks: ScanProblem[] } {
   const files: string[] = [];
   const broken: string[] = [];
-  const seen = new Set<string>();
+  const badLinks: ScanProblem[] = [];
+  const seenFolders = new Set<string>();
+  const seenFiles = new Set<string>();
+  const classReal = fs.realpathSync(dir);
+  const splitReal = fs.realpathSync(splitDir);
+  /** Why following `p` (real path `real`) would read images under the wrong class, if it would. */
+  const misleads = (p: string, real: string, isFolder: boolean): string | undefined => {
+    if (isFolder && within(classReal, real)) {
+      return `a symbolic link back to ${
+        path.relative(splitDir, real) || "the split folder"
+      } (a loop through the class folder): following it would read ${
+        real === classReal ? "the same images again" : "other classes' images"
+      } as ${path.basename(dir)}`;
+    }
+    if (within(real, splitReal) && !within(real, classReal)) {
+      const other = path.relative(splitReal, real).split(path.sep)[0];
+      return `a symbolic link into the class folder "${other}": its ${
+        isFolder ? "images" : "image"
+      } would be labelled ${path.basename(dir)}`;
+    }
+    return undefined;
+  };
   const walk = (folder: string) => {
     const real = fs.realpathSync(folder);
-    if (seen.has(real)) return;
-    seen.add(real);
+    if (seenFolders.has(real)) return;
+    seenFolders.add(real);
     const names = fs.readdirSync(folder).filter((n) => !n.startsWith(".")).sort();
     const subfolders: string[] = [];
     for (const name of names) {
@@ -146,13 +179,26 @@ function classFiles(dir: string): { files: string[]; broken: string[] } {
         broken.push(p); // a link to nothing
         continue;
       }
+      if (fs.lstatSync(p).isSymbolicLink()) {
+        const target = fs.realpathSync(p);
+        const reason = misleads(p, target, stat.isDirectory());
+        if (reason) {
+          badLinks.push({ path: p, reason: `${reason}; remove the link, or --skip-bad` });
+          continue;
+        }
+      }
       if (stat.isDirectory()) subfolders.push(p);
-      else files.push(p);
+      else {
+        const realFile = fs.realpathSync(p);
+        if (seenFiles.has(realFile)) continue; // the same file through another path
+        seenFiles.add(realFile);
+        files.push(p);
+      }
     }
     for (const sub of subfolders) walk(sub);
   };
   walk(dir);
-  return { files, broken };
+  return { files, broken, badLinks };
 }
 
 /** Structural problems found while scanning (each stops loading unless marked skippable). */
@@ -178,8 +224,9 @@ export async function scanImageFolder(
   const empty: string[] = [];
   for (const [label, className] of classNames.entries()) {
     const classDir = path.join(dir, className);
-    const { files, broken } = classFiles(classDir);
+    const { files, broken, badLinks } = classFiles(classDir, dir);
     for (const b of broken) problems.push({ path: b, reason: "a symbolic link to nothing" });
+    problems.push(...badLinks);
     const images: string[] = [];
     for (const file of files) {
       const ext = path.extname(file).toLowerCase();

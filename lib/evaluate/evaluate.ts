@@ -14,6 +14,7 @@ import {
   type ImageItem,
   iterateBatches,
   scanImageFolder,
+  type ScanProblem,
 } from "../data/mod.ts";
 import { createPredictor, type Predictor } from "../engine/mod.ts";
 import { computeMetrics, type Metrics } from "./metrics.ts";
@@ -124,6 +125,11 @@ export interface EvaluationImages {
   items: ImageItem[];
   /** Class folders found, with their image counts (a shrink is visible). */
   counts: { className: string; images: number }[];
+  /**
+   * Files the scan found but cannot use (links to nothing, BMP, no extension, .dcm, links into
+   * another class): validation stops on them unless --skip-bad, as reproduce does.
+   */
+  problems: ScanProblem[];
 }
 
 /**
@@ -163,5 +169,6 @@ export async function loadEvaluationImages(
       className,
       images: scanned.items.filter((i) => i.className === className).length,
     })),
+    problems: scanned.problems,
   };
 }

@@ -44,7 +44,13 @@ export async function evaluateFolder(
     grayAt: opts.grayAt,
   });
   const { dataset, report } = await validateDataset(
-    { root: images.root, classNames: meta.classNames, train: [], test: images.items },
+    {
+      root: images.root,
+      classNames: meta.classNames,
+      train: [],
+      test: images.items,
+      problems: images.problems,
+    },
     cache,
     { skipBad: opts.skipBad, scope: path.relative(images.root, images.folder) },
   );

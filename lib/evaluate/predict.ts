@@ -50,7 +50,12 @@ export function expandInputs(
 ): { files: string[]; failed: PredictResult["failed"] } {
   const files: string[] = [];
   const failed: PredictResult["failed"] = [];
+  const seen = new Set<string>();
+  // Folders and links to folders are walked (as evaluate's ImageFolder scan does), each once.
   const walk = (dir: string) => {
+    const real = fs.realpathSync(dir);
+    if (seen.has(real)) return;
+    seen.add(real);
     for (
       const entry of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) =>
         a.name.localeCompare(b.name)
@@ -58,12 +63,23 @@ export function expandInputs(
     ) {
       if (entry.name.startsWith(".")) continue;
       const p = path.join(dir, entry.name);
-      if (entry.isDirectory()) walk(p);
+      let isFolder = entry.isDirectory();
+      if (entry.isSymbolicLink()) {
+        try {
+          isFolder = fs.statSync(p).isDirectory();
+        } catch {
+          failed.push({ file: p, reason: "a symbolic link to nothing" });
+          continue;
+        }
+      }
+      if (isFolder) walk(p);
       else if (IMAGE_EXTENSIONS.includes(path.extname(entry.name).toLowerCase())) files.push(p);
-      else {failed.push({
+      else {
+        failed.push({
           file: p,
           reason: `not an image file (extension "${path.extname(entry.name)}")`,
-        });}
+        });
+      }
     }
   };
   for (const input of inputs) {

@@ -102,9 +102,17 @@ export interface ExperimentResult {
   evaluation: Evaluation;
 }
 
+/** Options that change what a run reports, not how it trains: kept so that a resume keeps them. */
+interface RunOptions {
+  external?: string;
+  prevalence?: number;
+}
+
 /** What config.json holds. */
 interface RunRecord {
   config: RunConfig;
+  /** The run's reporting options (runs from before they were kept have none). */
+  options?: RunOptions;
   dataRoot: string;
   weights: WeightsInfo;
   backend: BackendInfo;
@@ -125,6 +133,8 @@ export async function runExperiment(opts: ExperimentOptions = {}): Promise<Exper
   log(`Run folder: ${runDir}`);
   try {
     const config = record.config;
+    // The run's own options (a resumed run keeps those it started with).
+    opts = { ...opts, ...record.options };
     const data = await prepareRunData(runDir, record, opts, log);
     const trained = await trainRun(runDir, record, data, resume, opts, log);
     const evaluated = await evaluateBest(trained.bestDir, data, config, opts, log);
@@ -185,6 +195,10 @@ async function startRun(
   const runDir = createRunDir(root, config, { name: opts.runName });
   const record: RunRecord = {
     config,
+    options: {
+      ...(opts.external ? { external: path.resolve(opts.external) } : {}),
+      ...(opts.prevalence !== undefined ? { prevalence: opts.prevalence } : {}),
+    },
     dataRoot,
     weights,
     backend,
@@ -218,6 +232,23 @@ async function resumeRun(
     );
   if (opts.data && path.resolve(opts.data) !== path.resolve(record.dataRoot)) {
     differences.push(`data: the run has ${record.dataRoot}, given ${path.resolve(opts.data)}`);
+  }
+  const kept = record.options ?? {};
+  if (opts.external && path.resolve(opts.external) !== kept.external) {
+    differences.push(
+      `external: the run has ${kept.external ?? "none"}, given ${path.resolve(opts.external)}`,
+    );
+  }
+  if (!opts.external && kept.external && !fs.existsSync(kept.external)) {
+    differences.push(
+      `external: the run was started with ${kept.external}, which is gone; restore it, or give ` +
+        "--external DIR with the same set's new place",
+    );
+  }
+  if (opts.prevalence !== undefined && opts.prevalence !== kept.prevalence) {
+    differences.push(
+      `prevalence: the run has ${kept.prevalence ?? "none"}, given ${opts.prevalence}`,
+    );
   }
   if (differences.length > 0) {
     throw new RunError(

@@ -173,3 +173,49 @@ Deno.test("reliability: COVID_CXR_DATA set but empty is unset; a data path that 
     else Deno.env.set("COVID_CXR_DATA", previous);
   }
 });
+
+Deno.test("reliability: a link that loops back or leads into another class folder is named, never followed into a relabel; a file reached twice counts once", async () => {
+  const root = path.join(freshDir("links"), "data");
+  for (const [label, c] of ["Covid", "Normal", "Viral Pneumonia"].entries()) {
+    for (const split of ["train", "test"]) {
+      await image(label, path.join(root, split, c, "plain.png"));
+    }
+  }
+  const t = (...p: string[]) => path.join(root, "train", ...p);
+  fs.symlinkSync("..", t("Covid", "loop")); // train/Covid/loop → train/ (every class again)
+  fs.symlinkSync("../Normal", t("Covid", "normals")); // Normal's images under Covid
+  fs.symlinkSync("../Normal/plain.png", t("Viral Pneumonia", "borrowed.png")); // one image
+  fs.symlinkSync("plain.png", t("Normal", "again.png")); // the same file twice in one class
+  const ds = await loadDataset(root);
+  const counts = ds.classNames.map((_, k) => ds.train.filter((i) => i.label === k).length);
+  assert.deepEqual(counts, [1, 1, 1], "no image read twice or under another class");
+  const byPath = Object.fromEntries(
+    ds.problems.map((p) => [path.relative(root, p.path), p.reason]),
+  );
+  assert.match(
+    byPath["train/Covid/loop"],
+    /link back to the split folder .*loop.* other classes' images as Covid/,
+  );
+  assert.match(
+    byPath["train/Covid/normals"],
+    /link into the class folder "Normal": its images would be labelled Covid/,
+  );
+  assert.match(
+    byPath["train/Viral Pneumonia/borrowed.png"],
+    /into the class folder "Normal": its image would be labelled Viral Pneumonia/,
+  );
+  assert.equal(
+    byPath["train/Normal/again.png"],
+    undefined,
+    "a second path to one file is not a problem",
+  );
+  const cache = new ImageCache({ imageSize: 32, dir: path.join(path.dirname(root), "cache") });
+  await assert.rejects(() => validateDataset(ds, cache), (e: Error) => {
+    assert.match(e.message, /3 bad file\(s\)/);
+    assert.match(e.message, /train\/Covid\/loop: a symbolic link back/);
+    assert.match(e.message, /remove the link, or --skip-bad/);
+    return true;
+  });
+  const { report } = await validateDataset(ds, cache, { skipBad: true });
+  assert.equal(report.skipped.length, 3, "left out with --skip-bad, and reported");
+});

@@ -42,7 +42,12 @@ function notebookState(page: Page) {
     return {
       ready: Boolean(widget?.context?.isReady),
       kernel: widget?.sessionContext?.session?.kernel?.status as string | undefined,
-      started: cells.filter((c: { model: { type: string; executionCount: number | null }; node: { textContent: string } }) =>
+      started: cells.filter((
+        c: {
+          model: { type: string; executionCount: number | null };
+          node: { textContent: string };
+        },
+      ) =>
         c.model.type === "code" &&
         (c.model.executionCount !== null || /\[\*\]/.test(c.node.textContent ?? ""))
       ).length as number,
