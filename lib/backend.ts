@@ -9,6 +9,8 @@
 import * as tf from "@tensorflow/tfjs";
 import * as fs from "node:fs";
 import util from "node:util";
+import { defaultTensorflowEnv, envChoice } from "./env.ts";
+import { UserError } from "./errors.ts";
 import { projectPath } from "./paths.ts";
 
 export { tf };
@@ -32,8 +34,10 @@ let initialised: Promise<BackendInfo> | undefined;
 /**
  * Initialise TF.js once per process and report which backend is live.
  *
- * `COVID_CXR_BACKEND=cpu` forces the pure-JS backend (for debugging); `quiet` suppresses the
- * slow-backend warning (the setup probe uses it).
+ * `COVID_CXR_BACKEND` chooses: `auto` (default: the GPU package where it runs, else the native
+ * backend, else TF.js's pure-JS backend with a loud warning), `native` or `gpu` (their absence is
+ * an error), `cpu` (pure JS, for debugging). `quiet` suppresses the slow-backend warning (the
+ * setup probe uses it).
  *
  * @example
  * ```ts
@@ -48,21 +52,30 @@ export function initBackend(opts: { quiet?: boolean } = {}): Promise<BackendInfo
 
 async function load(quiet: boolean): Promise<BackendInfo> {
   // libtensorflow logs CPU-feature notices to stderr at load; keep only warnings and errors.
-  if (Deno.env.get("TF_CPP_MIN_LOG_LEVEL") === undefined) Deno.env.set("TF_CPP_MIN_LOG_LEVEL", "2");
+  defaultTensorflowEnv("TF_CPP_MIN_LOG_LEVEL", "2");
   // oneDNN's CPU kernels: not on by default in this library; measured on MobileNetV3-Large at
   // 446 px, batch 4, they cut a training step from ~290 to ~190 ms per image on 2 cores.
   // Read when libtensorflow loads, so set before the import; `=0` in the environment still wins.
-  if (Deno.env.get("TF_ENABLE_ONEDNN_OPTS") === undefined) {
-    Deno.env.set("TF_ENABLE_ONEDNN_OPTS", "1");
-  }
+  defaultTensorflowEnv("TF_ENABLE_ONEDNN_OPTS", "1");
   // Deno's node:util dropped this deprecated helper, which tfjs-node's kernel backend calls.
   // deno-lint-ignore no-explicit-any
   (util as any).isNullOrUndefined ??= (x: unknown) => x === null || x === undefined;
 
-  const forced = Deno.env.get("COVID_CXR_BACKEND");
+  // auto: the GPU package where it runs, else the native one, else pure JS (loudly); native and
+  // gpu make their absence an error; cpu is for debugging.
+  const forced = envChoice("COVID_CXR_BACKEND");
   let nativeError: string | undefined;
+  if (forced === "gpu" && !(gpuInstalled() && gpuUsable())) {
+    throw new UserError(
+      `COVID_CXR_BACKEND=gpu, but ${
+        gpuInstalled()
+          ? "nvidia-smi does not answer: no usable NVIDIA GPU"
+          : `${GPU_PACKAGE} is not installed (deno task setup installs it where nvidia-smi answers)`
+      }. Unset it (auto) to use the CPU.`,
+    );
+  }
   if (forced !== "cpu") {
-    if (gpuInstalled() && gpuUsable()) {
+    if (forced !== "native" && gpuInstalled() && gpuUsable()) {
       try {
         // A variable specifier: the GPU package is optional and absent from deno.json.
         const spec = `npm:${GPU_PACKAGE}@${tf.version_core}`;
@@ -70,6 +83,11 @@ async function load(quiet: boolean): Promise<BackendInfo> {
         await tf.setBackend("tensorflow");
         return info(GPU_PACKAGE, mod.version);
       } catch (error) {
+        if (forced === "gpu") {
+          throw new UserError(
+            `COVID_CXR_BACKEND=gpu, but ${GPU_PACKAGE} does not load: ${firstLine(error)}`,
+          );
+        }
         nativeError = `${GPU_PACKAGE}: ${firstLine(error)}`;
       }
     }
@@ -84,6 +102,12 @@ async function load(quiet: boolean): Promise<BackendInfo> {
     }
   } else {
     nativeError = "COVID_CXR_BACKEND=cpu";
+  }
+  if (forced === "native") {
+    throw new UserError(
+      `COVID_CXR_BACKEND=native, but the native TensorFlow backend does not load (${nativeError}). ` +
+        "Run `deno task setup`, or unset the variable to fall back to TF.js's pure-JS backend.",
+    );
   }
   await tf.setBackend("cpu");
   if (!quiet && forced !== "cpu") {

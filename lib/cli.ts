@@ -1,7 +1,17 @@
 /** Command-line parsing shared by the task scripts (node:util's parseArgs; jsr's std/cli is unreachable). */
 import * as path from "node:path";
 import { parseArgs } from "node:util";
+import { envFlag, hostEnv } from "./env.ts";
 import { UserError } from "./errors.ts";
+
+/** COVID_CXR_DEBUG, read without letting a bad value hide the error being reported. */
+function debugging(): boolean {
+  try {
+    return envFlag("COVID_CXR_DEBUG");
+  } catch {
+    return true;
+  }
+}
 
 /** A wrong flag or argument: printed with the usage, exit code 2. */
 export class UsageError extends UserError {
@@ -75,7 +85,7 @@ export async function runMain(
       : systemErrorMessage(error, opts.writeAdvice);
     if (message === undefined) throw error; // a bug: the stack trace is the report
     console.error(`\n${message}`);
-    if (Deno.env.get("COVID_CXR_DEBUG")) console.error((error as Error).stack);
+    if (debugging()) console.error((error as Error).stack);
     Deno.exit(1);
   }
 }
@@ -127,7 +137,7 @@ export function systemErrorMessage(
  * scripts in the project folder and tells them the caller's folder in INIT_CWD.
  */
 export function userPath(p: string): string {
-  return path.resolve(Deno.env.get("INIT_CWD") ?? Deno.cwd(), p);
+  return path.resolve(hostEnv("INIT_CWD") ?? Deno.cwd(), p);
 }
 
 /** The path flags among `values`, resolved against the caller's folder ({@link userPath}). */

@@ -1,3 +1,5 @@
+import { envFlag } from "./env.ts";
+
 /**
  * The paper's settings as one typed, frozen default. Where the paper is silent, the choice is ours
  * and says so; every field can be overridden by a flag of `deno task reproduce`.
@@ -67,6 +69,11 @@ export interface RunConfig {
    * ("border-only") or the lung field only ("lung-only"). "none" is the paper's method.
    */
   inputMask: InputMask;
+  /**
+   * Rotate images by their EXIF orientation tag. The paper's pipeline (torchvision's ImageFolder,
+   * PIL's `Image.open`) does not, so neither do we by default; data_report.json lists tagged files.
+   */
+  exifRotate: boolean;
 }
 
 export const PAPER_CONFIG: Readonly<RunConfig> = Object.freeze({
@@ -92,6 +99,7 @@ export const PAPER_CONFIG: Readonly<RunConfig> = Object.freeze({
   batchNormMomentum: 0.99,
   maxPixels: 50_000_000,
   inputMask: "none",
+  exifRotate: false,
 });
 
 /**
@@ -109,9 +117,9 @@ export const QUICK_OVERRIDES: Readonly<Partial<RunConfig>> = Object.freeze({
   batchNormMomentum: 0.9,
 });
 
-/** True when `COVID_CXR_QUICK` is set to 1/true/yes. */
+/** True when `COVID_CXR_QUICK` is on (1/true/yes; a value that is neither on nor off is refused). */
 export function quickMode(): boolean {
-  return /^(1|true|yes)$/i.test(Deno.env.get("COVID_CXR_QUICK") ?? "");
+  return envFlag("COVID_CXR_QUICK");
 }
 
 /** The paper's configuration, or its quick variant in quick mode, with overrides on top. */

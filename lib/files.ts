@@ -7,6 +7,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { createHash } from "node:crypto";
+import { envValue } from "./env.ts";
 
 let counter = 0;
 function tempName(target: string, kind = "tmp"): string {
@@ -26,7 +27,7 @@ const COMPLETE = ".complete";
  * in place), and the training loop's own.
  */
 export function faultPoint(point: string): void {
-  const spec = Deno.env.get("COVID_CXR_FAULT");
+  const spec = envValue("COVID_CXR_FAULT");
   if (!spec) return;
   const [name, nth] = spec.split(":");
   if (name !== point) return;

@@ -28,7 +28,16 @@ export {
   runConfig,
   sameSettings,
 } from "./config.ts";
-export { envSetting, PROJECT_ROOT, projectCacheDir, projectPath, userCacheDir } from "./paths.ts";
+export { PROJECT_ROOT, projectCacheDir, projectPath, userCacheDir } from "./paths.ts";
+export {
+  envChoice,
+  envFlag,
+  envValue,
+  setEnv,
+  type Variable,
+  type VariableName,
+  VARIABLES,
+} from "./env.ts";
 export {
   cleanTemporaries,
   hashFile,

@@ -1,21 +1,13 @@
 /**
- * Where things live on disk. Only `node:` built-ins here: `scripts/setup.ts` imports this before
- * any npm package is installed.
+ * Where things live on disk. Only `node:` built-ins (and env.ts) here: `scripts/setup.ts` imports
+ * this before any npm package is installed.
  */
 import * as path from "node:path";
 import * as os from "node:os";
+import { envValue, hostEnv } from "./env.ts";
 
 /** The project root (the folder holding deno.json). */
 export const PROJECT_ROOT: string = path.resolve(import.meta.dirname!, "..");
-
-/**
- * A setting from the environment: its value, or undefined when unset or empty (`VAR=` in a shell
- * means "not set", never "the current folder").
- */
-export function envSetting(name: string): string | undefined {
-  const value = Deno.env.get(name);
-  return value === undefined || value.trim() === "" ? undefined : value;
-}
 
 /** Resolve a path relative to the project root. */
 export function projectPath(...parts: string[]): string {
@@ -28,16 +20,21 @@ export function projectPath(...parts: string[]): string {
  * platform convention (`$XDG_CACHE_HOME` or `~/.cache`), like Keras's `~/.keras`.
  */
 export function userCacheDir(): string {
-  const explicit = envSetting("COVID_CXR_CACHE");
+  const explicit = envValue("COVID_CXR_CACHE");
   if (explicit) return path.resolve(explicit);
-  const xdg = Deno.env.get("XDG_CACHE_HOME");
+  const xdg = hostEnv("XDG_CACHE_HOME");
   const base = xdg ? xdg : path.join(os.homedir(), ".cache");
   return path.join(base, "covid-cxr");
 }
 
-/** The project-local, git-ignored cache (decoded and resized images). */
+/**
+ * The project's cache of work that is cheap to redo but slow (decoded and resized images, the
+ * near-duplicate finder's calibration): `COVID_CXR_PROJECT_CACHE`, else `.cache/` in the project
+ * (git-ignored).
+ */
 export function projectCacheDir(): string {
-  return projectPath(".cache");
+  const explicit = envValue("COVID_CXR_PROJECT_CACHE");
+  return explicit ? path.resolve(explicit) : projectPath(".cache");
 }
 
 /** An executable of the project's JupyterLab virtual environment (`.venv/bin/<name>`). */

@@ -120,6 +120,7 @@ async function main() {
     })${skipped.length ? `; ${skipped.length} skipped as unreadable` : ""}`,
   );
   for (const s of skipped) console.log(`  skipped ${s.path}: ${s.reason}`);
+  for (const w of external?.manifestWarnings ?? []) console.log(w);
   console.log(probabilityNote(meta.calibration));
   console.log(`Accuracy: ${accuracySentence(evaluation.metrics)}\n`);
   console.log(classificationReport(evaluation.metrics, meta.classNames));

@@ -14,6 +14,7 @@ import {
   renderRunNotebooks,
   resolveRunDir,
   runMain,
+  setEnv,
   trainOrLoadRun,
   UsageError,
   userPath,
@@ -63,8 +64,8 @@ async function main() {
         `No finished quick run in ${root}: training one now (as deno task reproduce --quick; ` +
           "about a minute on 2 cores).",
       );
-      Deno.env.set("COVID_CXR_QUICK", "1");
-      Deno.env.set("COVID_CXR_OUTPUTS", root);
+      setEnv("COVID_CXR_QUICK", "1");
+      setEnv("COVID_CXR_OUTPUTS", root);
       await initBackend();
       run = await trainOrLoadRun({ config: {} });
     }
@@ -76,7 +77,7 @@ async function main() {
         `No finished run in ${root}: training one now at the paper's settings (as deno task ` +
           "reproduce; about 8 minutes on 2 cores). --quick trains a small one instead.",
       );
-      Deno.env.set("COVID_CXR_OUTPUTS", root);
+      setEnv("COVID_CXR_OUTPUTS", root);
       await initBackend();
       run = await trainOrLoadRun({ config: {} });
     }

@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import {
   DEFAULT_DATA_DIR,
-  envSetting,
+  envValue,
   imageFolderClasses,
   initBackend,
   loadModel,
@@ -61,7 +61,7 @@ async function main() {
   if (positionals.length === 0) throw new UsageError("no image or folder given");
   await initBackend();
   const modelSpec = v.model ?? path.join(outputsRoot(), "latest", "best");
-  const dataDir = v.data ?? envSetting("COVID_CXR_DATA") ?? projectPath(DEFAULT_DATA_DIR);
+  const dataDir = v.data ?? envValue("COVID_CXR_DATA") ?? projectPath(DEFAULT_DATA_DIR);
   const { model, meta } = await loadModel(modelSpec, {
     classes: v.classes?.split(",").map((c) => c.trim()),
     imageSize: numberFlag("image-size", v["image-size"], { integer: true, min: 32, max: 1024 }),

@@ -22,6 +22,7 @@ import {
   runMain,
   runSweep,
   sessionSettings,
+  setEnv,
   UsageError,
   userPath,
   userPaths,
@@ -50,6 +51,8 @@ evaluates it on the test folder. Writes outputs/<run-id>/ (report.md, metrics, f
   --validation-fraction X share of the training folder held out, default 0.14 (35 of 251)
   --stratify              hold out the same share of each class
   --max-pixels N          refuse images larger than this (decompression-bomb guard)
+  --exif-rotate           rotate images by their EXIF orientation tag (the paper's pipeline, PIL's
+                          ImageFolder, does not; tagged images are listed in data_report.json)
   --skip-bad              leave unreadable images out (listed in data_report.json) instead of stopping
   --external DIR          after the test set, evaluate the kept model on an external ImageFolder
                           (with its MANIFEST.tsv: broken down by source, view, age, sex, patient)
@@ -82,6 +85,7 @@ const FLAGS = {
   stratify: { type: "boolean" },
   "max-pixels": { type: "string" },
   "skip-bad": { type: "boolean" },
+  "exif-rotate": { type: "boolean" },
   external: { type: "string" },
   prevalence: { type: "string" },
   out: { type: "string" },
@@ -106,7 +110,7 @@ async function main() {
   if (positionals.length > (v.resume ? 1 : 0)) {
     throw new UsageError(`unexpected argument(s): ${positionals.join(" ")}`);
   }
-  if (v.quick) Deno.env.set("COVID_CXR_QUICK", "1");
+  if (v.quick) setEnv("COVID_CXR_QUICK", "1");
   const overrides: Partial<RunConfig> = {};
   const set = <K extends keyof RunConfig>(key: K, value: RunConfig[K] | undefined) => {
     if (value !== undefined) overrides[key] = value;
@@ -135,6 +139,7 @@ async function main() {
   );
   set("maxPixels", numberFlag("max-pixels", v["max-pixels"], { integer: true, min: 1 }));
   if (v.stratify) overrides.stratify = true;
+  if (v["exif-rotate"]) overrides.exifRotate = true;
   if (v.mask !== undefined) {
     if (!(INPUT_MASKS as readonly string[]).includes(v.mask)) {
       throw new UsageError(`--mask must be one of ${INPUT_MASKS.join(", ")}, got "${v.mask}"`);

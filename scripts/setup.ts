@@ -7,6 +7,8 @@
  *    `tensorflow-cpu` wheel (it ships the TF_/TFE_ C API) and the tfjs-node binding with node-gyp.
  *    The wheel, the extracted library and the built binding are cached in the user cache dir, so a
  *    second clone or a repeat setup only links files.
+ *    Where `nvidia-smi` answers, tfjs-node's GPU build is installed too (`@tensorflow/tfjs-node-gpu`,
+ *    its own download); the backend then uses it (lib/backend.ts) and every run records which ran.
  * 3. JupyterLab in a project-local venv (`.venv/`) with the Deno kernel registered inside it, so
  *    the user's global Jupyter is never touched.
  *
@@ -14,7 +16,8 @@
  * `--skip-lab` (no JupyterLab), `--rebuild` (ignore the native backend in place and build it
  * offline again), `--json` (print the step report as JSON on the last line).
  *
- * Only `node:` built-ins and lib/paths.ts are imported: nothing else is installed yet.
+ * Only `node:` built-ins and lib/paths.ts, lib/files.ts and lib/env.ts (through them) are imported:
+ * nothing else is installed yet.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -637,6 +640,84 @@ async function ensureNativeBackend(
 }
 
 // ---------------------------------------------------------------------------------------------
+// 2b. the GPU backend, where an NVIDIA GPU answers
+
+export const GPU_PACKAGE = "@tensorflow/tfjs-node-gpu";
+
+/** The first GPU `nvidia-smi -L` lists ("GPU 0: …"), or undefined when it does not answer. */
+export function detectNvidiaGpu(): string | undefined {
+  try {
+    const out = new Deno.Command("nvidia-smi", { args: ["-L"], stdout: "piped", stderr: "null" })
+      .outputSync();
+    const line = new TextDecoder().decode(out.stdout).split("\n").find((l) => /^GPU \d+:/.test(l));
+    return out.success ? line?.trim() : undefined;
+  } catch {
+    return undefined; // no nvidia-smi on PATH
+  }
+}
+
+function gpuPackageInPlace(): boolean {
+  return exists(
+    projectPath("node_modules", ...GPU_PACKAGE.split("/"), "lib", "napi-v8", "tfjs_binding.node"),
+  );
+}
+
+/**
+ * Where `nvidia-smi` answers, install tfjs-node's GPU build (its install script downloads the GPU
+ * libtensorflow from Google storage; the version matches tfjs-node's). Without a GPU, nothing.
+ * A failed install does not fail setup: the CPU backend still works, and the step says why.
+ */
+async function ensureGpuBackend(): Promise<StepReport> {
+  const t0 = performance.now();
+  const gpu = detectNvidiaGpu();
+  if (!gpu) {
+    return {
+      step: "GPU backend",
+      action: "present",
+      detail: "no NVIDIA GPU (nvidia-smi does not answer): runs use the CPU backend",
+      seconds: 0,
+    };
+  }
+  if (gpuPackageInPlace()) {
+    return {
+      step: "GPU backend",
+      action: "present",
+      detail: `${GPU_PACKAGE} for ${gpu}`,
+      seconds: 0,
+    };
+  }
+  log(
+    `• ${gpu} answers: installing ${GPU_PACKAGE} (its install script downloads libtensorflow for GPUs) …`,
+  );
+  const version = tfjsNodeVersion(tfjsNodeDir());
+  const entry = projectPath(".cache", "gpu-backend.ts");
+  fs.mkdirSync(path.dirname(entry), { recursive: true });
+  fs.writeFileSync(entry, `import "npm:${GPU_PACKAGE}@${version}";\n`);
+  const result = await run(Deno.execPath(), [
+    "install",
+    `--allow-scripts=npm:${GPU_PACKAGE}`,
+    "--entrypoint",
+    entry,
+  ], { cwd: projectPath(), label: `deno install ${GPU_PACKAGE}` });
+  if (result.code !== 0 || !gpuPackageInPlace()) {
+    return {
+      step: "GPU backend",
+      action: "present",
+      detail: `${gpu} found, but ${GPU_PACKAGE} could not be installed (${
+        tail(result.output, 1).trim() || `exit ${result.code}`
+      }): runs use the CPU backend`,
+      seconds: seconds(t0),
+    };
+  }
+  return {
+    step: "GPU backend",
+    action: "installed",
+    detail: `${GPU_PACKAGE} ${version} for ${gpu} (COVID_CXR_BACKEND=native keeps the CPU)`,
+    seconds: seconds(t0),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 // 3. JupyterLab with the Deno kernel, in .venv/
 
 const VENV = () => projectPath(".venv");
@@ -759,6 +840,7 @@ export async function setup(
       prebuiltFailure: npm.prebuiltFailure,
     }),
   );
+  steps.push(await ensureGpuBackend());
   if (!skipLab) steps.push(await ensureLab());
   return steps;
 }

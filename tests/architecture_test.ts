@@ -173,3 +173,36 @@ Deno.test("architecture: only lib/engine/plan.ts switches on layer class", () =>
   }
   assert.deepEqual(offenders, []);
 });
+
+Deno.test("architecture: only lib/env.ts reads the environment (lib, scripts and the bench)", () => {
+  const offenders: string[] = [];
+  const walk = (dir: string) => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(p);
+      else if (
+        entry.name.endsWith(".ts") && /Deno\.env\b|process\.env\b/.test(fs.readFileSync(p, "utf8"))
+      ) {
+        offenders.push(path.relative(projectPath(), p));
+      }
+    }
+  };
+  for (const dir of ["lib", "scripts", "bench"]) walk(projectPath(dir));
+  assert.deepEqual(offenders, ["lib/env.ts"]);
+});
+
+Deno.test("architecture: the README's variable tables list exactly the variables lib/env.ts declares", async () => {
+  const { VARIABLES } = await import("../lib/env.ts");
+  const readme = fs.readFileSync(projectPath("README.md"), "utf8");
+  const listed = [...readme.matchAll(/^\| `(COVID_CXR_[A-Z_]+)[=`]/gm)].map((m) => m[1]);
+  assert.deepEqual([...new Set(listed)].sort(), Object.keys(VARIABLES).sort());
+  // And each variable's choices appear where it is described.
+  for (const [name, v] of Object.entries(VARIABLES)) {
+    const kind = v.kind as { type: string; values?: string[] };
+    if (kind.type !== "choice") continue;
+    const row = readme.split("\n").find((l) => l.startsWith(`| \`${name}`))!;
+    for (const value of kind.values!) {
+      assert.ok(row.includes(value), `${name}: ${value} in the README`);
+    }
+  }
+});

@@ -53,11 +53,12 @@ export async function readImageInfo(file: string): Promise<ImageInfo> {
 }
 
 /** Identifies the decode recipe below; cached pixels from another recipe are not reused. */
-export const DECODE_RECIPE = "rgb8-exif-noalpha-fill-linear-v1";
+export const DECODE_RECIPE = "rgb8-noalpha-fill-linear-v1";
 
-/** The recipe of `decodeResized(…, { grayAt })`, for caches. */
-export function decodeRecipe(grayAt?: number): string {
-  return grayAt ? `${DECODE_RECIPE}-gray${grayAt}` : DECODE_RECIPE;
+/** The recipe of `decodeResized(…, { grayAt, exifRotate })`, for caches. */
+export function decodeRecipe(grayAt?: number, exifRotate = false): string {
+  const base = exifRotate ? "rgb8-exif-noalpha-fill-linear-v1" : DECODE_RECIPE;
+  return grayAt ? `${base}-gray${grayAt}` : base;
 }
 
 /**
@@ -73,16 +74,18 @@ async function grayAt(image: sharp.Sharp, size: number): Promise<sharp.Sharp> {
 
 /**
  * Decode an image file completely and resize it to `size`×`size` RGB, 8 bits per channel:
- * EXIF orientation applied; gray, 16-bit and alpha inputs made 8-bit RGB (alpha dropped, as PIL's
- * `convert("RGB")` does); stretched to the square without cropping, as torchvision's
- * `Resize((446, 446))` does, with a linear (bilinear, antialiased) kernel like PIL's BILINEAR.
+ * gray, 16-bit and alpha inputs made 8-bit RGB (alpha dropped, as PIL's `convert("RGB")` does);
+ * stretched to the square without cropping, as torchvision's `Resize((446, 446))` does, with a
+ * linear (bilinear, antialiased) kernel like PIL's BILINEAR. An EXIF orientation tag is ignored,
+ * as the paper's pipeline (torchvision's ImageFolder: PIL's `Image.open`) ignores it, unless
+ * `exifRotate` asks for the image as a viewer shows it.
  *
  * @returns Uint8Array [size, size, 3] row-major.
  */
 export async function decodeResized(
   file: string,
   size: number,
-  opts: { maxPixels?: number; grayAt?: number } = {},
+  opts: { maxPixels?: number; grayAt?: number; exifRotate?: boolean } = {},
 ): Promise<Uint8Array> {
   const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
   let info: ImageInfo;
@@ -105,8 +108,8 @@ export async function decodeResized(
     );
   }
   try {
-    const image = sharp(file, { failOn: "error", limitInputPixels: maxPixels }).rotate()
-      .removeAlpha();
+    const opened = sharp(file, { failOn: "error", limitInputPixels: maxPixels });
+    const image = (opts.exifRotate ? opened.rotate() : opened).removeAlpha();
     const { data, info: out } = await (opts.grayAt ? await grayAt(image, opts.grayAt) : image)
       .toColourspace("srgb")
       .resize(size, size, { fit: "fill", kernel: "linear" })
@@ -154,7 +157,8 @@ export async function writeSyntheticCopy(
   random: number,
 ): Promise<string> {
   const info = await readImageInfo(file);
-  const { data, info: src } = await sharp(file, { limitInputPixels: false }).rotate()
+  // Pixels as stored (no EXIF rotation), as the signatures are computed.
+  const { data, info: src } = await sharp(file, { limitInputPixels: false })
     .resize(1024, 1024, { fit: "inside", withoutEnlargement: true })
     .toBuffer({ resolveWithObject: true });
   const image = sharp(data);
@@ -192,4 +196,18 @@ export async function writeSyntheticCopy(
         .toFile(`${out}.png`);
       return `${out}.png`;
   }
+}
+
+/** The images whose EXIF orientation tag asks for a rotation or flip (tag 2–8), with the tag. */
+export async function exifOrientations(
+  items: readonly { path: string; relPath: string }[],
+): Promise<{ file: string; orientation: number }[]> {
+  const tagged: { file: string; orientation: number }[] = [];
+  for (const item of items) {
+    try {
+      const o = (await readImageInfo(item.path)).orientation;
+      if (o && o !== 1) tagged.push({ file: item.relPath, orientation: o });
+    } catch { /* unreadable files are validation's to report */ }
+  }
+  return tagged;
 }

@@ -32,11 +32,14 @@ export class ImageCache {
   readonly maxPixels?: number;
   readonly stats: CacheStats = { decoded: 0, fromDisk: 0, fromMemory: 0, damaged: 0 };
   #memory = new Map<string, Uint8Array>();
+  #writable = true;
   #memoryBytes = 0;
   readonly #memoryLimit: number;
 
   /** Decode every image as 1-channel gray at this size first (see decodeResized). */
   readonly grayAt?: number;
+  /** Apply EXIF orientation tags (see decodeResized; the paper's pipeline does not). */
+  readonly exifRotate: boolean;
 
   constructor(
     opts: {
@@ -45,13 +48,15 @@ export class ImageCache {
       maxPixels?: number;
       memoryLimitBytes?: number;
       grayAt?: number;
+      exifRotate?: boolean;
     },
   ) {
     this.imageSize = opts.imageSize;
     this.grayAt = opts.grayAt;
+    this.exifRotate = opts.exifRotate ?? false;
     this.dir = path.join(
       opts.dir ?? path.join(projectCacheDir(), "images"),
-      `${decodeRecipe(opts.grayAt)}+sha256`,
+      `${decodeRecipe(opts.grayAt, opts.exifRotate)}+sha256`,
       String(opts.imageSize),
     );
     this.maxPixels = opts.maxPixels;
@@ -91,12 +96,30 @@ export class ImageCache {
       pixels = await decodeResized(item.path, this.imageSize, {
         maxPixels: this.maxPixels,
         grayAt: this.grayAt,
+        exifRotate: this.exifRotate,
       });
       this.stats.decoded++;
-      const entry = new Uint8Array(expected + 32);
-      entry.set(pixels);
-      entry.set(digest(pixels), expected);
-      await writeFileAtomic(file, entry);
+      if (this.#writable) {
+        const entry = new Uint8Array(expected + 32);
+        entry.set(pixels);
+        entry.set(digest(pixels), expected);
+        try {
+          await writeFileAtomic(file, entry);
+        } catch (error) {
+          if (!unwritable(error)) throw error;
+          // A read-only or full cache costs speed, never the run: this process keeps pixels in
+          // memory and says once (decodes run two at a time) where else a cache could go.
+          if (this.#writable) {
+            this.#writable = false;
+            console.error(
+              `Cannot write decoded images to ${this.dir} (${
+                (error as Error).message.split("\n")[0]
+              }): they are kept in memory for this run only. Set ` +
+                "COVID_CXR_PROJECT_CACHE=DIR to cache them in a writable folder.",
+            );
+          }
+        }
+      }
     }
     if (this.#memoryBytes + pixels.length <= this.#memoryLimit) {
       this.#memory.set(item.sha256, pixels);
@@ -150,4 +173,13 @@ function digest(bytes: Uint8Array): Uint8Array {
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/** A write that failed because of where it went (read-only, permissions, disk full). */
+function unwritable(error: unknown): boolean {
+  const text = String((error as Error)?.message ?? error);
+  return error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotFound ||
+    /EROFS|EACCES|EPERM|ENOSPC|ENOTDIR|read-only|Not a directory|os error (13|28|30|20|1)\)/i.test(
+      text,
+    );
 }

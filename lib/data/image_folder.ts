@@ -6,7 +6,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { UserError } from "../errors.ts";
 import { hashFile } from "../files.ts";
-import { envSetting, projectPath } from "../paths.ts";
+import { envValue } from "../env.ts";
+import { projectPath } from "../paths.ts";
 
 /** One image of the data set. */
 export interface ImageItem {
@@ -53,7 +54,7 @@ export const DEFAULT_DATA_DIR = "data/Covid19-dataset";
  * Fails with where to put the data and how to point at it.
  */
 export function resolveDataDir(flag?: string): string {
-  const env = envSetting("COVID_CXR_DATA");
+  const env = envValue("COVID_CXR_DATA");
   const candidate = flag ?? env ?? projectPath(DEFAULT_DATA_DIR);
   const source = flag ? "--data" : env ? "COVID_CXR_DATA" : "the default";
   const dir = path.resolve(candidate);
@@ -79,7 +80,7 @@ export function resolveDataDir(flag?: string): string {
  * from (a typo must not silently skip the external evaluation).
  */
 export function resolveExternalDir(flag?: string): string | undefined {
-  const env = envSetting("COVID_CXR_EXTERNAL");
+  const env = envValue("COVID_CXR_EXTERNAL");
   const candidate = flag ?? env;
   if (candidate === undefined) return undefined;
   const dir = path.resolve(candidate);

@@ -57,6 +57,7 @@ export {
   type CopyKind,
   decodeResized,
   DEFAULT_MAX_PIXELS,
+  exifOrientations,
   ImageError,
   type ImageInfo,
   readImageInfo,

@@ -40,7 +40,11 @@ export async function prepareData(
   const config = runConfig(opts.config);
   const root = resolveDataDir(opts.data);
   const scanned = await loadDataset(root);
-  const cache = new ImageCache({ imageSize: config.imageSize, maxPixels: config.maxPixels });
+  const cache = new ImageCache({
+    imageSize: config.imageSize,
+    maxPixels: config.maxPixels,
+    exifRotate: config.exifRotate,
+  });
   const { dataset, report } = await validateDataset(scanned, cache, {
     skipBad: opts.skipBad,
     onProgress: opts.onProgress,

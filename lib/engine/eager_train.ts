@@ -3,6 +3,7 @@
  * time (with TensorFlow's fused BatchNorm and native ReLU gradients when the backend is native),
  * gradients computed layer by layer with memory released as the backward pass goes (gradients.ts).
  */
+import { envChoice } from "../env.ts";
 import { tf } from "../backend.ts";
 import { registerNativeGradients } from "../native_ops.ts";
 import { dropoutLayers } from "../model/mod.ts";
@@ -14,7 +15,7 @@ import type { StepEngine, StepEngineOptions } from "./step.ts";
  * backward pass (default), or TF.js's `optimizer.minimize` (`COVID_CXR_GRADIENTS=tfjs`, to compare).
  */
 function useLeanGradients(): boolean {
-  return Deno.env.get("COVID_CXR_GRADIENTS") !== "tfjs";
+  return envChoice("COVID_CXR_GRADIENTS") !== "tfjs";
 }
 
 /**

@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { tf } from "../backend.ts";
 import { UserError } from "../errors.ts";
-import { envSetting } from "../paths.ts";
+import { envValue } from "../env.ts";
 import { type Table, table } from "../tables.ts";
 import {
   buildMobileNetV3Large,
@@ -63,7 +63,7 @@ export const KERAS_PARITY_FILES = [
 
 /** The fixture folder: the `flag` (passed in) or the env var `COVID_CXR_PARITY`. */
 export function resolveParityDir(flag?: string): string {
-  const dir = flag ?? envSetting("COVID_CXR_PARITY");
+  const dir = flag ?? envValue("COVID_CXR_PARITY");
   if (!dir) {
     throw new UserError(
       "No parity fixture: pass its folder or set COVID_CXR_PARITY to the folder holding " +
@@ -194,7 +194,7 @@ export const TORCHVISION_PARITY_FILES = [
 
 /** The torchvision fixture folder: the `flag` or the env var `COVID_CXR_TORCH_PARITY`. */
 export function resolveTorchParityDir(flag?: string): string {
-  const dir = flag ?? envSetting("COVID_CXR_TORCH_PARITY");
+  const dir = flag ?? envValue("COVID_CXR_TORCH_PARITY");
   if (!dir) {
     throw new UserError(
       "No torchvision parity fixture: pass its folder or set COVID_CXR_TORCH_PARITY to the folder " +

@@ -8,13 +8,14 @@
  * `COVID_CXR_TRAIN_ENGINE` / `COVID_CXR_INFER_ENGINE` = `eager` choose the eager engines on
  * purpose (for comparison); `graph` makes their absence an error.
  */
+import { envChoiceGiven } from "../env.ts";
 import { UserError } from "../errors.ts";
 import { graphEnginesUnavailable } from "./tf_c.ts";
 
 export type EngineKind = "graph" | "eager";
 export type Purpose = "training" | "inference";
 
-const ENV: Record<Purpose, string> = {
+const ENV: Record<Purpose, "COVID_CXR_TRAIN_ENGINE" | "COVID_CXR_INFER_ENGINE"> = {
   training: "COVID_CXR_TRAIN_ENGINE",
   inference: "COVID_CXR_INFER_ENGINE",
 };
@@ -28,12 +29,7 @@ const warned = new Set<Purpose>();
 
 /** The engine asked for by its environment variable, if any. */
 export function requestedEngine(purpose: Purpose): EngineKind | undefined {
-  const value = Deno.env.get(ENV[purpose]);
-  if (value === undefined || value === "") return undefined;
-  if (value !== "graph" && value !== "eager") {
-    throw new EngineError(`${ENV[purpose]} must be "graph" or "eager", not "${value}"`);
-  }
-  return value;
+  return envChoiceGiven(ENV[purpose]) as EngineKind | undefined;
 }
 
 /**

@@ -4,7 +4,7 @@
  * ConfigProto a session takes (TF_SetConfig). Field numbers are those of TensorFlow 2.21's
  * config.proto and rewriter_config.proto.
  */
-import { envSetting } from "../paths.ts";
+import { envChoice, envFlag, envValue } from "../env.ts";
 import { UserError } from "../errors.ts";
 import { bytesField, concat, intField } from "./protobuf.ts";
 
@@ -23,18 +23,15 @@ export interface SessionSettings {
 
 /** The settings `COVID_CXR_PRECISION`, `COVID_CXR_XLA` and `COVID_CXR_THREADS` ask for. */
 export function sessionSettings(overrides: Partial<SessionSettings> = {}): SessionSettings {
-  const precision = envSetting("COVID_CXR_PRECISION") ?? "fp32";
-  if (precision !== "fp32" && precision !== "bf16") {
-    throw new UserError(`COVID_CXR_PRECISION must be fp32 or bf16, got "${precision}"`);
-  }
-  const threads = envSetting("COVID_CXR_THREADS");
+  const precision = envChoice("COVID_CXR_PRECISION") as "fp32" | "bf16";
+  const threads = envValue("COVID_CXR_THREADS");
   const [intra, inter] = (threads ?? "0,0").split(",").map(Number);
   if (![intra, inter ?? 0].every((n) => Number.isInteger(n) && n >= 0)) {
     throw new UserError(`COVID_CXR_THREADS must be "intra" or "intra,inter", got "${threads}"`);
   }
   return {
     precision,
-    jit: envSetting("COVID_CXR_XLA") === "1",
+    jit: envFlag("COVID_CXR_XLA"),
     intraOpThreads: intra,
     interOpThreads: inter ?? 0,
     ...overrides,

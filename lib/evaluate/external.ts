@@ -59,7 +59,18 @@ export function readManifest(file: string): Manifest {
   } catch (error) {
     throw new DatasetError(`Cannot read manifest ${file}: ${(error as Error).message}`);
   }
-  const header = records.length ? Object.keys(records[0]) : [];
+  if (records.length === 0) {
+    const first = fs.readFileSync(file, "utf8").split(/\r?\n/)[0].trim();
+    throw new DatasetError(
+      first
+        ? `Cannot use manifest ${file}: it has a header (${
+          first.split(tsv ? "\t" : ",").join(", ")
+        }) but no rows; add one row per image, or remove the file`
+        : `Cannot use manifest ${file}: it is empty; add a header and one row per image, or ` +
+          "remove the file",
+    );
+  }
+  const header = Object.keys(records[0]);
   const fileColumn = header.find((c) => FILE_COLUMNS.includes(c.toLowerCase()));
   if (!fileColumn) {
     throw new DatasetError(
@@ -320,4 +331,63 @@ export function describeExternalSet(
       : {}),
     ...(readme ? { readme } : {}),
   };
+}
+
+/**
+ * How a manifest and the images it describes agree: rows naming files that are not there (a
+ * warning: the manifest may cover a larger set), and rows whose class column names another class
+ * than the image's folder (an error: one of the two is wrong, and results by class would mix).
+ */
+export function manifestAgreement(
+  manifest: Manifest,
+  items: readonly { relPath: string; className: string }[],
+  rel: (item: { relPath: string }) => string = (i) => i.relPath,
+): { absent: string[]; classConflicts: { file: string; manifest: string; folder: string }[] } {
+  const byPath = new Map(items.map((i) => [path.normalize(rel(i)), i]));
+  const classColumn = manifest.columns.find((c) =>
+    ["class", "label", "class_name"].includes(
+      c.toLowerCase(),
+    )
+  );
+  const absent: string[] = [];
+  const classConflicts: { file: string; manifest: string; folder: string }[] = [];
+  for (const [file, row] of manifest.rows) {
+    const item = byPath.get(file);
+    if (!item) {
+      absent.push(file);
+      continue;
+    }
+    const said = classColumn ? row[classColumn]?.trim() : undefined;
+    if (said && said !== item.className) {
+      classConflicts.push({ file, manifest: said, folder: item.className });
+    }
+  }
+  return { absent, classConflicts };
+}
+
+/** The agreement as one warning line (absent rows) or an error (class conflicts). */
+export function checkManifestAgreement(
+  manifest: Manifest,
+  items: readonly { relPath: string; className: string }[],
+): string[] {
+  const { absent, classConflicts } = manifestAgreement(manifest, items);
+  if (classConflicts.length > 0) {
+    throw new DatasetError(
+      `Manifest ${manifest.file} and the class folders disagree on ${classConflicts.length} ` +
+        `image(s):\n${
+          classConflicts.slice(0, 5).map((c) =>
+            `  ${c.file}: the manifest says ${c.manifest}, its folder ${c.folder}`
+          ).join("\n")
+        }${classConflicts.length > 5 ? `\n  … and ${classConflicts.length - 5} more` : ""}\n` +
+        "Move the images to their class folders or correct the manifest's class column.",
+    );
+  }
+  return absent.length
+    ? [
+      `${absent.length} row(s) of manifest ${path.basename(manifest.file)} name files that are ` +
+      `not among the images (${absent.slice(0, 3).join(", ")}${
+        absent.length > 3 ? ", …" : ""
+      }): they are left out of every breakdown.`,
+    ]
+    : [];
 }

@@ -5,7 +5,11 @@
  */
 import * as path from "node:path";
 import { ImageCache, validateDataset, type ValidationReport } from "../data/mod.ts";
-import { checkpointInputMask, type CheckpointMetadata } from "../model/mod.ts";
+import {
+  checkpointExifRotate,
+  checkpointInputMask,
+  type CheckpointMetadata,
+} from "../model/mod.ts";
 import type { tf } from "../backend.ts";
 import { DatasetError } from "../data/mod.ts";
 import {
@@ -42,6 +46,7 @@ export async function evaluateFolder(
     imageSize: meta.imageSize,
     maxPixels: opts.maxPixels,
     grayAt: opts.grayAt,
+    exifRotate: checkpointExifRotate(meta),
   });
   const { dataset, report } = await validateDataset(
     {

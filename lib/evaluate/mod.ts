@@ -80,11 +80,13 @@ export {
   ageBand,
   breakdown,
   type BreakdownRow,
+  checkManifestAgreement,
   DESCRIBED_COLUMNS,
   describeExternalSet,
   type ExternalDescription,
   findManifest,
   type Manifest,
+  manifestAgreement,
   perPatient,
   readManifest,
   readmeParagraph,
@@ -105,6 +107,7 @@ export {
 } from "./external_reading.ts";
 export {
   BREAKDOWN_COLUMNS,
+  checkExternalSet,
   evaluateExternal,
   type ExternalPass,
   type ExternalResult,

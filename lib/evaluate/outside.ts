@@ -11,6 +11,7 @@ import type { Evaluation } from "./evaluate.ts";
 import {
   breakdown,
   type BreakdownRow,
+  checkManifestAgreement,
   findManifest,
   type Manifest,
   readManifest,
@@ -18,6 +19,8 @@ import {
   type ShortcutRate,
 } from "./external.ts";
 import { evaluateFolder, type FolderEvaluation } from "./folder.ts";
+import { loadEvaluationImages } from "./evaluate.ts";
+import { DatasetError } from "../data/mod.ts";
 
 /** The columns results are broken down by, when the manifest has them. */
 export const BREAKDOWN_COLUMNS = ["source", "group", "view", "sex", "age band"];
@@ -38,6 +41,8 @@ export interface ExternalPass {
 
 export interface ExternalResult {
   folder: string;
+  /** What the manifest and the images disagree on without being an error (absent rows). */
+  manifestWarnings: string[];
   /** The model's classes, in its order. */
   classNames: string[];
   manifest?: Manifest;
@@ -68,6 +73,7 @@ export async function evaluateExternal(
 ): Promise<ExternalResult> {
   const passes: ExternalPass[] = [];
   let manifest: Manifest | undefined;
+  let manifestWarnings: string[] = [];
   let columns: string[] = [];
   let first: FolderEvaluation | undefined;
   for (const grayAt of [undefined, GRAY_SIZE]) {
@@ -76,6 +82,7 @@ export async function evaluateExternal(
     if (!manifest) {
       const file = opts.manifest ?? findManifest(result.images.root);
       manifest = file ? readManifest(file) : undefined;
+      if (manifest) manifestWarnings = checkManifestAgreement(manifest, result.images.items);
       columns = manifest
         ? (opts.columns ?? BREAKDOWN_COLUMNS).filter((c) => manifest!.columns.includes(c))
         : [];
@@ -94,10 +101,29 @@ export async function evaluateExternal(
   return {
     folder: first!.images.folder,
     classNames: [...meta.classNames],
+    manifestWarnings,
     manifest,
     columns,
     counts: first!.images.counts,
     skipped: first!.report.skipped,
     passes: passes as [ExternalPass, ExternalPass],
   };
+}
+
+/**
+ * Check an external set before a run trains: its folder scans with the run's classes, and its
+ * manifest (when it has one) reads and agrees with its class folders. Errors are the ones the
+ * evaluation would stop on after training; warnings are returned to be said.
+ */
+export async function checkExternalSet(
+  dir: string,
+  classNames: readonly string[],
+  opts: { manifest?: string } = {},
+): Promise<string[]> {
+  const images = await loadEvaluationImages(dir, classNames);
+  if (images.items.length === 0) {
+    throw new DatasetError(`The external set ${images.folder} has no images in its class folders.`);
+  }
+  const file = opts.manifest ?? findManifest(images.root);
+  return file ? checkManifestAgreement(readManifest(file), images.items) : [];
 }

@@ -11,7 +11,11 @@ import { percent } from "../format.ts";
 import { argmax, softmax } from "../maths.ts";
 import { csvText, type Table, table } from "../tables.ts";
 import { applyMask, decodeResized, IMAGE_EXTENSIONS, ImageError, toFloat } from "../data/mod.ts";
-import { checkpointInputMask, type CheckpointMetadata } from "../model/mod.ts";
+import {
+  checkpointExifRotate,
+  checkpointInputMask,
+  type CheckpointMetadata,
+} from "../model/mod.ts";
 import { createPredictor, type Predictor } from "../engine/mod.ts";
 import { assertFinite } from "./evaluate.ts";
 
@@ -113,7 +117,10 @@ export async function predictImages(
       const ready: { file: string; pixels: Float32Array }[] = [];
       for (const file of files.slice(i, i + batchSize)) {
         try {
-          const pixels = await decodeResized(file, size, { maxPixels: opts.maxPixels });
+          const pixels = await decodeResized(file, size, {
+            maxPixels: opts.maxPixels,
+            exifRotate: checkpointExifRotate(meta),
+          });
           ready.push({ file, pixels: applyMask(toFloat(pixels), size, mask) });
         } catch (error) {
           if (!(error instanceof ImageError)) throw error;

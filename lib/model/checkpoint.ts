@@ -151,6 +151,16 @@ export function checkpointInputMask(meta: Pick<CheckpointMetadata, "training">):
   return mask ?? "none";
 }
 
+/**
+ * Whether a checkpoint's model saw images rotated by their EXIF tag: its training settings say;
+ * checkpoints from before the setting existed were made with rotation on.
+ */
+export function checkpointExifRotate(meta: Pick<CheckpointMetadata, "training">): boolean {
+  const training = meta.training as { exifRotate?: boolean; inputMask?: string } | undefined;
+  if (!training) return false; // a PyTorch file: the paper's pipeline
+  return training.exifRotate ?? true;
+}
+
 /** Read a checkpoint's metadata without loading the model. */
 export function readCheckpointMetadata(dir: string): CheckpointMetadata {
   const file = path.join(dir, "metadata.json");

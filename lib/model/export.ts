@@ -4,8 +4,9 @@
  * `load_state_dict(strict=True)`, with a JSON beside it that says what the outputs are and how to
  * feed the model (class names, input size, normalisation).
  */
+import * as fs from "node:fs";
 import * as path from "node:path";
-import { writeJsonAtomic } from "../files.ts";
+import { faultPoint, hashFile, writeJsonAtomic } from "../files.ts";
 import { CheckpointError, loadCheckpoint } from "./checkpoint.ts";
 import { readTorchFile } from "./torch_file.ts";
 import { torchvisionStateDict } from "./torchvision.ts";
@@ -48,7 +49,16 @@ export async function exportToPytorch(dir: string, file: string): Promise<Export
       );
     }
     const tensors = torchvisionStateDict(model);
-    writeTorchStateDict(file, tensors);
+    // The weights and their description are one unit: the old description goes first, the new
+    // weights replace the old ones whole, and the new description (naming the weights' SHA-256)
+    // comes last. A kill anywhere leaves weights without a description, never beside another's.
+    const description = `${file}.json`;
+    fs.rmSync(description, { force: true });
+    faultPoint("export-described-removed");
+    const tmp = `${file}.tmp-${Deno.pid}`;
+    writeTorchStateDict(tmp, tensors);
+    fs.renameSync(tmp, file);
+    faultPoint("export-weights-written");
     // Read back: the file must hold exactly what was written.
     const back = readTorchFile(file).tensors;
     for (const [name, t] of tensors) {
@@ -58,8 +68,9 @@ export async function exportToPytorch(dir: string, file: string): Promise<Export
       if (!same) throw new Error(`export: ${name} did not read back as written (${file})`);
     }
     if (back.size !== tensors.length) throw new Error(`export: ${file} holds extra tensors`);
-    const description = `${file}.json`;
     await writeJsonAtomic(description, {
+      weightsFile: path.basename(file),
+      weightsSha256: await hashFile(file),
       architecture: "torchvision.models.mobilenet_v3_large",
       head: `classifier[3] = nn.Linear(1280, ${meta.classNames.length})`,
       classNames: meta.classNames,

@@ -65,7 +65,12 @@ async function loadPytorchModel(
     );
   }
   const given = opts.classes ? { names: [...opts.classes], from: "--classes" } : undefined;
-  const classes = given ?? opts.fallbackClasses?.();
+  const described = await exportDescription(file);
+  const fallback = () => {
+    const f = opts.fallbackClasses?.();
+    return f && described.ignored ? { ...f, from: `${f.from}; ${described.ignored}` } : f;
+  };
+  const classes = given ?? described.classes ?? fallback();
   if (!classes) {
     throw new CheckpointError(
       `Cannot use "${file}": a PyTorch state_dict carries no class names. Give them in output ` +
@@ -79,7 +84,7 @@ async function loadPytorchModel(
         `names came from ${classes.from} (${classes.names.join(", ")})`,
     );
   }
-  const imageSize = opts.imageSize ?? PAPER_IMAGE_SIZE;
+  const imageSize = opts.imageSize ?? described.imageSize ?? PAPER_IMAGE_SIZE;
   const model = buildMobileNetV3Large({
     imageSize,
     numClasses: classes.names.length,
@@ -112,4 +117,36 @@ async function loadPytorchModel(
     createdAt: new Date().toISOString(),
   };
   return { model, meta };
+}
+
+/**
+ * The description `deno task export` writes beside a PyTorch file (`FILE.json`): its class names
+ * and input size — used only when it names this very file's SHA-256 (a description left beside
+ * other weights, by a re-export killed half-way or a copied file, is ignored, and said so).
+ */
+async function exportDescription(file: string): Promise<{
+  classes?: { names: string[]; from: string };
+  imageSize?: number;
+  ignored?: string;
+}> {
+  const description = `${file}.json`;
+  if (!fs.existsSync(description)) return {};
+  let json: { weightsSha256?: string; classNames?: string[]; imageSize?: number };
+  try {
+    json = JSON.parse(fs.readFileSync(description, "utf8"));
+  } catch {
+    return { ignored: `${path.basename(description)} ignored: not JSON` };
+  }
+  if (!json.weightsSha256 || json.weightsSha256 !== await hashFile(file)) {
+    return {
+      ignored: `${path.basename(description)} ignored: it describes other weights (its SHA-256 ` +
+        "is not this file's)",
+    };
+  }
+  return {
+    ...(json.classNames
+      ? { classes: { names: json.classNames, from: path.basename(description) } }
+      : {}),
+    ...(json.imageSize ? { imageSize: json.imageSize } : {}),
+  };
 }

@@ -75,6 +75,7 @@ export {
 export {
   CHECKPOINT_FORMAT,
   CheckpointError,
+  checkpointExifRotate,
   type CheckpointInput,
   checkpointInputMask,
   type CheckpointMetadata,

@@ -13,6 +13,7 @@
  * here is the state_dict itself, with the few opcodes `torch.save` uses for one.
  */
 import * as fs from "node:fs";
+import zlib from "node:zlib";
 import { unzipSync, zipSync } from "fflate";
 import { BufferReader, NameRegistry, Parser } from "pickleparser";
 import { UserError } from "../errors.ts";
@@ -177,8 +178,42 @@ export function readTorchFile(file: string): TorchStateDict {
   }
 }
 
+/**
+ * Each zip entry's CRC-32 from the central directory, against its data: a damaged tensor is found
+ * here, not in the model's outputs (fflate decompresses without checking).
+ */
+function checkZipCrcs(file: string, bytes: Uint8Array, entries: Record<string, Uint8Array>): void {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let end = -1;
+  for (let i = bytes.length - 22; i >= Math.max(0, bytes.length - 22 - 65535); i--) {
+    if (view.getUint32(i, true) === 0x06054b50) {
+      end = i;
+      break;
+    }
+  }
+  if (end < 0) throw new TorchFileError(`Cannot read "${file}": its zip directory is missing`);
+  let at = view.getUint32(end + 16, true);
+  const count = view.getUint16(end + 10, true);
+  for (let n = 0; n < count && at + 46 <= bytes.length; n++) {
+    if (view.getUint32(at, true) !== 0x02014b50) break; // zip64 layouts: the entries checked so far
+    const crc = view.getUint32(at + 16, true);
+    const nameLength = view.getUint16(at + 28, true);
+    const skip = nameLength + view.getUint16(at + 30, true) + view.getUint16(at + 32, true);
+    const name = new TextDecoder().decode(bytes.subarray(at + 46, at + 46 + nameLength));
+    const data = entries[name];
+    if (data && (zlib.crc32(data) >>> 0) !== crc) {
+      throw new TorchFileError(
+        `Cannot read "${file}": ${name} is damaged (its CRC-32 does not match the zip's ` +
+          "record); the file was changed or cut after it was saved. Save it again.",
+      );
+    }
+    at += 46 + skip;
+  }
+}
+
 function readZip(file: string, bytes: Uint8Array): TorchStateDict {
   const entries = unzipSync(bytes);
+  checkZipCrcs(file, bytes, entries);
   const pkl = Object.keys(entries).find((n) => /^[^/]+\/data\.pkl$/.test(n));
   if (!pkl) throw new TorchFileError(`Cannot read "${file}": a zip without <archive>/data.pkl`);
   const archive = pkl.slice(0, -"data.pkl".length);
@@ -262,9 +297,38 @@ function collect(
   return { tensors, ...(foundIn ? { foundIn } : {}) };
 }
 
+/**
+ * Modules whose functions a pickle calls to run code (the classic malicious pickles: os.system,
+ * builtins.eval, subprocess.Popen …). A state_dict calls none of them.
+ */
+const UNSAFE_MODULES = new Set([
+  "os",
+  "posix",
+  "nt",
+  "subprocess",
+  "builtins",
+  "__builtin__",
+  "sys",
+  "shutil",
+  "socket",
+  "runpy",
+  "importlib",
+  "pickle",
+  "pty",
+  "code",
+  "webbrowser",
+  "ctypes",
+  "commands",
+  "platform",
+]);
+
 /** What a pickled object that is not a state_dict is, in words. */
 function describe(root: unknown): string {
   const proto = (root as { __module__?: string; __name__?: string } | null) ?? {};
+  if (proto.__module__ && UNSAFE_MODULES.has(proto.__module__.split(".")[0])) {
+    return `it calls ${proto.__module__}.${proto.__name__}, which a state_dict never does: refused ` +
+      "as unsafe (nothing in it was run)";
+  }
   if (proto.__module__ && proto.__name__) {
     return `it holds a whole pickled ${proto.__module__}.${proto.__name__} object (a model saved ` +
       "with torch.save(model, path)), not a state_dict";

@@ -9,11 +9,13 @@ import { type RunConfig, runConfig, sameSettings } from "../config.ts";
 import { cleanTemporaries, writeFileAtomic, writeJsonAtomic } from "../files.ts";
 import { percent } from "../format.ts";
 import { createProgress, type Progress } from "../progress.ts";
-import { envSetting } from "../paths.ts";
+import { envValue } from "../env.ts";
 import { codeVersion, runtimeInfo } from "../provenance.ts";
 import {
   countByClass,
+  exifOrientations,
   findNearDuplicates,
+  imageFolderClasses,
   type NearDuplicateReport,
   prepareData,
   resolveDataDir,
@@ -31,6 +33,7 @@ import { loadTrainingState, trainModel } from "../train/mod.ts";
 import { sessionSettings } from "../engine/mod.ts";
 import {
   calibrationSummary,
+  checkExternalSet,
   type DiagnosticSummary,
   evaluateExternal,
   evaluateModel,
@@ -191,6 +194,11 @@ async function startRun(
   const config = runConfig(opts.config);
   const weights = await resolveWeights(config.weights);
   const dataRoot = resolveDataDir(opts.data);
+  if (opts.external) {
+    // A bad external set found after eight epochs would cost them all: check it first.
+    const warnings = await checkExternalSet(opts.external, imageFolderClasses(dataRoot));
+    for (const w of warnings) (opts.log ?? console.log)(w);
+  }
   ensureWritable(root);
   const runDir = createRunDir(root, config, { name: opts.runName });
   const record: RunRecord = {
@@ -288,6 +296,16 @@ async function prepareRunData(
     maxPixels: record.config.maxPixels,
     log,
   });
+  const exif = await exifOrientations([...data.dataset.train, ...data.dataset.test]);
+  if (exif.length > 0) {
+    log(
+      `${exif.length} image(s) carry an EXIF orientation tag: ${
+        record.config.exifRotate
+          ? "rotated as a viewer shows them (--exif-rotate)"
+          : "decoded as stored, as the paper's pipeline does (--exif-rotate rotates them)"
+      }; listed in data_report.json.`,
+    );
+  }
   const { train, validation, test } = data.splits;
   await writeJsonAtomic(path.join(runDir, "data_report.json"), {
     root: data.dataset.root,
@@ -300,6 +318,7 @@ async function prepareRunData(
       kind: g.kind,
       files: g.items.map((i) => i.relPath),
     })),
+    exifOrientation: { applied: record.config.exifRotate, images: exif },
     nearDuplicates: {
       method: nearDuplicates.method,
       calibration: nearDuplicates.calibration,
@@ -488,7 +507,7 @@ function summarize(
     ...(extra.external ? { external: extra.external } : {}),
     calibration: evaluated.calibration,
     skippedFiles: data.report.skipped,
-    backend: { backend: backend.backend, versions: backend.versions },
+    backend: { backend: backend.backend, package: backend.package, versions: backend.versions },
     trainingEngine: trained.engine,
     inferenceEngine: evaluation.engine,
     sessionSettings: sessionSettings(),
@@ -506,7 +525,7 @@ export async function trainOrLoadRun(
   opts: { run?: string; config?: Partial<RunConfig>; log?: (line: string) => void } = {},
 ): Promise<FinishedRun & { trainedNow: boolean }> {
   const log = opts.log ?? ((line: string) => console.log(line));
-  const spec = opts.run ?? envSetting("COVID_CXR_RUN");
+  const spec = opts.run ?? envValue("COVID_CXR_RUN");
   if (spec) {
     const run = loadRun(spec);
     log(`Loaded the finished run ${run.runDir} (COVID_CXR_RUN); no training in this session.`);

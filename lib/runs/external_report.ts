@@ -33,6 +33,8 @@ export interface ExternalSummary {
   columns: string[];
   counts: { className: string; images: number }[];
   skipped: number;
+  /** What its manifest and its images disagree on without being an error. */
+  manifestWarnings?: string[];
   /** The set described from itself: classes, manifest columns, ages, its README (newer runs). */
   description?: ExternalDescription;
   passes: {
@@ -78,6 +80,7 @@ export function summarizeExternal(
     columns: r.columns,
     counts: r.counts,
     skipped: r.skipped.length,
+    ...(r.manifestWarnings.length ? { manifestWarnings: r.manifestWarnings } : {}),
     description: describeExternalSet(r.passes[0].evaluation.predictions, classNames, {
       manifest: r.manifest,
       folder: r.folder,
@@ -339,6 +342,7 @@ export function externalSection(
     "the classes apart.",
     "",
     ...descriptionLines(ext).map((l) => `- ${l}`),
+    ...(ext.manifestWarnings ?? []).map((w) => `- ${w}`),
     "",
     sideBySideTable(ext, opts.test, target).toMarkdown(),
     "",

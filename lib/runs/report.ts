@@ -58,7 +58,8 @@ export interface RunSummary {
   /** Temperature scaling fitted on validation, and calibration before/after on every set. */
   calibration?: CalibrationRecord;
   skippedFiles: { path: string; reason: string }[];
-  backend: { backend: string; versions: Record<string, string> };
+  /** Which TF.js backend ran, from which package (the GPU build's name says a GPU ran). */
+  backend: { backend: string; package?: string; versions: Record<string, string> };
   /** How the training steps ran: one TensorFlow graph per step, or TF.js op by op. */
   trainingEngine?: EngineKind;
   /** How validation and test predictions ran: one TensorFlow graph, or TF.js op by op. */
@@ -279,6 +280,8 @@ function setupTable(s: RunSummary): Table {
     {
       setting: "backend",
       value: `TF.js ${v["tfjs-core"]} on ${s.backend.backend}${
+        s.backend.package ? `, ${s.backend.package}` : ""
+      }${s.backend.package?.endsWith("-gpu") ? " (NVIDIA GPU)" : ""}${
         v.libtensorflow ? ` (libtensorflow ${v.libtensorflow})` : ""
       }${engineText(s)}`,
     },

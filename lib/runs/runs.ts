@@ -12,7 +12,8 @@ import * as path from "node:path";
 import type { RunConfig } from "../config.ts";
 import { UserError } from "../errors.ts";
 import { recoverDir } from "../files.ts";
-import { envSetting, projectPath } from "../paths.ts";
+import { envValue } from "../env.ts";
+import { projectPath } from "../paths.ts";
 import type { EpochRecord } from "../train/mod.ts";
 import type { RunSummary } from "./report.ts";
 
@@ -23,7 +24,7 @@ export class RunError extends UserError {
 
 /** The outputs folder: `--out`, else `COVID_CXR_OUTPUTS`, else `outputs/` in the project. */
 export function outputsRoot(flag?: string): string {
-  return path.resolve(flag ?? envSetting("COVID_CXR_OUTPUTS") ?? projectPath("outputs"));
+  return path.resolve(flag ?? envValue("COVID_CXR_OUTPUTS") ?? projectPath("outputs"));
 }
 
 /**
@@ -181,6 +182,8 @@ export function loadRun(spec = "latest", root?: string): FinishedRun {
     );
   }
   const summary = JSON.parse(fs.readFileSync(file, "utf8")) as RunSummary;
+  // Runs from before the setting existed decoded images with their EXIF rotation applied.
+  summary.config.exifRotate ??= true;
   return { runDir, summary, history: summary.history, bestDir: path.join(runDir, "best") };
 }
 

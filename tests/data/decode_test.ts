@@ -38,7 +38,7 @@ Deno.test("decode: decodeResized() makes 8-bit RGB of every stored format, stret
   });
 });
 
-Deno.test("decode: decodeResized() honours EXIF orientation", async () => {
+Deno.test("reliability: decodeResized() ignores an EXIF orientation tag as the paper's pipeline (PIL) does, and applies it when asked", async () => {
   await withTemp("preprocess-", async (dir) => {
     // Stored: top half white, bottom half black. Orientation 6 means "rotate 90° clockwise to show",
     // so the shown image has white on the right.
@@ -47,9 +47,12 @@ Deno.test("decode: decodeResized() honours EXIF orientation", async () => {
     for (let y = 0; y < h / 2; y++) px.fill(255, y * w * 3, (y + 1) * w * 3);
     const file = path.join(dir, "rotated.jpg");
     await writeImage(file, px, w, h, "jpeg-rgb", { orientation: 6 });
-    const out = await decodeResized(file, 32);
-    assert.ok(at(out, 32, 28, 16)[0] > 200, "right side white");
-    assert.ok(at(out, 32, 3, 16)[0] < 50, "left side black");
+    const asStored = await decodeResized(file, 32);
+    assert.ok(at(asStored, 32, 16, 3)[0] > 200, "as stored: top white");
+    assert.ok(at(asStored, 32, 16, 28)[0] < 50, "as stored: bottom black");
+    const out = await decodeResized(file, 32, { exifRotate: true });
+    assert.ok(at(out, 32, 28, 16)[0] > 200, "rotated: right side white");
+    assert.ok(at(out, 32, 3, 16)[0] < 50, "rotated: left side black");
   });
 });
 

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { Buffer } from "node:buffer";
 import { unzipSync, zipSync } from "fflate";
 import {
   readTorchFile,
@@ -157,4 +158,50 @@ Deno.test("pytorch: a written state_dict reads back identical, in torch.save's z
     "torch.LongStorage",
     "torch._utils._rebuild_tensor_v2",
   ]);
+});
+
+Deno.test("reliability: a PyTorch zip whose tensor bytes no longer match their CRC-32 is refused, naming the damaged entry", () => {
+  const file = path.join(freshDir("crc"), "model.pt");
+  const values = Float32Array.from({ length: 64 }, (_, i) => i + 0.5);
+  writeTorchStateDict(file, [["w", { dtype: "float32", shape: [64], values }]]);
+  assert.equal(readTorchFile(file).tensors.get("w")!.values[3], 3.5, "intact: read");
+  const bytes = fs.readFileSync(file);
+  // Stored uncompressed: find the tensor's bytes and change one value.
+  const needle = new Uint8Array(values.buffer).subarray(12, 20);
+  const at = bytes.indexOf(Buffer.from(needle));
+  assert.ok(at > 0);
+  bytes[at + 1] ^= 0xff;
+  fs.writeFileSync(file, bytes);
+  assert.throws(
+    () => readTorchFile(file),
+    (e: Error) =>
+      e instanceof TorchFileError &&
+      /data\/0 is damaged \(its CRC-32 does not match/.test(e.message),
+  );
+});
+
+Deno.test("reliability: a pickle that calls posix.system or builtins.eval is refused as unsafe, naming the call, and is never run", () => {
+  const dir = freshDir("unsafe-pickle");
+  const marker = path.join(dir, "ran");
+  for (
+    const [module, name] of [["posix", "system"], ["builtins", "eval"], ["subprocess", "Popen"]]
+  ) {
+    // c<module>\n<name>\n (X <len> <command>) tuple1 R: call module.name(command).
+    const command = `touch ${marker}`;
+    const bytes = new TextEncoder().encode(command);
+    const file = torchZip(
+      path.join(dir, `${name}.pt`),
+      pickle(`c${module}\n${name}\n`, [0x58, bytes.length, 0, 0, 0, ...bytes, 0x85, 0x52]),
+    );
+    assert.throws(
+      () => readTorchFile(file),
+      (e: Error) =>
+        e instanceof TorchFileError &&
+        e.message.includes(
+          `it calls ${module}.${name}, which a state_dict never does: refused as unsafe`,
+        ),
+      `${module}.${name}`,
+    );
+  }
+  assert.ok(!fs.existsSync(marker), "nothing was run");
 });
