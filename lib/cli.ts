@@ -86,7 +86,7 @@ export async function runMain(
     if (message === undefined) throw error; // a bug: the stack trace is the report
     console.error(`\n${message}`);
     if (debugging()) console.error((error as Error).stack);
-    Deno.exit(1);
+    Deno.exit((error as { exitCode?: number }).exitCode ?? 1);
   }
 }
 
@@ -94,12 +94,12 @@ export async function runMain(
 const SYSTEM_ERRORS: Record<string, { errno: number; advice: string }> = {
   ENOSPC: {
     errno: 28,
-    advice: "No space left on the disk. Free some space, or write elsewhere: WHERE. " +
+    advice: "No space left on the disk. Free some space, or write elsewhere with WHERE. " +
       "Files already written are complete (each is written whole or not at all); an " +
       "interrupted run continues with --resume.",
   },
-  EROFS: { errno: 30, advice: "The file system is read-only. Write elsewhere: WHERE." },
-  EACCES: { errno: 13, advice: "Permission denied. Write elsewhere: WHERE." },
+  EROFS: { errno: 30, advice: "The file system is read-only. Write elsewhere with WHERE." },
+  EACCES: { errno: 13, advice: "Permission denied. Write elsewhere with WHERE." },
   ENOENT: { errno: 2, advice: "A file or folder is missing; check the path." },
   EISDIR: { errno: 21, advice: "A folder was given where a file is needed." },
   ENOTDIR: { errno: 20, advice: "A file was given where a folder is needed." },

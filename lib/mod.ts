@@ -63,6 +63,14 @@ export { type Cell, csvSafe, csvText, csvUnsafe, Table, table } from "./tables.t
 export { inNotebook, show } from "./show.ts";
 export { createProgress, type Progress } from "./progress.ts";
 export { codeVersion, runtimeInfo } from "./provenance.ts";
+export {
+  canStopPolitely,
+  clearStop,
+  Interrupted,
+  requestStop,
+  stoppableWork,
+  stopRequested,
+} from "./stop.ts";
 
 export * from "./data/mod.ts";
 export * from "./model/mod.ts";

@@ -5,6 +5,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import {
+  canStopPolitely,
   describeSessionSettings,
   ensureJupyter,
   initBackend,
@@ -15,6 +16,7 @@ import {
   parseFlags,
   quickMode,
   renderRunNotebooks,
+  requestStop,
   resolveExternalDir,
   type RunConfig,
   runConfig,
@@ -23,6 +25,7 @@ import {
   runSweep,
   sessionSettings,
   setEnv,
+  stopRequested,
   UsageError,
   userPath,
   userPaths,
@@ -212,13 +215,24 @@ async function main() {
   }
 }
 
-/** Ctrl-C: the run stops where it is; say how to continue it (its last completed epoch is saved). */
+/**
+ * Ctrl-C: during training, the run stops after the current step and saves it (a second Ctrl-C
+ * stops at once, back to the last saved point); before or after, it stops where it is. Either
+ * way it says how to continue.
+ */
 function sayHowToResumeOnCtrlC(runDir: string) {
   Deno.addSignalListener("SIGINT", () => {
+    if (canStopPolitely() && !stopRequested()) {
+      requestStop();
+      console.error(
+        "\nStopping after the current training step, saving it (Ctrl-C again to stop at once) …",
+      );
+      return;
+    }
     const saved = fs.existsSync(path.join(runDir, "state", "state.json"));
     console.error(
       saved
-        ? `\nInterrupted. Continue from the last completed epoch with:\n  deno task reproduce --resume ${runDir}`
+        ? `\nInterrupted. Continue from the last saved point with:\n  deno task reproduce --resume ${runDir}`
         : `\nInterrupted before the first epoch was saved; nothing to continue (${runDir} is removed ` +
           "when a run fails this early; delete it if it remains).",
     );

@@ -29,6 +29,11 @@ export interface BatchOptions {
   augment?: { rng: Rng; options: AugmentationOptions };
   /** Blank part of every image (the review's shortcut experiments); default none. */
   mask?: InputMask;
+  /**
+   * Leave out the first `skip` batches (an epoch resumed part-way), drawing their augmentation
+   * all the same, so the batches that follow are exactly those of the uninterrupted epoch.
+   */
+  skip?: number;
 }
 
 /** The batch count for `n` items (the last batch may be smaller, as PyTorch's default). */
@@ -62,9 +67,15 @@ export async function* iterateBatches(
     });
     return { chunk, data };
   };
-  let pending = chunks.length > 0 ? prepare(chunks[0]) : undefined;
+  const first = Math.min(opts.skip ?? 0, chunks.length);
+  if (opts.augment) {
+    for (const chunk of chunks.slice(0, first)) {
+      for (const _ of chunk) sampleAugmentation(opts.augment.rng, opts.augment.options);
+    }
+  }
+  let pending = first < chunks.length ? prepare(chunks[first]) : undefined;
   try {
-    for (let i = 0; i < chunks.length; i++) {
+    for (let i = first; i < chunks.length; i++) {
       const ready = await pending!;
       pending = i + 1 < chunks.length ? prepare(chunks[i + 1]) : undefined;
       yield {

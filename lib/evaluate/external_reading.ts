@@ -61,6 +61,8 @@ export interface ClassReading {
   className: string;
   target: string;
   overall: GroupRate;
+  /** Images of the class whose manifest row gives an age. */
+  withAge: number;
   byAge: GroupRate[];
   bySource: GroupRate[];
   ageDifference?: GroupDifference;
@@ -227,6 +229,7 @@ export function readExternalSet(
       className,
       target,
       overall,
+      withAge: rows.filter((r) => r.age !== "").length,
       byAge,
       bySource,
       ...(ageDifference ? { ageDifference } : {}),

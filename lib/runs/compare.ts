@@ -80,7 +80,8 @@ function pText(p: number): string {
  * 0.05; otherwise that these images do not show one (never that the models are the same).
  */
 export function comparisonSentence(c: PairedComparison, names: [string, string]): string {
-  const facts = `${names[0]} is right on ${c.bothRight + c.onlyA} of ${c.n} ` +
+  const first = names[0].charAt(0).toUpperCase() + names[0].slice(1);
+  const facts = `${first} is right on ${c.bothRight + c.onlyA} of ${c.n} ` +
     `(${pct(c.accuracyA)}), ${names[1]} on ${c.bothRight + c.onlyB} (${pct(c.accuracyB)}); they ` +
     `disagree on ${c.onlyA + c.onlyB} images (${c.onlyA} right only by ${names[0]}, ${c.onlyB} ` +
     `only by ${names[1]}). Difference ${differenceText(c)}; McNemar's exact test ${

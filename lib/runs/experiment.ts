@@ -268,7 +268,11 @@ async function resumeRun(
   const removed = cleanTemporaries(runDir);
   if (removed.length) log(`Cleaned up after the interruption: ${removed.join(", ")}`);
   const resume = await loadTrainingState(runDir);
-  log(`Resuming ${runDir} after epoch ${resume.epoch} of ${record.config.epochs}`);
+  log(
+    `Resuming ${runDir} after epoch ${resume.epoch} of ${record.config.epochs}${
+      resume.partial ? `, at step ${resume.partial.step} of epoch ${resume.partial.epoch}` : ""
+    }`,
+  );
   return { runDir, record, resume };
 }
 

@@ -259,6 +259,9 @@ export function readingText(r: ClassReading): string {
             ? ` and ${ages} age groups, none of which differs from another`
             : ages === 1
             ? " and one age group"
+            : (r.withAge ?? 0) > 0
+            ? `, and its ${r.withAge} ages fall in groups too small to compare (under ${MIN_GROUP} ` +
+              "images each)"
             : " with no ages given"
         }.`;
     case "not-learnt":

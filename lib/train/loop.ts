@@ -5,7 +5,9 @@
  *
  * After every epoch the whole training state (weights, optimizer momentum, history, step count)
  * is saved, so `--resume` continues an interrupted run exactly: the data order, augmentation and
- * dropout of every epoch come from seeded streams, not from state carried in memory.
+ * dropout of every epoch come from seeded streams, not from state carried in memory. A stop asked
+ * for with Ctrl-C (lib/stop.ts) saves the same state after the current step, with the epoch's
+ * position and running sums, and the resumed epoch picks up at the next batch.
  */
 import * as path from "node:path";
 import { initBackend, tf } from "../backend.ts";
@@ -14,6 +16,7 @@ import { faultPoint } from "../files.ts";
 import { lossText, percent } from "../format.ts";
 import { createProgress } from "../progress.ts";
 import { Rng } from "../rng.ts";
+import { Interrupted, stoppableWork, stopRequested, yieldToEventLoop } from "../stop.ts";
 import { batchCount, type ImageCache, type ImageItem, iterateBatches } from "../data/mod.ts";
 import {
   type CheckpointInput,
@@ -25,6 +28,7 @@ import { createPredictor, createStepEngine, type EngineKind } from "../engine/mo
 import { learningRateAt } from "./schedule.ts";
 import {
   type EpochRecord,
+  type PartialEpoch,
   saveTrainingState,
   TrainingError,
   type TrainingState,
@@ -129,7 +133,12 @@ export async function validationPass(
  * Train `model` for `config.epochs` epochs (or the rest of them, when resuming) and keep the best
  * checkpoint by validation loss in `runDir/best`.
  */
-export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Promise<TrainResult> {
+export function trainModel(model: tf.LayersModel, opts: TrainOptions): Promise<TrainResult> {
+  // Ctrl-C during training stops after the current step, saving it (lib/stop.ts).
+  return stoppableWork(() => train(model, opts));
+}
+
+async function train(model: tf.LayersModel, opts: TrainOptions): Promise<TrainResult> {
   await initBackend();
   const { config } = opts;
   const log = opts.log ?? ((line: string) => console.log(line));
@@ -157,20 +166,38 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
   if (opts.resume) tf.dispose(opts.resume.optimizerWeights.map((w) => w.tensor));
   const firstEpoch = (opts.resume?.epoch ?? 0) + 1;
   const steps = batchCount(opts.train.length, config.batchSize);
+  /** An epoch resumed part-way: where it stopped and its running sums. */
+  let partial: PartialEpoch | undefined = opts.resume?.partial;
+  const checkpointMeta = (
+    epoch: number,
+    metrics?: CheckpointInput["metrics"],
+  ): CheckpointInput => ({
+    classNames: opts.classNames,
+    imageSize: config.imageSize,
+    normalization: opts.weights.normalization,
+    convention: conventionOf(model),
+    weights: opts.weights,
+    training: config as unknown as Record<string, unknown>,
+    epoch,
+    ...(metrics ? { metrics } : {}),
+  });
 
   try {
     for (let epoch = firstEpoch; epoch <= config.epochs; epoch++) {
-      const started = performance.now();
-      let peakRss = Deno.memoryUsage().rss;
+      const resumed = partial?.epoch === epoch ? partial : undefined;
+      partial = undefined;
+      const started = performance.now() - (resumed?.seconds ?? 0) * 1000;
+      let peakRss = Math.max(resumed?.peakRss ?? 0, Deno.memoryUsage().rss);
       const learningRate = learningRateAt(epoch, config);
       engine.setLearningRate(learningRate);
 
-      // Training phase.
-      let lossSum = 0, correct = 0, seen = 0;
+      // Training phase (from where a polite stop left it).
+      let lossSum = resumed?.lossSum ?? 0, correct = resumed?.correct ?? 0;
+      let seen = resumed?.seen ?? 0;
       const progress = createProgress(`Epoch ${epoch}/${config.epochs} train`, steps, {
         quiet: opts.quiet,
       });
-      let step = 0;
+      let step = resumed?.step ?? 0;
       for await (
         const batch of iterateBatches(opts.train, {
           batchSize: config.batchSize,
@@ -178,6 +205,7 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
           shuffle: Rng.stream(config.seed, "shuffle", epoch),
           augment: { rng: Rng.stream(config.seed, "augment", epoch), options: config.augmentation },
           mask: config.inputMask,
+          skip: step,
         })
       ) {
         const { loss: value, predicted: p } = await engine.step(batch.x, batch.labels, globalStep);
@@ -197,6 +225,38 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
         globalStep++;
         peakRss = Math.max(peakRss, Deno.memoryUsage().rss);
         progress.update(++step, `loss ${(lossSum / seen).toFixed(4)}`);
+        await yieldToEventLoop(); // lets a Ctrl-C listener run between steps
+        if (stopRequested() && step < steps) {
+          // Ctrl-C: save where this epoch is, and stop.
+          await progress.end(`Epoch ${epoch}/${config.epochs} train: stopped after step ${step}`);
+          await saveTrainingState(
+            opts.runDir,
+            model,
+            await engine.optimizerState(),
+            checkpointMeta(epoch - 1),
+            {
+              epoch: epoch - 1,
+              partial: {
+                epoch,
+                step,
+                lossSum,
+                correct,
+                seen,
+                seconds: (performance.now() - started) / 1000,
+                peakRss,
+              },
+              globalStep,
+              bestValidLoss,
+              bestEpoch,
+              history,
+              config,
+            },
+          );
+          throw new Interrupted(
+            `Stopped at epoch ${epoch}, step ${step} of ${steps}; everything up to it is saved. ` +
+              `Continue with:\n  deno task reproduce --resume ${opts.runDir}`,
+          );
+        }
       }
       await progress.end();
 
@@ -230,16 +290,7 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
           }  lr ${learningRate}  ` +
           `(${record.seconds.toFixed(0)} s)`,
       );
-      const meta: CheckpointInput = {
-        classNames: opts.classNames,
-        imageSize: config.imageSize,
-        normalization: opts.weights.normalization,
-        convention: conventionOf(model),
-        weights: opts.weights,
-        training: config as unknown as Record<string, unknown>,
-        epoch,
-        metrics: { validLoss: valid.loss, validAccuracy: valid.accuracy },
-      };
+      const meta = checkpointMeta(epoch, { validLoss: valid.loss, validAccuracy: valid.accuracy });
       if (improved) {
         log(
           `Validation loss decreased (${lossText(bestValidLoss)} --> ${
@@ -262,6 +313,12 @@ export async function trainModel(model: tf.LayersModel, opts: TrainOptions): Pro
       await writeHistory(opts.runDir, history);
       opts.onEpoch?.(record);
       faultPoint("epoch-saved");
+      if (stopRequested() && epoch < config.epochs) {
+        throw new Interrupted(
+          `Stopped after epoch ${epoch}; everything up to it is saved. Continue with:\n` +
+            `  deno task reproduce --resume ${opts.runDir}`,
+        );
+      }
     }
   } finally {
     engine.dispose();

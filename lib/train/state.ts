@@ -31,10 +31,26 @@ export class TrainingError extends UserError {
   override name = "TrainingError";
 }
 
-/** What is saved after every epoch to resume from. */
+/** An epoch stopped part-way (Ctrl-C): where it was, and its running sums. */
+export interface PartialEpoch {
+  /** The epoch in progress (1-based). */
+  epoch: number;
+  /** Training steps of it done. */
+  step: number;
+  lossSum: number;
+  correct: number;
+  seen: number;
+  /** Seconds it had run. */
+  seconds: number;
+  peakRss: number;
+}
+
+/** What is saved after every epoch (and at a polite stop) to resume from. */
 export interface TrainingState {
   /** Epochs completed. */
   epoch: number;
+  /** The next epoch, stopped part-way, when the run was stopped with Ctrl-C. */
+  partial?: PartialEpoch;
   /** Training steps taken (drives the dropout masks). */
   globalStep: number;
   bestValidLoss: number;
@@ -83,7 +99,8 @@ export async function saveTrainingState(
 }
 
 /**
- * Load the state an interrupted run saved after its last completed epoch.
+ * Load the state an interrupted run saved after its last completed epoch (or, stopped with
+ * Ctrl-C, part-way through the next).
  * @returns the state, the model as it was (caller disposes) and the optimizer's buffers.
  */
 export async function loadTrainingState(

@@ -155,6 +155,20 @@ Deno.test("review: the external reading tells an age effect, a source effect and
     },
   );
 
+  await t.step("few images per age group: the ages are said to be too few, not missing", () => {
+    const { reading, text } = readNormal(
+      [
+        { label: 1, n: 4, calledCovid: 4, source: "a", ages: [20, 25] },
+        { label: 1, n: 4, calledCovid: 4, source: "a", ages: [50, 55] },
+      ],
+      probe(0, 20),
+    );
+    assert.equal(reading.verdict, "not-carried-over");
+    assert.equal(reading.withAge, 8);
+    assert.match(text, /its 8 ages fall in groups too small to compare \(under 5 images each\)/);
+    assert.doesNotMatch(text, /no ages given/);
+  });
+
   await t.step("told apart: mostly not called Covid", () => {
     const { reading, text } = readNormal([
       { label: 1, n: 20, calledCovid: 3, source: "a", ages: ADULT },

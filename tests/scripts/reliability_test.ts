@@ -209,8 +209,51 @@ Deno.test("reliability: a run that fails before its first epoch leaves no folder
   assert.match(
     text,
     new RegExp(
-      `Interrupted\\. Continue from the last completed epoch with:\\n {2}deno task reproduce --resume .*${dir}`,
+      `Stopped (at epoch \\d+, step \\d+ of \\d+|after epoch \\d+); everything up to it is saved\\. ` +
+        `Continue with:\\n {2}deno task reproduce --resume .*${dir}`,
     ),
+  );
+});
+
+Deno.test("reliability: Ctrl-C during training stops after the current step, saving it; --resume continues at the next batch and ends with the uninterrupted result", async () => {
+  const data = await syntheticData();
+  // Batch 2: 16 steps an epoch, so the stop lands inside an epoch.
+  const settings = [...SMALL, "--epochs", "3", "--batch-size", "2"];
+  const straightOut = freshDir("ctrl-c-straight");
+  const straight = await runScript("reproduce", [
+    "--data",
+    data,
+    ...settings,
+    "--out",
+    straightOut,
+  ]);
+  assert.equal(straight.code, 0, straight.text);
+  const straightDir = path.join(straightOut, runDirs(straightOut)[0]);
+
+  const out = freshDir("ctrl-c");
+  const { child, runDir } = await startRunUntilFirstEpoch(["--data", data, ...settings], out);
+  child.kill("SIGINT");
+  const result = await child.output();
+  const text = new TextDecoder().decode(result.stderr);
+  assert.equal(result.code, 130, text);
+  assert.match(text, /Stopping after the current training step, saving it/);
+  const state = readJson(path.join(runDir, "state", "state.json"));
+  // Signalled just after epoch 1 was saved: the stop lands inside epoch 2, not at its end.
+  const stopped = /Stopped at epoch (\d+), step (\d+) of \d+/.exec(text);
+  assert.ok(stopped, text);
+  assert.equal(state.partial.epoch, Number(stopped[1]));
+  assert.equal(state.partial.step, Number(stopped[2]));
+  assert.equal(state.epoch, Number(stopped[1]) - 1);
+  const resumed = await runScript("reproduce", ["--resume", runDir]);
+  assert.equal(resumed.code, 0, resumed.text);
+  assert.match(resumed.text, new RegExp(`at step ${stopped[2]} of epoch ${stopped[1]}`));
+  assert.deepEqual(
+    comparable(readJson(path.join(runDir, "history.json"))),
+    comparable(readJson(path.join(straightDir, "history.json"))),
+  );
+  assert.deepEqual(
+    readJson(path.join(runDir, "metrics.json")),
+    readJson(path.join(straightDir, "metrics.json")),
   );
 });
 
@@ -386,4 +429,13 @@ Deno.test("reliability: predictions.csv is CSV that a CSV reader reads back, nam
   assert.ok(rows.some((row) => row.file === `Covid/${odd}`), "the name round-trips");
   // file, true, predicted, correct, 3 probabilities (and 3 calibrated ones when calibrated).
   assert.ok(rows.every((row) => [7, 10].includes(Object.keys(row).length)));
+});
+
+Deno.test("reliability: a write error in predict advises its own flags, not an --out it does not have", () => {
+  const message = systemErrorMessage(
+    new Error("Read-only file system (os error 30): open 'p.csv'"),
+    "another path for --csv or --json",
+  );
+  assert.match(message!, /read-only\. Write elsewhere with another path for --csv or --json/);
+  assert.doesNotMatch(message!, /--out/);
 });
