@@ -194,3 +194,26 @@ Deno.test("review: the external reading tells an age effect, a source effect and
     assert.match(readingText(normal), /this set cannot say why/);
   });
 });
+
+Deno.test("reliability: a breakdown row of an image the manifest lists without the column is '(not given)', one it does not list '(not in manifest)'", async () => {
+  const { breakdown } = await import("../../lib/mod.ts");
+  const { predictions, manifest } = syntheticSet([
+    { label: 1, n: 2, calledCovid: 0, source: "a", ages: ADULT },
+  ]);
+  // A note column whose key only one row has: the derived column exists, the other row lacks it.
+  const lines = fs.readFileSync(manifest, "utf8").trim().split("\n");
+  fs.writeFileSync(
+    manifest,
+    [`${lines[0]}\tnote`, `${lines[1]}\tgroup=eurorad`, `${lines[2]}\tlicence=CC`].join("\n"),
+  );
+  const extra = {
+    ...predictions[0],
+    item: { ...predictions[0].item, relPath: "Normal/unlisted.png" },
+  };
+  const rows = breakdown([...predictions, extra], readManifest(manifest), "group", CLASSES);
+  assert.deepEqual(rows.map((r) => r.value).sort(), [
+    "(not given)",
+    "(not in manifest)",
+    "eurorad",
+  ]);
+});

@@ -200,6 +200,13 @@ Deno.test("reproduce: bad flags are refused with the valid choices", async () =>
   );
   const d = await reproduce(["--stop-after-epoch", "1"]);
   assert.equal(d.code, 2, "no hidden testing flags among the user's options");
+  // reliability: the range said is the range accepted (0 itself is refused, so "> 0", not "≥ 0").
+  const e = await reproduce(["--validation-fraction=-0.1"]);
+  assert.equal(e.code, 2);
+  assert.match(e.text, /--validation-fraction must be a number > 0 ≤ 0\.9, got "-0\.1"/);
+  const f = await reproduce(["--prevalence", "1"]);
+  assert.equal(f.code, 2);
+  assert.match(f.text, /--prevalence must be a number > 0 < 1, got "1"/);
 });
 
 const TORCH_PARITY = Deno.env.get("COVID_CXR_TORCH_PARITY");
