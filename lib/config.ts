@@ -76,6 +76,14 @@ export interface RunConfig {
   exifRotate: boolean;
 }
 
+/**
+ * The model's own defaults, in one place (the builder, its BatchNorm layer and the run config read
+ * them): the paper fine-tuned torchvision's MobileNetV3-Large, whose BatchNorm momentum 0.01 in
+ * PyTorch's terms is 0.99 in Keras's (`moving = moving · m + batch · (1 − m)`), with dropout 0.2
+ * before the classifier.
+ */
+export const MODEL_DEFAULTS = Object.freeze({ batchNormMomentum: 0.99, dropout: 0.2 });
+
 export const PAPER_CONFIG: Readonly<RunConfig> = Object.freeze({
   imageSize: 446,
   epochs: 8,
@@ -95,8 +103,8 @@ export const PAPER_CONFIG: Readonly<RunConfig> = Object.freeze({
     saturation: 0.2,
     hue: 0.02,
   }),
-  dropout: 0.2,
-  batchNormMomentum: 0.99,
+  dropout: MODEL_DEFAULTS.dropout,
+  batchNormMomentum: MODEL_DEFAULTS.batchNormMomentum,
   maxPixels: 50_000_000,
   inputMask: "none",
   exifRotate: false,

@@ -7,6 +7,7 @@ import {
   initBackend,
   isQuickRun,
   listRuns,
+  loadOrTrainRun,
   loadRun,
   numberFlag,
   outputsRoot,
@@ -15,7 +16,6 @@ import {
   resolveRunDir,
   runMain,
   setEnv,
-  trainOrLoadRun,
   UsageError,
   userPath,
 } from "../lib/mod.ts";
@@ -67,7 +67,7 @@ async function main() {
       setEnv("COVID_CXR_QUICK", "1");
       setEnv("COVID_CXR_OUTPUTS", root);
       await initBackend();
-      run = await trainOrLoadRun({ config: {} });
+      run = await loadOrTrainRun({ config: {} });
     }
   } else {
     try {
@@ -79,7 +79,7 @@ async function main() {
       );
       setEnv("COVID_CXR_OUTPUTS", root);
       await initBackend();
-      run = await trainOrLoadRun({ config: {} });
+      run = await loadOrTrainRun({ config: {} });
     }
   }
   console.log(`Notebooks against ${run.runDir}`);

@@ -9,6 +9,7 @@ export function small(numClasses = 3, seed = 1): tf.LayersModel {
     imageSize: SMALL,
     numClasses,
     normalization: KERAS_NORMALIZATION,
+    convention: "keras",
     seed,
   });
 }

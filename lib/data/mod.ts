@@ -51,7 +51,7 @@ export {
   isGrayContent,
   storageMode,
   summarizeStorage,
-} from "./stats.ts";
+} from "./image_stats.ts";
 export {
   COPY_KINDS,
   type CopyKind,

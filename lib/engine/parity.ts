@@ -142,6 +142,7 @@ export async function checkKerasParity(dir: string): Promise<ParityResult[]> {
         imageSize: c.size,
         numClasses: c.logits_shape[1],
         normalization: KERAS_NORMALIZATION,
+        convention: "keras",
       });
       const x = tf.tensor4d(
         readF32(path.join(dir, c.input)),

@@ -1,13 +1,13 @@
 /**
  * How sure is the model, and is it right that sure? Pure maths on predictions (no tensors):
- * expected calibration error, Brier score, the reliability diagram's bins, and temperature scaling
+ * expected calibration error, Brier score, the calibration diagram's bins, and temperature scaling
  * (Guo et al. 2017, "On Calibration of Modern Neural Networks"): one number T, fitted on the
  * validation split only, that divides the logits; the arg-max, and so every prediction, stays.
  */
 import { softmax } from "../maths.ts";
 
-/** One bin of a reliability diagram: predictions whose confidence falls in [lower, upper). */
-export interface ReliabilityBin {
+/** One bin of a calibration diagram: predictions whose confidence falls in [lower, upper). */
+export interface CalibrationBin {
   lower: number;
   upper: number;
   count: number;
@@ -21,11 +21,11 @@ export interface ReliabilityBin {
  * Equal-width bins of the top-class probability over [0, 1] (the last bin includes 1), as Guo et
  * al. and torchmetrics' `MulticlassCalibrationError` define them.
  */
-export function reliabilityBins(
+export function calibrationBins(
   probabilities: readonly (readonly number[])[],
   labels: readonly number[],
   bins = 10,
-): ReliabilityBin[] {
+): CalibrationBin[] {
   const out = Array.from({ length: bins }, (_, b) => ({
     lower: b / bins,
     upper: (b + 1) / bins,
@@ -61,7 +61,7 @@ export function expectedCalibrationError(
 ): number {
   const n = probabilities.length;
   if (n === 0) throw new Error("expectedCalibrationError: no predictions");
-  return reliabilityBins(probabilities, labels, bins)
+  return calibrationBins(probabilities, labels, bins)
     .reduce((s, b) => s + (b.count / n) * Math.abs(b.accuracy - b.confidence), 0);
 }
 
@@ -183,9 +183,9 @@ export interface CalibrationSummary {
   brierAfter: number;
   nllBefore: number;
   nllAfter: number;
-  /** The reliability diagram's bins (10, equal width) before and after. */
-  binsBefore: ReliabilityBin[];
-  binsAfter: ReliabilityBin[];
+  /** The calibration diagram's bins (10, equal width) before and after. */
+  binsBefore: CalibrationBin[];
+  binsAfter: CalibrationBin[];
 }
 
 /** ECE, Brier score and NLL of `logits` at temperature 1 and at `temperature`. */
@@ -204,8 +204,8 @@ export function calibrationSummary(
     brierAfter: brierScore(after, labels),
     nllBefore: negativeLogLikelihood(logits, labels, 1),
     nllAfter: negativeLogLikelihood(logits, labels, temperature),
-    binsBefore: reliabilityBins(before, labels),
-    binsAfter: reliabilityBins(after, labels),
+    binsBefore: calibrationBins(before, labels),
+    binsAfter: calibrationBins(after, labels),
   };
 }
 

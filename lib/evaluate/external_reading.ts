@@ -22,7 +22,7 @@
 import * as path from "node:path";
 import { clopperPearson, fisherExact, type Interval } from "./metrics.ts";
 import type { Prediction } from "./evaluate.ts";
-import type { Manifest, RelPath, ShortcutRate } from "./external.ts";
+import type { Manifest, RelPath, ShortcutRate } from "./manifest.ts";
 
 /** Groups smaller than this are not compared (a rate on 3 images says little). */
 export const MIN_GROUP = 5;

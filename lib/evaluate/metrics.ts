@@ -4,6 +4,11 @@
  * confidence intervals for an accuracy measured on few images.
  */
 
+import betaQuantile from "@stdlib/stats-base-dists-beta-quantile";
+import stdlibBinomialCdf from "@stdlib/stats-base-dists-binomial-cdf";
+import stdlibNormalQuantile from "@stdlib/stats-base-dists-normal-quantile";
+import gammaln from "@stdlib/math-base-special-gammaln";
+
 /** counts[t][p]: images of true class t predicted as class p. */
 export type ConfusionMatrix = number[][];
 
@@ -134,64 +139,25 @@ export function classificationReport(
 // ---------------------------------------------------------------------------------------------
 // Intervals
 
-/** ln Γ(x) for x > 0 (Lanczos approximation, g = 7, n = 9; ~15 significant digits). */
-export function logGamma(x: number): number {
-  const c = [
-    0.99999999999980993,
-    676.5203681218851,
-    -1259.1392167224028,
-    771.32342877765313,
-    -176.61502916214059,
-    12.507343278686905,
-    -0.13857109526572012,
-    9.9843695780195716e-6,
-    1.5056327351493116e-7,
-  ];
-  if (x < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * x)) - logGamma(1 - x);
-  x -= 1;
-  let a = c[0];
-  const t = x + 7.5;
-  for (let i = 1; i < 9; i++) a += c[i] / (x + i);
-  return 0.5 * Math.log(2 * Math.PI) + (x + 0.5) * Math.log(t) - t + Math.log(a);
-}
+/** ln Γ(x) (stdlib's gammaln). */
+export const logGamma: (x: number) => number = gammaln;
 
-/** P(X ≤ k) for X ~ Binomial(n, p), summed exactly in log space. */
+/** P(X ≤ k) for X ~ Binomial(n, p) (stdlib's binomial CDF). */
 export function binomialCdf(k: number, n: number, p: number): number {
-  if (k < 0) return 0;
-  if (k >= n) return 1;
-  if (p <= 0) return 1;
-  if (p >= 1) return 0;
-  const lnChoose = (i: number) => logGamma(n + 1) - logGamma(i + 1) - logGamma(n - i + 1);
-  let sum = 0;
-  for (let i = 0; i <= k; i++) {
-    sum += Math.exp(lnChoose(i) + i * Math.log(p) + (n - i) * Math.log1p(-p));
-  }
-  return Math.min(1, sum);
-}
-
-/** The p in [0, 1] where a decreasing function of p crosses `target` (bisection). */
-function solveDecreasing(f: (p: number) => number, target: number): number {
-  let lo = 0, hi = 1;
-  for (let i = 0; i < 100; i++) {
-    const mid = (lo + hi) / 2;
-    if (f(mid) > target) lo = mid;
-    else hi = mid;
-  }
-  return (lo + hi) / 2;
+  return stdlibBinomialCdf(k, n, p);
 }
 
 /**
- * Clopper–Pearson ("exact") interval for k successes in n trials: the p whose binomial tails put
- * (1 − level)/2 on each side. Conservative: it covers at least `level`. Used for the accuracies
- * this project reports.
+ * Clopper–Pearson ("exact") interval for k successes in n trials: the Beta distribution's
+ * quantiles (Beta(k, n − k + 1) at (1 − level)/2, Beta(k + 1, n − k) at (1 + level)/2), the
+ * interval whose binomial tails put (1 − level)/2 on each side. Conservative: it covers at least
+ * `level`. Used for the accuracies this project reports.
  */
 export function clopperPearson(k: number, n: number, level = 0.95): Interval {
   const alpha = 1 - level;
   if (n === 0) return { method: "clopper-pearson", level, lower: 0, upper: 1 };
-  // Lower: P(X ≥ k | p) = α/2, i.e. 1 − P(X ≤ k − 1 | p) = α/2; P(X ≤ k − 1 | p) falls with p.
-  const lower = k === 0 ? 0 : solveDecreasing((p) => binomialCdf(k - 1, n, p), 1 - alpha / 2);
-  // Upper: P(X ≤ k | p) = α/2.
-  const upper = k === n ? 1 : solveDecreasing((p) => binomialCdf(k, n, p), alpha / 2);
+  const lower = k === 0 ? 0 : betaQuantile(alpha / 2, k, n - k + 1);
+  const upper = k === n ? 1 : betaQuantile(1 - alpha / 2, k + 1, n - k);
   return { method: "clopper-pearson", level, lower, upper };
 }
 
@@ -211,42 +177,9 @@ export function wilson(k: number, n: number, level = 0.95): Interval {
   };
 }
 
-/** Standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9). */
+/** Standard normal quantile (stdlib's). */
 export function normalQuantile(p: number): number {
-  const a = [
-    -39.69683028665376,
-    220.9460984245205,
-    -275.9285104469687,
-    138.357751867269,
-    -30.66479806614716,
-    2.506628277459239,
-  ];
-  const b = [
-    -54.47609879822406,
-    161.5858368580409,
-    -155.6989798598866,
-    66.80131188771972,
-    -13.28068155288572,
-  ];
-  const c = [
-    -0.007784894002430293,
-    -0.3223964580411365,
-    -2.400758277161838,
-    -2.549732539343734,
-    4.374664141464968,
-    2.938163982698783,
-  ];
-  const d = [0.007784695709041462, 0.3224671290700398, 2.445134137142996, 3.754408661907416];
-  const low = 0.02425;
-  if (p < low) {
-    const q = Math.sqrt(-2 * Math.log(p));
-    return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
-      ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
-  }
-  if (p > 1 - low) return -normalQuantile(1 - p);
-  const q = p - 0.5, r = q * q;
-  return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q /
-    (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
+  return stdlibNormalQuantile(p, 0, 1);
 }
 
 /**

@@ -65,14 +65,14 @@ export {
 export { gradCam, heatShare, overlayHeatmap } from "./gradcam.ts";
 export {
   brierScore,
+  type CalibrationBin,
+  calibrationBins,
   type CalibrationSummary,
   calibrationSummary,
   expectedCalibrationError,
   fitTemperature,
   negativeLogLikelihood,
   probabilityNote,
-  type ReliabilityBin,
-  reliabilityBins,
   type TemperatureFit,
   temperatureProbabilities,
 } from "./calibration.ts";
@@ -93,7 +93,7 @@ export {
   type RelPath,
   shortcutProbe,
   type ShortcutRate,
-} from "./external.ts";
+} from "./manifest.ts";
 export {
   ageGroupOf,
   type ClassReading,
@@ -112,4 +112,4 @@ export {
   type ExternalPass,
   type ExternalResult,
   GRAY_SIZE,
-} from "./outside.ts";
+} from "./external.ts";

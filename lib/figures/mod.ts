@@ -13,7 +13,7 @@ export {
   plotStorageModes,
   plotTrainingCurves,
 } from "./charts.ts";
-export { plotBreakdown, plotReliability, plotRoc, plotShortcutProbe } from "./review_charts.ts";
+export { plotBreakdown, plotCalibration, plotRoc, plotShortcutProbe } from "./review_charts.ts";
 export {
   augmentationPreview,
   gradCamGrid,

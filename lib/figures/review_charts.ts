@@ -1,5 +1,5 @@
 /**
- * The review's charts of what happens outside the data set and how sure the model is: reliability
+ * The review's charts of what happens outside the data set and how sure the model is: calibration
  * diagrams, predictions broken down by a manifest column, and the shortcut probe's rates.
  */
 import * as Plot from "@observablehq/plot";
@@ -15,11 +15,11 @@ import { type Figure, plotFigure } from "./figure.ts";
 const BEFORE_AFTER = { domain: ["T = 1", "calibrated"], range: ["#e15759", "#4e79a7"] };
 
 /**
- * Reliability diagrams, one panel per set: mean confidence against accuracy per confidence bin,
+ * Calibration diagrams, one panel per set: mean confidence against accuracy per confidence bin,
  * before (T = 1) and after temperature scaling; dots sized by how many images the bin holds. On
  * the diagonal a model is exactly as sure as it is right; below it, surer than right.
  */
-export function plotReliability(
+export function plotCalibration(
   sets: readonly { name: string; summary: CalibrationSummary }[],
   temperature: number,
 ): Figure {
@@ -57,7 +57,7 @@ export function plotReliability(
     } satisfies Plot.PlotOptions;
   });
   return plotFigure(
-    "Reliability: how sure against how often right",
+    "Calibration: how sure against how often right",
     panels,
     `red: softmax as trained (T = 1); blue: temperature-scaled (T = ${
       temperature.toFixed(2)

@@ -34,7 +34,7 @@ export async function buildModel(
     imageSize: opts.imageSize,
     numClasses: opts.numClasses,
     normalization: weights.normalization,
-    convention: weights.convention,
+    convention: weights.convention ?? "keras", // older checkpoints recorded none: Keras's
     dropout: opts.dropout,
     batchNormMomentum: opts.batchNormMomentum,
     seed: opts.seed,

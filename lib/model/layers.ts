@@ -4,6 +4,7 @@
  * TF.js's serialization, so a saved `model.json` loads back. The eager engine runs the same
  * functions ({@link hardSwish}, {@link hardSigmoid}).
  */
+import { MODEL_DEFAULTS } from "../config.ts";
 import { tf } from "../backend.ts";
 import { batchNormTraining, relu6Grad } from "../native_ops.ts";
 import { type NormalizationSpec, normalize } from "./normalization.ts";
@@ -127,7 +128,7 @@ export class BatchNorm extends tf.layers.Layer {
   constructor(args: { epsilon?: number; momentum?: number; name?: string }) {
     super({ name: args.name });
     this.epsilon = args.epsilon ?? 1e-3;
-    this.momentum = args.momentum ?? 0.99;
+    this.momentum = args.momentum ?? MODEL_DEFAULTS.batchNormMomentum;
   }
 
   override build(inputShape: tf.Shape | tf.Shape[]): void {

@@ -16,6 +16,7 @@
  * Built when called, never at import.
  */
 import { tf } from "../backend.ts";
+import { MODEL_DEFAULTS } from "../config.ts";
 import { BatchNorm, HardSigmoid, HardSwish, Normalize, SeededDropout } from "./layers.ts";
 import type { NormalizationSpec } from "./normalization.ts";
 
@@ -84,17 +85,20 @@ export interface BuildModelOptions {
   numClasses: number;
   /** Input normalisation the weights expect (see weights.ts). */
   normalization: NormalizationSpec;
-  /** Dropout before the classifier (Keras default 0.2). */
+  /** Dropout before the classifier (default {@link MODEL_DEFAULTS}: 0.2). */
   dropout?: number;
   /**
-   * BatchNormalization momentum of the moving statistics. Keras's MobileNetV3 uses 0.999; the
-   * paper fine-tuned torchvision's model, whose BatchNorm momentum 0.01 is Keras's 0.99.
+   * BatchNormalization momentum of the moving statistics, in Keras's terms (default
+   * {@link MODEL_DEFAULTS}: 0.99, torchvision's 0.01; Keras's own MobileNetV3 uses 0.999).
    */
   batchNormMomentum?: number;
   /** Seed for every random initialiser (a model built twice with one seed is identical). */
   seed?: number;
-  /** Padding and initialisation of Keras's implementation (default) or torchvision's. */
-  convention?: Convention;
+  /**
+   * Padding and initialisation of Keras's implementation or torchvision's: no default, since it
+   * goes with the weights and their normalisation (lib/model/build.ts chooses it from them).
+   */
+  convention: Convention;
 }
 
 /** Layer names of the parts the rest of the code refers to. */
@@ -116,7 +120,7 @@ export const LAYER = Object.freeze({
  * @returns a `tf.LayersModel` mapping [B, S, S, 3] float32 RGB in 0..255 to [B, numClasses] logits.
  */
 export function buildMobileNetV3Large(opts: BuildModelOptions): tf.LayersModel {
-  const momentum = opts.batchNormMomentum ?? 0.999;
+  const momentum = opts.batchNormMomentum ?? MODEL_DEFAULTS.batchNormMomentum;
   const torch = opts.convention === "torchvision";
   let seed = opts.seed ?? 0;
   const nextSeed = () => (seed = (seed * 1103515245 + 12345) % 2147483648);
@@ -190,7 +194,11 @@ export function buildMobileNetV3Large(opts: BuildModelOptions): tf.LayersModel {
     name: LAYER.features,
   }).apply(x) as tf.SymbolicTensor;
   x = act(x, "hard_swish", "conv_2");
-  x = new SeededDropout({ rate: opts.dropout ?? 0.2, seed: nextSeed(), name: LAYER.dropout })
+  x = new SeededDropout({
+    rate: opts.dropout ?? MODEL_DEFAULTS.dropout,
+    seed: nextSeed(),
+    name: LAYER.dropout,
+  })
     .apply(x) as tf.SymbolicTensor;
   // A new classifier starts as PyTorch's nn.Linear does (the paper replaced torchvision's last
   // Linear): U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and bias.

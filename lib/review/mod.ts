@@ -34,5 +34,5 @@ export {
   externalDirFor,
   externalForRun,
   NO_EXTERNAL_SET,
-} from "./outside.ts";
+} from "./external.ts";
 export { type ReviewEvidence, reviewFindings, shortcutFindings } from "./findings.ts";

@@ -6,7 +6,7 @@ import * as path from "node:path";
 import { writeJsonAtomic } from "../files.ts";
 import { type Table, table } from "../tables.ts";
 import type { CalibrationSummary, TemperatureFit } from "../evaluate/mod.ts";
-import { plotReliability } from "../figures/mod.ts";
+import { plotCalibration } from "../figures/mod.ts";
 
 /** What summary.json keeps of the calibration. */
 export interface CalibrationRecord {
@@ -76,7 +76,7 @@ export function calibrationSection(c: CalibrationRecord, opts: { files?: string 
     "",
     calibrationTable(c).toMarkdown(),
     "",
-    `![Reliability diagrams](${opts.files ?? ""}reliability.svg)`,
+    `![Calibration diagrams](${opts.files ?? ""}calibration_diagram.svg)`,
     "",
     "- Expected calibration error (ECE): the gap between how sure the model says it is and how " +
     "often it is right, averaged over 10 confidence bins (0 is perfect). Brier score: mean " +
@@ -97,8 +97,8 @@ export function calibrationSection(c: CalibrationRecord, opts: { files?: string 
   ];
 }
 
-/** Write reliability.svg|png and calibration.json into the run folder. */
+/** Write calibration_diagram.svg|png and calibration.json into the run folder. */
 export async function writeCalibration(runDir: string, c: CalibrationRecord): Promise<void> {
   await writeJsonAtomic(path.join(runDir, "calibration.json"), c);
-  await plotReliability(c.sets, c.temperature).save(path.join(runDir, "reliability"));
+  await plotCalibration(c.sets, c.temperature).save(path.join(runDir, "calibration_diagram"));
 }

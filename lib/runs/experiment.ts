@@ -525,7 +525,7 @@ function summarize(
  * else train one now. Where the configured weights cannot be had (ImageNet, offline), training
  * uses random initialisation and says so in the log.
  */
-export async function trainOrLoadRun(
+export async function loadOrTrainRun(
   opts: { run?: string; config?: Partial<RunConfig>; log?: (line: string) => void } = {},
 ): Promise<FinishedRun & { trainedNow: boolean }> {
   const log = opts.log ?? ((line: string) => console.log(line));
@@ -570,7 +570,7 @@ export async function evaluateRun(run: FinishedRun, opts: { data?: string } = {}
  * The newest finished run in `root` whose settings are exactly `config` (all of them), or a new
  * one trained now. Lets notebooks reuse `deno task reproduce` runs instead of training again.
  */
-export async function findOrTrainRun(
+export async function reuseOrTrainRun(
   config: RunConfig,
   opts: { root?: string; data?: string; log?: (line: string) => void } = {},
 ): Promise<FinishedRun> {

@@ -12,9 +12,9 @@ export {
   evaluateRun,
   type ExperimentOptions,
   type ExperimentResult,
-  findOrTrainRun,
+  loadOrTrainRun,
+  reuseOrTrainRun,
   runExperiment,
-  trainOrLoadRun,
 } from "./experiment.ts";
 export {
   createRunDir,

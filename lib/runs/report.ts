@@ -389,7 +389,7 @@ function readingSection(s: RunSummary): string[] {
     "`metrics.json`, `classification_report.txt`, `predictions.csv`, `confusion_matrix.svg|png`, " +
     "`training_curves.svg|png`, `data_report.json`, `best/` (the checkpoint evaluated, " +
     "self-describing, with its calibration), `state/` (to resume)" +
-    (s.calibration ? ", `calibration.json`, `reliability.svg|png`" : "") +
+    (s.calibration ? ", `calibration.json`, `calibration_diagram.svg|png`" : "") +
     (s.external ? ", `external/` (the external evaluation, with its own report.md)" : "") + ".",
     "",
   ];

@@ -9,6 +9,7 @@ Deno.test("gradients: leanGradients() gives tf.variableGrads' gradients and leav
     imageSize: 64,
     numClasses: 3,
     normalization: KERAS_NORMALIZATION,
+    convention: "keras",
     seed: 2,
     dropout: 0,
   });

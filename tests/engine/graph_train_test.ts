@@ -104,6 +104,7 @@ const tinyModel = (seed = 3) =>
     imageSize: 64,
     numClasses: 3,
     normalization: KERAS_NORMALIZATION,
+    convention: "keras",
     seed,
     batchNormMomentum: 0.9,
   });

@@ -129,6 +129,7 @@ Deno.test("profile: multiply-adds and activations are counted from the layers", 
     imageSize: 224,
     numClasses: 1000,
     normalization: KERAS_NORMALIZATION,
+    convention: "keras",
     seed: 1,
   });
   const m = modelCost(large).macs;

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import {
   brierScore,
+  calibrationBins,
   calibrationSummary,
   expectedCalibrationError,
   fitTemperature,
-  reliabilityBins,
   Rng,
   temperatureProbabilities,
 } from "../../lib/mod.ts";
@@ -16,7 +16,7 @@ Deno.test("calibration: ECE and Brier score on a hand-computed case", () => {
   // Two images at 0.9 confidence (one right), two at 0.6 (both right).
   const p = [[0.9, 0.1, 0], [0.9, 0, 0.1], [0.6, 0.4, 0], [0.2, 0.6, 0.2]];
   const labels = [0, 1, 0, 1];
-  const bins = reliabilityBins(p, labels);
+  const bins = calibrationBins(p, labels);
   assert.deepEqual(bins[9], { lower: 0.9, upper: 1, count: 2, confidence: 0.9, accuracy: 0.5 });
   assert.deepEqual(bins[6], { lower: 0.6, upper: 0.7, count: 2, confidence: 0.6, accuracy: 1 });
   // ECE = 2/4 · |0.5 − 0.9| + 2/4 · |1 − 0.6| = 0.4.

@@ -16,6 +16,7 @@ Deno.test("mobilenet_v3: the architecture has Keras's 5,507,432 parameters with 
     imageSize: 224,
     numClasses: 1000,
     normalization: KERAS_NORMALIZATION,
+    convention: "keras",
   });
   assert.equal(model.countParams(), 5_507_432);
   const rows = describeArchitecture(model);

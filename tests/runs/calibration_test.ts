@@ -30,7 +30,7 @@ Deno.test("calibration: a run fits its temperature on the validation split only,
   const report = fs.readFileSync(path.join(run.runDir, "report.md"), "utf8");
   assert.match(report, /## How sure is the model\?/);
   assert.match(report, new RegExp(`\\| test \\| ${run.summary.counts.test} \\| \\d\\.\\d{3} → `));
-  assert.ok(fs.existsSync(path.join(run.runDir, "reliability.svg")));
+  assert.ok(fs.existsSync(path.join(run.runDir, "calibration_diagram.svg")));
   // The model's weights are untouched by the added metadata: the checkpoint still loads.
   const again = await runScript("evaluate", [
     "--model",

@@ -60,7 +60,7 @@ const PREDICTIONS = [
   prediction("Normal/unlisted.png", "Normal"),
 ];
 
-Deno.test("external: a manifest's note keys, age band and source become columns, quotes kept as text", () => {
+Deno.test("external: manifest — a manifest's note keys, age band and source become columns, quotes kept as text", () => {
   const m = readManifest(writeManifest());
   for (const c of ["group", "primary_image_of_patient", "age band", "source", "view"]) {
     assert.ok(m.columns.includes(c), `${c} in ${m.columns}`);
@@ -78,7 +78,7 @@ Deno.test("external: a manifest's note keys, age band and source become columns,
   );
 });
 
-Deno.test("external: breakdowns group predictions by a column and the true class", () => {
+Deno.test("external: manifest — breakdowns group predictions by a column and the true class", () => {
   const m = readManifest(writeManifest());
   const bySource = breakdown(PREDICTIONS, m, "source", CLASSES);
   const row = (value: string, className: string) =>
@@ -103,7 +103,7 @@ Deno.test("external: breakdowns group predictions by a column and the true class
   );
 });
 
-Deno.test("external: the shortcut probe counts other classes called Covid, per image and per patient, with exact intervals", () => {
+Deno.test("external: manifest — the shortcut probe counts other classes called Covid, per image and per patient, with exact intervals", () => {
   const m = readManifest(writeManifest());
   const probe = shortcutProbe(PREDICTIONS, CLASSES, { manifest: m });
   const line = (className: string, level: string) =>
@@ -130,7 +130,7 @@ Deno.test("external: the shortcut probe counts other classes called Covid, per i
   ]);
 });
 
-Deno.test("external: a manifest without a column naming the images is refused, naming the file", () => {
+Deno.test("external: manifest — a manifest without a column naming the images is refused, naming the file", () => {
   const file = path.join(freshDir("manifest"), "facts.csv");
   fs.writeFileSync(file, "image_name,age\na.png,40\n");
   assert.throws(() => readManifest(file), (e: Error) => {
