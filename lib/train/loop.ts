@@ -130,20 +130,45 @@ export async function validationPass(
 }
 
 /**
- * Train `model` for `config.epochs` epochs (or the rest of them, when resuming) and keep the best
- * checkpoint by validation loss in `runDir/best`.
+ * Train a model as the paper does: `config.epochs` epochs (or the rest of them, when resuming) of
+ * SGD with momentum and the step schedule, validating after each and keeping the weights with
+ * the lowest validation loss in `runDir/best`. Ctrl-C stops after the current step, saving it.
+ *
+ * @param model The MobileNetV3-Large to train (trained in place; the caller disposes it).
+ * @param opts The run's settings, images, decode cache and folder (see {@link TrainOptions}).
+ * @returns The per-epoch history, the kept epoch and where its checkpoint is.
+ *
+ * @example
+ * ```ts
+ * const { history, bestDir } = await trainModel(model, {
+ *   config, classNames, train: splits.train, validation: splits.validation, cache, runDir, weights,
+ * });
+ * ```
  */
 export function trainModel(model: tf.LayersModel, opts: TrainOptions): Promise<TrainResult> {
   // Ctrl-C during training stops after the current step, saving it (lib/stop.ts).
   return stoppableWork(() => train(model, opts));
 }
 
+/** What the epochs share: the model, its step engine, the options and the running bests. */
+interface Training {
+  model: tf.LayersModel;
+  engine: Awaited<ReturnType<typeof createStepEngine>>;
+  opts: TrainOptions;
+  log: (line: string) => void;
+  steps: number;
+  globalStep: number;
+  bestValidLoss: number;
+  bestEpoch: number;
+  history: EpochRecord[];
+}
+
+/** The training phase's running sums (saved with a polite stop). */
+type EpochSums = Omit<PartialEpoch, "epoch">;
+
 async function train(model: tf.LayersModel, opts: TrainOptions): Promise<TrainResult> {
   await initBackend();
-  const { config } = opts;
-  const log = opts.log ?? ((line: string) => console.log(line));
-  const numClasses = opts.classNames.length;
-  const bestDir = path.join(opts.runDir, "best");
+  const { config, resume } = opts;
   if (opts.validation.length === 0) {
     throw new TrainingError(
       `No validation images: a validation fraction of ${config.validationFraction} of ` +
@@ -152,167 +177,29 @@ async function train(model: tf.LayersModel, opts: TrainOptions): Promise<TrainRe
         "is 0.14).",
     );
   }
-  const engine = await createStepEngine(model, {
-    learningRate: config.learningRate,
-    momentum: config.momentum,
-    numClasses,
-    optimizerWeights: opts.resume?.optimizerWeights,
-  });
-
-  const history: EpochRecord[] = [...(opts.resume?.history ?? [])];
-  let globalStep = opts.resume?.globalStep ?? 0;
-  let bestValidLoss = opts.resume?.bestValidLoss ?? Infinity;
-  let bestEpoch = opts.resume?.bestEpoch ?? 0;
-  if (opts.resume) tf.dispose(opts.resume.optimizerWeights.map((w) => w.tensor));
-  const firstEpoch = (opts.resume?.epoch ?? 0) + 1;
-  const steps = batchCount(opts.train.length, config.batchSize);
-  /** An epoch resumed part-way: where it stopped and its running sums. */
-  let partial: PartialEpoch | undefined = opts.resume?.partial;
-  const checkpointMeta = (
-    epoch: number,
-    metrics?: CheckpointInput["metrics"],
-  ): CheckpointInput => ({
-    classNames: opts.classNames,
-    imageSize: config.imageSize,
-    normalization: opts.weights.normalization,
-    convention: conventionOf(model),
-    weights: opts.weights,
-    training: config as unknown as Record<string, unknown>,
-    epoch,
-    ...(metrics ? { metrics } : {}),
-  });
-
+  const t: Training = {
+    model,
+    engine: await createStepEngine(model, {
+      learningRate: config.learningRate,
+      momentum: config.momentum,
+      numClasses: opts.classNames.length,
+      optimizerWeights: resume?.optimizerWeights,
+    }),
+    opts,
+    log: opts.log ?? ((line: string) => console.log(line)),
+    steps: batchCount(opts.train.length, config.batchSize),
+    globalStep: resume?.globalStep ?? 0,
+    bestValidLoss: resume?.bestValidLoss ?? Infinity,
+    bestEpoch: resume?.bestEpoch ?? 0,
+    history: [...(resume?.history ?? [])],
+  };
+  if (resume) tf.dispose(resume.optimizerWeights.map((w) => w.tensor));
   try {
-    for (let epoch = firstEpoch; epoch <= config.epochs; epoch++) {
-      const resumed = partial?.epoch === epoch ? partial : undefined;
-      partial = undefined;
-      const started = performance.now() - (resumed?.seconds ?? 0) * 1000;
-      let peakRss = Math.max(resumed?.peakRss ?? 0, Deno.memoryUsage().rss);
-      const learningRate = learningRateAt(epoch, config);
-      engine.setLearningRate(learningRate);
-
-      // Training phase (from where a polite stop left it).
-      let lossSum = resumed?.lossSum ?? 0, correct = resumed?.correct ?? 0;
-      let seen = resumed?.seen ?? 0;
-      const progress = createProgress(`Epoch ${epoch}/${config.epochs} train`, steps, {
-        quiet: opts.quiet,
-      });
-      let step = resumed?.step ?? 0;
-      for await (
-        const batch of iterateBatches(opts.train, {
-          batchSize: config.batchSize,
-          cache: opts.cache,
-          shuffle: Rng.stream(config.seed, "shuffle", epoch),
-          augment: { rng: Rng.stream(config.seed, "augment", epoch), options: config.augmentation },
-          mask: config.inputMask,
-          skip: step,
-        })
-      ) {
-        const { loss: value, predicted: p } = await engine.step(batch.x, batch.labels, globalStep);
-        tf.dispose([batch.x, batch.labels]);
-        if (!Number.isFinite(value)) {
-          throw new TrainingError(
-            `Training diverged: loss ${value} at epoch ${epoch}, step ${step + 1}. ` +
-              `Lower the learning rate (--lr, now ${learningRate}).`,
-          );
-        }
-        const n = batch.items.length;
-        lossSum += value * n;
-        seen += n;
-        batch.items.forEach((item, i) => {
-          if (p[i] === item.label) correct++;
-        });
-        globalStep++;
-        peakRss = Math.max(peakRss, Deno.memoryUsage().rss);
-        progress.update(++step, `loss ${(lossSum / seen).toFixed(4)}`);
-        await yieldToEventLoop(); // lets a Ctrl-C listener run between steps
-        if (stopRequested() && step < steps) {
-          // Ctrl-C: save where this epoch is, and stop.
-          await progress.end(`Epoch ${epoch}/${config.epochs} train: stopped after step ${step}`);
-          await saveTrainingState(
-            opts.runDir,
-            model,
-            await engine.optimizerState(),
-            checkpointMeta(epoch - 1),
-            {
-              epoch: epoch - 1,
-              partial: {
-                epoch,
-                step,
-                lossSum,
-                correct,
-                seen,
-                seconds: (performance.now() - started) / 1000,
-                peakRss,
-              },
-              globalStep,
-              bestValidLoss,
-              bestEpoch,
-              history,
-              config,
-            },
-          );
-          throw new Interrupted(
-            `Stopped at epoch ${epoch}, step ${step} of ${steps}; everything up to it is saved. ` +
-              `Continue with:\n  deno task reproduce --resume ${opts.runDir}`,
-          );
-        }
-      }
-      await progress.end();
-
-      // Validation phase, on this epoch's weights.
-      const valid = await validationPass(model, opts.validation, {
-        cache: opts.cache,
-        batchSize: config.batchSize,
-        numClasses,
-        mask: config.inputMask,
-        quiet: opts.quiet,
-      });
-      const improved = valid.loss < bestValidLoss;
-      const record: EpochRecord = {
-        epoch,
-        learningRate,
-        trainLoss: lossSum / seen,
-        trainAccuracy: correct / seen,
-        validLoss: valid.loss,
-        validAccuracy: valid.accuracy,
-        improved,
-        seconds: (performance.now() - started) / 1000,
-        peakRssMB: Math.round(Math.max(peakRss, Deno.memoryUsage().rss) / 2 ** 20),
-      };
-      history.push(record);
-      log(
-        `Epoch ${epoch}/${config.epochs}  train loss ${lossText(record.trainLoss)}  acc ${
-          percent(record.trainAccuracy)
-        }  ` +
-          `valid loss ${lossText(record.validLoss)}  acc ${
-            percent(record.validAccuracy)
-          }  lr ${learningRate}  ` +
-          `(${record.seconds.toFixed(0)} s)`,
-      );
-      const meta = checkpointMeta(epoch, { validLoss: valid.loss, validAccuracy: valid.accuracy });
-      if (improved) {
-        log(
-          `Validation loss decreased (${lossText(bestValidLoss)} --> ${
-            lossText(valid.loss)
-          }). Saving model ...`,
-        );
-        bestValidLoss = valid.loss;
-        bestEpoch = epoch;
-        await saveCheckpoint(bestDir, model, meta);
-        faultPoint("best-saved");
-      }
-      await saveTrainingState(opts.runDir, model, await engine.optimizerState(), meta, {
-        epoch,
-        globalStep,
-        bestValidLoss,
-        bestEpoch,
-        history,
-        config,
-      });
-      await writeHistory(opts.runDir, history);
-      opts.onEpoch?.(record);
-      faultPoint("epoch-saved");
+    for (let epoch = (resume?.epoch ?? 0) + 1; epoch <= config.epochs; epoch++) {
+      // An epoch a polite stop cut short picks up where it was.
+      const partial = resume?.partial?.epoch === epoch ? resume.partial : undefined;
+      const sums = await trainEpoch(t, epoch, partial);
+      await saveEpoch(t, epoch, sums);
       if (stopRequested() && epoch < config.epochs) {
         throw new Interrupted(
           `Stopped after epoch ${epoch}; everything up to it is saved. Continue with:\n` +
@@ -321,7 +208,168 @@ async function train(model: tf.LayersModel, opts: TrainOptions): Promise<TrainRe
       }
     }
   } finally {
-    engine.dispose();
+    t.engine.dispose();
   }
-  return { history, bestEpoch, bestValidLoss, bestDir, engine: engine.kind };
+  return {
+    history: t.history,
+    bestEpoch: t.bestEpoch,
+    bestValidLoss: t.bestValidLoss,
+    bestDir: path.join(opts.runDir, "best"),
+    engine: t.engine.kind,
+  };
+}
+
+/** The checkpoint metadata of the model after `epoch` epochs. */
+function checkpointMeta(
+  t: Training,
+  epoch: number,
+  metrics?: CheckpointInput["metrics"],
+): CheckpointInput {
+  return {
+    classNames: t.opts.classNames,
+    imageSize: t.opts.config.imageSize,
+    normalization: t.opts.weights.normalization,
+    convention: conventionOf(t.model),
+    weights: t.opts.weights,
+    training: t.opts.config as unknown as Record<string, unknown>,
+    epoch,
+    ...(metrics ? { metrics } : {}),
+  };
+}
+
+/**
+ * One epoch's training phase: the seeded batch order and augmentation of this epoch, one engine
+ * step per batch (lib/engine: one TensorFlow graph call, or TF.js op by op). From `partial`'s step
+ * when an earlier stop cut the epoch short. A stop asked for saves the epoch so far and throws.
+ */
+async function trainEpoch(t: Training, epoch: number, partial?: PartialEpoch): Promise<EpochSums> {
+  const { config } = t.opts;
+  const started = performance.now() - (partial?.seconds ?? 0) * 1000;
+  const sums: EpochSums = {
+    step: partial?.step ?? 0,
+    lossSum: partial?.lossSum ?? 0,
+    correct: partial?.correct ?? 0,
+    seen: partial?.seen ?? 0,
+    seconds: 0,
+    peakRss: Math.max(partial?.peakRss ?? 0, Deno.memoryUsage().rss),
+  };
+  const learningRate = learningRateAt(epoch, config);
+  t.engine.setLearningRate(learningRate);
+  const progress = createProgress(`Epoch ${epoch}/${config.epochs} train`, t.steps, {
+    quiet: t.opts.quiet,
+  });
+  for await (
+    const batch of iterateBatches(t.opts.train, {
+      batchSize: config.batchSize,
+      cache: t.opts.cache,
+      shuffle: Rng.stream(config.seed, "shuffle", epoch),
+      augment: { rng: Rng.stream(config.seed, "augment", epoch), options: config.augmentation },
+      mask: config.inputMask,
+      skip: sums.step,
+    })
+  ) {
+    const { loss, predicted } = await t.engine.step(batch.x, batch.labels, t.globalStep);
+    tf.dispose([batch.x, batch.labels]);
+    if (!Number.isFinite(loss)) {
+      throw new TrainingError(
+        `Training diverged: loss ${loss} at epoch ${epoch}, step ${sums.step + 1}. ` +
+          `Lower the learning rate (--lr, now ${learningRate}).`,
+      );
+    }
+    sums.lossSum += loss * batch.items.length;
+    sums.seen += batch.items.length;
+    batch.items.forEach((item, i) => {
+      if (predicted[i] === item.label) sums.correct++;
+    });
+    t.globalStep++;
+    sums.peakRss = Math.max(sums.peakRss, Deno.memoryUsage().rss);
+    progress.update(++sums.step, `loss ${(sums.lossSum / sums.seen).toFixed(4)}`);
+    await yieldToEventLoop(); // lets a Ctrl-C listener run between steps
+    if (stopRequested() && sums.step < t.steps) {
+      sums.seconds = (performance.now() - started) / 1000;
+      await progress.end(`Epoch ${epoch}/${config.epochs} train: stopped after step ${sums.step}`);
+      await saveState(t, epoch - 1, { epoch, ...sums });
+      throw new Interrupted(
+        `Stopped at epoch ${epoch}, step ${sums.step} of ${t.steps}; everything up to it is ` +
+          `saved. Continue with:\n  deno task reproduce --resume ${t.opts.runDir}`,
+      );
+    }
+  }
+  await progress.end();
+  sums.seconds = (performance.now() - started) / 1000;
+  return sums;
+}
+
+/** The resume state after `epoch` complete epochs (and `partial`, the next one's start). */
+async function saveState(t: Training, epoch: number, partial?: PartialEpoch): Promise<void> {
+  await saveTrainingState(
+    t.opts.runDir,
+    t.model,
+    await t.engine.optimizerState(),
+    checkpointMeta(t, epoch),
+    {
+      epoch,
+      ...(partial ? { partial } : {}),
+      globalStep: t.globalStep,
+      bestValidLoss: t.bestValidLoss,
+      bestEpoch: t.bestEpoch,
+      history: t.history,
+      config: t.opts.config,
+    },
+  );
+}
+
+/**
+ * After an epoch's training phase: validate on its weights, record the epoch, keep the weights
+ * when the validation loss is the lowest so far, and save the resume state and the history.
+ */
+async function saveEpoch(t: Training, epoch: number, sums: EpochSums): Promise<void> {
+  const { config } = t.opts;
+  const started = performance.now();
+  const valid = await validationPass(t.model, t.opts.validation, {
+    cache: t.opts.cache,
+    batchSize: config.batchSize,
+    numClasses: t.opts.classNames.length,
+    mask: config.inputMask,
+    quiet: t.opts.quiet,
+  });
+  const improved = valid.loss < t.bestValidLoss;
+  const record: EpochRecord = {
+    epoch,
+    learningRate: learningRateAt(epoch, config),
+    trainLoss: sums.lossSum / sums.seen,
+    trainAccuracy: sums.correct / sums.seen,
+    validLoss: valid.loss,
+    validAccuracy: valid.accuracy,
+    improved,
+    seconds: sums.seconds + (performance.now() - started) / 1000,
+    peakRssMB: Math.round(Math.max(sums.peakRss, Deno.memoryUsage().rss) / 2 ** 20),
+  };
+  t.history.push(record);
+  t.log(
+    `Epoch ${epoch}/${config.epochs}  train loss ${lossText(record.trainLoss)}  acc ${
+      percent(record.trainAccuracy)
+    }  valid loss ${lossText(record.validLoss)}  acc ${
+      percent(record.validAccuracy)
+    }  lr ${record.learningRate}  (${record.seconds.toFixed(0)} s)`,
+  );
+  if (improved) {
+    t.log(
+      `Validation loss decreased (${lossText(t.bestValidLoss)} --> ${
+        lossText(valid.loss)
+      }). Saving model ...`,
+    );
+    t.bestValidLoss = valid.loss;
+    t.bestEpoch = epoch;
+    await saveCheckpoint(
+      path.join(t.opts.runDir, "best"),
+      t.model,
+      checkpointMeta(t, epoch, { validLoss: valid.loss, validAccuracy: valid.accuracy }),
+    );
+    faultPoint("best-saved");
+  }
+  await saveState(t, epoch);
+  await writeHistory(t.opts.runDir, t.history);
+  t.opts.onEpoch?.(record);
+  faultPoint("epoch-saved");
 }

@@ -29,10 +29,9 @@ Deno.test("select: with the native backend the graph engines run; an env var cho
   try {
     assert.equal(chooseEngine("inference"), "eager");
     Deno.env.set("COVID_CXR_INFER_ENGINE", "fast");
-    assert.throws(() => chooseEngine("inference"), EngineError);
     assert.throws(
       () => chooseEngine("inference"),
-      /COVID_CXR_INFER_ENGINE must be "graph" or "eager", not "fast"/,
+      /COVID_CXR_INFER_ENGINE must be one of graph, eager, got "fast"/,
     );
   } finally {
     Deno.env.delete("COVID_CXR_INFER_ENGINE");
