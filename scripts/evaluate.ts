@@ -14,6 +14,7 @@ import {
   diagnosticSummary,
   evaluateExternal,
   evaluateFolder,
+  type Evaluation,
   type ExternalResult,
   findManifest,
   type FolderEvaluation,
@@ -130,44 +131,61 @@ async function main() {
       `  ${meta.classNames[k].padEnd(16)} ${row.map((n) => String(n).padStart(4)).join("")}`,
     )
   );
-  const target = meta.classNames[0];
-  const diagnostics = diagnosticSummary(
-    evaluation.predictions,
-    evaluation.metrics.confusion,
-    meta.classNames,
-    { prevalence },
-  ).summary;
-  console.log("\nOne class against the rest:");
-  console.log(diagnosticsTable(diagnostics).toString());
-  for (const note of diagnosticsNotes(diagnostics)) console.log(`  ${note}`);
-  if (external) {
-    const ext = summarizeExternal(external, { prevalence });
-    console.log(`\nAs stored and as 1-channel gray ${GRAY_SIZE}² (manifest ${manifest}):`);
-    console.log(sideBySideTable(ext, undefined, target).toString());
-    const readings = ext.passes[0].readings ?? [];
-    if (readings.length) {
-      console.log(`\nWhy images of other classes are called ${target} (as stored):`);
-      for (const r of readings) console.log(`  - ${readingText(r)}`);
-    }
-    for (const column of ext.columns) {
-      console.log(`\nBy ${column} (as stored):`);
-      console.log(
-        breakdownTable(ext.passes[0].breakdowns.filter((r) => r.column === column), meta.classNames)
-          .toString(),
-      );
-    }
-  } else {
-    const probe = shortcutProbe(evaluation.predictions, meta.classNames);
-    if (probe.length) {
-      console.log(`\nCalled ${target} though not ${target}:`);
-      for (const r of probe) console.log(`  ${r.className}: ${rateText(r)}`);
-    }
-  }
+  printDiagnostics(evaluation, meta.classNames, prevalence);
+  if (external) printExternal(external, meta.classNames, { prevalence, manifest: manifest! });
+  else printProbe(evaluation, meta.classNames);
   if (v.out) {
     const out = v.out;
     if (external) await writeExternal(out, external, meta.classNames, { prevalence });
     else await writeEvaluation(out, evaluation, meta.classNames, { prevalence });
     console.log(`\nWritten to ${out}`);
+  }
+}
+
+/** One class against the rest: AUC, sensitivity, specificity, PPV and NPV. */
+function printDiagnostics(evaluation: Evaluation, classNames: string[], prevalence?: number) {
+  const diagnostics = diagnosticSummary(
+    evaluation.predictions,
+    evaluation.metrics.confusion,
+    classNames,
+    { prevalence },
+  ).summary;
+  console.log("\nOne class against the rest:");
+  console.log(diagnosticsTable(diagnostics).toString());
+  for (const note of diagnosticsNotes(diagnostics)) console.log(`  ${note}`);
+}
+
+/** An external set: both passes side by side, the reading, the breakdowns. */
+function printExternal(
+  external: ExternalResult,
+  classNames: string[],
+  opts: { prevalence?: number; manifest: string },
+) {
+  const target = classNames[0];
+  const ext = summarizeExternal(external, { prevalence: opts.prevalence });
+  console.log(`\nAs stored and as 1-channel gray ${GRAY_SIZE}² (manifest ${opts.manifest}):`);
+  console.log(sideBySideTable(ext, undefined, target).toString());
+  const readings = ext.passes[0].readings ?? [];
+  if (readings.length) {
+    console.log(`\nWhy images of other classes are called ${target} (as stored):`);
+    for (const r of readings) console.log(`  - ${readingText(r)}`);
+  }
+  for (const column of ext.columns) {
+    console.log(`\nBy ${column} (as stored):`);
+    console.log(
+      breakdownTable(ext.passes[0].breakdowns.filter((r) => r.column === column), classNames)
+        .toString(),
+    );
+  }
+}
+
+/** Without a manifest: the other classes called the first one. */
+function printProbe(evaluation: Evaluation, classNames: string[]) {
+  const target = classNames[0];
+  const probe = shortcutProbe(evaluation.predictions, classNames);
+  if (probe.length) {
+    console.log(`\nCalled ${target} though not ${target}:`);
+    for (const r of probe) console.log(`  ${r.className}: ${rateText(r)}`);
   }
 }
 

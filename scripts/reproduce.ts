@@ -71,7 +71,8 @@ evaluates it on the test folder. Writes outputs/<run-id>/ (report.md, metrics, f
   --notebooks             at the end, execute notebooks 00–06 against the run into
                           <run>/notebooks/ and write the offline page <run>/notebooks/index.html
                           (as deno task notebooks; report.md links it)
-  --quick                 small budget (128 px, 3 epochs, lr 0.01) for a first look; not comparable
+  --quick                 small budget (128 px, 3 epochs, batch 8, lr 0.01, BatchNorm momentum 0.9)
+                          for a first look; not comparable to the paper
   --help`;
 
 const FLAGS = {
@@ -100,20 +101,10 @@ const FLAGS = {
   help: { type: "boolean" },
 } as const;
 
-async function main() {
-  const parsed = parseFlags(Deno.args, FLAGS);
-  // Paths as the user typed them, from the folder the task was run in (not the project's).
-  const v = userPaths(parsed.values, ["data", "out", "external"]);
-  const positionals = parsed.positionals.map(userPath);
-  if (v.help) {
-    console.log(USAGE);
-    return;
-  }
-  // `--resume` may be followed by a folder (a positional, since parseArgs has no optional values).
-  if (positionals.length > (v.resume ? 1 : 0)) {
-    throw new UsageError(`unexpected argument(s): ${positionals.join(" ")}`);
-  }
-  if (v.quick) setEnv("COVID_CXR_QUICK", "1");
+type Flags = ReturnType<typeof parseFlags<typeof FLAGS>>["values"];
+
+/** The run's settings from the flags (only those given; the rest are the paper's). */
+function configFromFlags(v: Flags): Partial<RunConfig> {
   const overrides: Partial<RunConfig> = {};
   const set = <K extends keyof RunConfig>(key: K, value: RunConfig[K] | undefined) => {
     if (value !== undefined) overrides[key] = value;
@@ -149,6 +140,24 @@ async function main() {
     }
     overrides.inputMask = v.mask as InputMask;
   }
+  return overrides;
+}
+
+async function main() {
+  const parsed = parseFlags(Deno.args, FLAGS);
+  // Paths as the user typed them, from the folder the task was run in (not the project's).
+  const v = userPaths(parsed.values, ["data", "out", "external"]);
+  const positionals = parsed.positionals.map(userPath);
+  if (v.help) {
+    console.log(USAGE);
+    return;
+  }
+  // `--resume` may be followed by a folder (a positional, since parseArgs has no optional values).
+  if (positionals.length > (v.resume ? 1 : 0)) {
+    throw new UsageError(`unexpected argument(s): ${positionals.join(" ")}`);
+  }
+  if (v.quick) setEnv("COVID_CXR_QUICK", "1");
+  const overrides = configFromFlags(v);
   const seeds = v.seeds?.split(",").map((s, i) =>
     numberFlag(`seeds (item ${i + 1})`, s.trim(), { integer: true })!
   );

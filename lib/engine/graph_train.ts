@@ -155,12 +155,11 @@ export interface GraphStepEngine extends StepEngine {
   ): Promise<StepResult & { metadata: Uint8Array }>;
 }
 
-function startEngine(
-  model: tf.LayersModel,
-  opts: StepEngineOptions,
-  built: TrainingGraph,
-  session: GraphSession,
-): GraphStepEngine {
+/**
+ * The forward graph, TensorFlow's gradients of the loss and the SGD-momentum update, in one
+ * session, started with the run's session settings.
+ */
+function buildSession(session: GraphSession, built: TrainingGraph, momentum: number): void {
   session.import(built.bytes);
   const loss = session.output("loss");
   const grads = session.addGradients(
@@ -177,9 +176,20 @@ function startEngine(
     map.push([`opt/accum/${i}`, session.output(`accum/${i}`)]);
     map.push([`opt/grad/${i}`, grads[k]]);
   });
-  session.import(optimizerGraph(built.trainable, opts.momentum), map);
+  session.import(optimizerGraph(built.trainable, momentum), map);
   session.start(configProto(sessionSettings()));
+}
 
+/**
+ * The session's variables from the model's weights, and its momentum buffers from a saved state
+ * (else zeros). @returns the optimizer's iteration count so far.
+ */
+function loadSessionState(
+  session: GraphSession,
+  model: tf.LayersModel,
+  built: TrainingGraph,
+  optimizerWeights: NamedTensor[] = [],
+): number {
   const weights = model.weights;
   const zeros = (shape: number[]): HostTensor => ({
     values: new Float32Array(shape.reduce((a, b) => a * b, 1)),
@@ -192,9 +202,8 @@ function startEngine(
       entries.map(([i]) => session.operation(`${prefix}_assign/${i}`)),
     );
   };
-  // The model's weights in; momentum buffers from a saved state, else zeros.
   assign("var", weights.map((w, i) => [i, hostTensor(w.read())]));
-  const saved: NamedTensor[] = (opts.optimizerWeights ?? []).filter((w) => w.name !== "iter");
+  const saved = optimizerWeights.filter((w) => w.name !== "iter");
   if (saved.length && saved.length !== built.trainable.length) {
     throw new Error(
       `graph training: ${saved.length} saved momentum buffers for ${built.trainable.length} weights`,
@@ -207,8 +216,19 @@ function startEngine(
       saved.length ? hostTensor(saved[k].tensor) : zeros(weights[i].shape as number[]),
     ]),
   );
-  let iterations = (opts.optimizerWeights ?? []).find((w) => w.name === "iter")?.tensor
-    .dataSync()[0] ?? 0;
+  return optimizerWeights.find((w) => w.name === "iter")?.tensor.dataSync()[0] ?? 0;
+}
+
+/** The engine over a built session: steps, tracing, the optimizer's state, disposal. */
+function startEngine(
+  model: tf.LayersModel,
+  opts: StepEngineOptions,
+  built: TrainingGraph,
+  session: GraphSession,
+): GraphStepEngine {
+  buildSession(session, built, opts.momentum);
+  let iterations = loadSessionState(session, model, built, opts.optimizerWeights);
+  const weights = model.weights;
 
   const guard = guardWeights(
     model,

@@ -31,7 +31,7 @@ async function runSetup(...args: string[]) {
   const stderr = new TextDecoder().decode(out.stderr);
   assert.equal(out.code, 0, `setup failed:\n${stderr}`);
   return JSON.parse(stdout.split("\n").at(-1)!) as {
-    steps: { step: string; action: string }[];
+    steps: { step: string; action: string; detail: string }[];
     seconds: number;
   };
 }
@@ -41,8 +41,18 @@ Deno.test("setup: a second run with everything in place downloads and builds not
   const again = await runSetup();
   assert.deepEqual(
     again.steps.map((s) => [s.step, s.action]),
-    [["npm packages", "present"], ["native backend", "present"], ["JupyterLab", "present"]],
+    [
+      ["npm packages", "present"],
+      ["native backend", "present"],
+      ["GPU backend", "present"],
+      ["JupyterLab", "present"],
+    ],
   );
+  // Without an NVIDIA GPU (as here, and in CI) setup says the CPU backend runs.
+  const gpu = again.steps.find((s) => s.step === "GPU backend")!;
+  if (!gpu.detail.includes("GPU 0")) {
+    assert.match(gpu.detail, /no NVIDIA GPU .*runs use the CPU backend/);
+  }
 });
 
 Deno.test("setup: without PyPI (and Google storage) the wheel step stops with one clear message", async () => {
