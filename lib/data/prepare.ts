@@ -23,6 +23,13 @@ export interface PreparedData {
 /**
  * Find, scan, validate (decoding every image once into the cache) and split the data set.
  *
+ * @param opts.data The data set folder (else COVID_CXR_DATA, else data/Covid19-dataset).
+ * @param opts.config Settings over the paper's (image size, seed, validation fraction …).
+ * @param opts.skipBad Leave unreadable files out (recorded in the report) instead of stopping.
+ * @returns The validated data set, its train/validation/test split, the decode cache and the
+ *   validation report.
+ * @throws {DatasetError} When the data set is missing or has bad files (without `skipBad`).
+ *
  * @example
  * ```ts
  * const { dataset, splits, cache } = await prepareData();

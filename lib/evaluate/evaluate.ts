@@ -54,7 +54,23 @@ export interface Evaluation {
   engine: Predictor["engine"];
 }
 
-/** Predict every item (inference mode) and compute the metrics. */
+/**
+ * Predict every item in inference mode (one TensorFlow graph where the native backend runs) and
+ * compute the paper's metrics.
+ *
+ * @param model The trained model (not disposed).
+ * @param items The images to score, labelled.
+ * @param opts.cache Their decoded pixels at the model's size.
+ * @param opts.temperature Calibrate the probabilities (the checkpoint's T); absent: T = 1.
+ * @returns Per-image predictions (logits and probabilities) and the metrics.
+ * @throws {ModelOutputError} When an output is not a number (damaged weights).
+ *
+ * @example
+ * ```ts
+ * const { metrics } = await evaluateModel(model, splits.test, { cache, numClasses: 3 });
+ * console.log(metrics.accuracy, metrics.confusion);
+ * ```
+ */
 export async function evaluateModel(
   model: tf.LayersModel,
   items: readonly ImageItem[],

@@ -24,6 +24,16 @@ export interface ModelOptions {
  * Build MobileNetV3-Large with its weights, as the paper sets it up: pretrained layers up to and
  * including the 1280-unit layer, and a new `numClasses`-way classifier when the weights file has
  * a different number of classes. Fails before anything is built when the weights cannot be had.
+ *
+ * @param opts.weights "torchvision" (the paper's), "keras", "none" or a weights file.
+ * @returns The model (built in its weights' convention; the caller disposes it), where its
+ *   weights came from, and whether the classifier was loaded too (same number of classes).
+ * @throws {WeightsError} When the weights cannot be downloaded or read.
+ *
+ * @example
+ * ```ts
+ * const { model, weights } = await buildModel({ weights: "none", numClasses: 3, imageSize: 446, seed: 42 });
+ * ```
  */
 export async function buildModel(
   opts: ModelOptions,

@@ -124,7 +124,22 @@ interface RunRecord {
   startedAt: string;
 }
 
-/** Train and evaluate as the paper does, writing every output into a new run folder. */
+/**
+ * Train and evaluate as the paper does, writing every output into a new run folder: data (with
+ * its leakage report), model, training (resumable), the kept checkpoint on the test set (and the
+ * external set), calibration, figures, summary.json and report.md.
+ *
+ * @param opts Settings over the paper's, the data, the outputs folder, resume, the external set
+ *   and reporting options (see {@link ExperimentOptions}).
+ * @returns The run folder, its summary (what report.md is written from) and the test evaluation.
+ * @throws {Interrupted} When stopped with Ctrl-C (the state is saved: `--resume` continues).
+ *
+ * @example
+ * ```ts
+ * const { runDir, summary } = await runExperiment({ config: { weights: "none", epochs: 1 } });
+ * console.log(runDir, summary.test.accuracy);
+ * ```
+ */
 export async function runExperiment(opts: ExperimentOptions = {}): Promise<ExperimentResult> {
   const started = performance.now();
   const log = opts.log ?? ((line: string) => console.log(line));
