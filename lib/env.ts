@@ -143,10 +143,46 @@ export type VariableName = keyof typeof VARIABLES;
 const ON = ["1", "true", "yes", "on"];
 const OFF = ["0", "false", "no", "off"];
 
+/** Values that {@link withEnv} puts in front of the process environment, in this module only. */
+const overrides = new Map<string, string | undefined>();
+
+/** The value as given (an override first), before trimming. */
+function given(name: string): string | undefined {
+  return overrides.has(name) ? overrides.get(name) : Deno.env.get(name);
+}
+
 /** The raw value, undefined when unset or empty. */
 function raw(name: string): string | undefined {
-  const value = Deno.env.get(name);
+  const value = given(name);
   return value === undefined || value.trim() === "" ? undefined : value.trim();
+}
+
+/**
+ * Run `fn` seeing `vars` (undefined: unset) in place of the environment, until it returns (or, when
+ * it returns a promise, until that settles), without changing the environment itself: the
+ * process's environment is shared by every test file that runs beside this one (`deno test
+ * --parallel`) and by every child process, so tests that try other values use this instead of
+ * `Deno.env.set`.
+ */
+export function withEnv<T>(
+  vars: Partial<Record<VariableName, string | undefined>>,
+  fn: () => T,
+): T {
+  const saved = [...Object.keys(vars)].map((k) => [k, overrides.has(k), overrides.get(k)] as const);
+  for (const [k, v] of Object.entries(vars)) overrides.set(k, v);
+  const restore = () => {
+    for (const [k, had, v] of saved) had ? overrides.set(k, v) : overrides.delete(k);
+  };
+  let result: T;
+  try {
+    result = fn();
+  } catch (e) {
+    restore();
+    throw e;
+  }
+  if (result instanceof Promise) return result.finally(restore) as T;
+  restore();
+  return result;
 }
 
 /** A path or text setting; undefined when unset. */
@@ -161,7 +197,7 @@ export function envFlag(name: VariableName): boolean {
   if (ON.includes(value)) return true;
   if (OFF.includes(value)) return false;
   throw new UserError(
-    `${name} must be 1 (on) or 0 (off) (also true/false, yes/no), got "${Deno.env.get(name)}"`,
+    `${name} must be 1 (on) or 0 (off) (also true/false, yes/no), got "${given(name)}"`,
   );
 }
 
@@ -179,7 +215,7 @@ export function envChoiceGiven(name: VariableName): string | undefined {
   if (value === undefined) return undefined;
   if (!kind.values.includes(value)) {
     throw new UserError(
-      `${name} must be one of ${kind.values.join(", ")}, got "${Deno.env.get(name)}"`,
+      `${name} must be one of ${kind.values.join(", ")}, got "${given(name)}"`,
     );
   }
   return value;

@@ -37,6 +37,7 @@ export {
   type Variable,
   type VariableName,
   VARIABLES,
+  withEnv,
 } from "./env.ts";
 export {
   cleanTemporaries,

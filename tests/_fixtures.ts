@@ -6,24 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { type ExperimentResult, projectPath, runExperiment } from "../lib/mod.ts";
 import { makeSyntheticDataset } from "./_synthetic.ts";
-
-let work: string | undefined;
-
-/** A temporary folder for this test process, removed when it ends. */
-export function workDir(): string {
-  if (!work) {
-    work = Deno.makeTempDirSync({ prefix: "covid-cxr-test-" });
-    const dir = work;
-    globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
-  }
-  return work;
-}
-
-/** A fresh folder inside {@link workDir}. */
-export function freshDir(name: string): string {
-  const dir = Deno.makeTempDirSync({ dir: workDir(), prefix: `${name}-` });
-  return dir;
-}
+import { workDir } from "./_temp.ts";
 
 const datasets = new Map<string, Promise<string>>();
 
@@ -63,6 +46,25 @@ export const TINY = Object.freeze({
   weights: "none",
   learningRate: 0.01,
 });
+
+/** {@link TINY} as `deno task reproduce` flags; `overrides` change single settings. */
+export function tinyArgs(
+  overrides: { imageSize?: number; epochs?: number; batchSize?: number; learningRate?: number } =
+    {},
+): string[] {
+  const t = { ...TINY, ...overrides };
+  return [
+    ...["--image-size", String(t.imageSize), "--epochs", String(t.epochs)],
+    ...[
+      "--batch-size",
+      String(t.batchSize),
+      "--weights",
+      t.weights,
+      "--lr",
+      String(t.learningRate),
+    ],
+  ];
+}
 
 let run: Promise<ExperimentResult & { data: string }> | undefined;
 

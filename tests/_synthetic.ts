@@ -80,3 +80,17 @@ export async function makeSyntheticDataset(
   }
   return root;
 }
+
+/** A w×h RGB image whose left half is `left` and right half `right` (RGB triples). */
+export function halves(w: number, h: number, left: number[], right: number[]): Uint8Array {
+  const px = new Uint8Array(w * h * 3);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) px.set(x < w / 2 ? left : right, (y * w + x) * 3);
+  }
+  return px;
+}
+
+/** The RGB triple at (x, y) of a `size`-wide interleaved image. */
+export const pixelAt = (px: Uint8Array | Float32Array, size: number, x: number, y: number) => [
+  ...px.slice((y * size + x) * 3, (y * size + x) * 3 + 3),
+];

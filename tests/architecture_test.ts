@@ -218,3 +218,34 @@ Deno.test("architecture: the README's variable tables list exactly the variables
     }
   }
 });
+
+Deno.test("architecture: the README's Start here table names files that exist and functions they export", () => {
+  const readme = fs.readFileSync(projectPath("README.md"), "utf8");
+  const section = readme.split("## Start here")[1]?.split("\n## ")[0] ?? "";
+  const rows = section.split("\n").filter((l) =>
+    l.startsWith("| ") && !/^\| (paper step|-)/.test(l)
+  );
+  assert.ok(rows.length >= 8, `${rows.length} rows in Start here`);
+  for (const row of rows) {
+    const [, , files, functions] = row.split("|");
+    // A bare name (`split.ts`) is in the folder of the path before it.
+    let folder = "";
+    const paths = [...files.matchAll(/`([^`]+)`/g)].map(([, f]) => {
+      if (f.includes("/")) folder = f.endsWith("/") ? f : path.dirname(f);
+      return f.includes("/") ? f : path.join(folder, f);
+    });
+    const sources = paths.flatMap((p) => {
+      assert.ok(fs.existsSync(projectPath(p)), `${p} (README Start here) exists`);
+      return fs.statSync(projectPath(p)).isDirectory()
+        ? fs.readdirSync(projectPath(p)).map((f) => fs.readFileSync(projectPath(p, f), "utf8"))
+        : [fs.readFileSync(projectPath(p), "utf8")];
+    }).join("\n");
+    for (const [, name] of functions.matchAll(/`(\w+)`/g)) {
+      assert.match(
+        sources,
+        new RegExp(`export (async )?function\\*? ${name}\\b|^(async )?function ${name}\\b`, "m"),
+        `${name} is defined in ${paths.join(", ")}`,
+      );
+    }
+  }
+});

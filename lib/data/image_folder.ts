@@ -148,8 +148,8 @@ function classFiles(
   const seenFiles = new Set<string>();
   const classReal = fs.realpathSync(dir);
   const splitReal = fs.realpathSync(splitDir);
-  /** Why following `p` (real path `real`) would read images under the wrong class, if it would. */
-  const misleads = (p: string, real: string, isFolder: boolean): string | undefined => {
+  /** Why following a link to `real` would read images under the wrong class, if it would. */
+  const misleads = (real: string, isFolder: boolean): string | undefined => {
     if (isFolder && within(classReal, real)) {
       return `a symbolic link back to ${
         path.relative(splitDir, real) || "the split folder"
@@ -182,7 +182,7 @@ function classFiles(
       }
       if (fs.lstatSync(p).isSymbolicLink()) {
         const target = fs.realpathSync(p);
-        const reason = misleads(p, target, stat.isDirectory());
+        const reason = misleads(target, stat.isDirectory());
         if (reason) {
           badLinks.push({ path: p, reason: `${reason}; remove the link, or --skip-bad` });
           continue;

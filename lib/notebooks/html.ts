@@ -22,8 +22,8 @@ export interface PageHeader {
 }
 
 /** A notebook's multi-line string, with terminal colour codes (the kernel's inspect) removed. */
-// deno-lint-ignore no-control-regex
 const join = (v: string | string[] | undefined) =>
+  // deno-lint-ignore no-control-regex
   (Array.isArray(v) ? v.join("") : v ?? "").replace(/\x1b\[[0-9;]*m/g, "");
 
 /** A heading's anchor: the notebook's name and a slug of the text. */

@@ -8,10 +8,14 @@ import { tfjsNodeDir, tfjsNodeVersion } from "./native_backend.ts";
 export const GPU_PACKAGE = "@tensorflow/tfjs-node-gpu";
 
 /** The first GPU `nvidia-smi -L` lists ("GPU 0: …"), or undefined when it does not answer. */
-export function detectNvidiaGpu(): string | undefined {
+export function detectNvidiaGpu(searchPath?: string): string | undefined {
   try {
-    const out = new Deno.Command("nvidia-smi", { args: ["-L"], stdout: "piped", stderr: "null" })
-      .outputSync();
+    const out = new Deno.Command("nvidia-smi", {
+      args: ["-L"],
+      stdout: "piped",
+      stderr: "null",
+      ...(searchPath === undefined ? {} : { env: { PATH: searchPath } }),
+    }).outputSync();
     const line = new TextDecoder().decode(out.stdout).split("\n").find((l) => /^GPU \d+:/.test(l));
     return out.success ? line?.trim() : undefined;
   } catch {

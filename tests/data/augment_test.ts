@@ -7,24 +7,9 @@ import {
   Rng,
   sampleAugmentation,
 } from "../../lib/mod.ts";
+import { halves, pixelAt } from "../_synthetic.ts";
 
 await initBackend();
-
-/** A w×h image whose left half is `left` and right half `right` (RGB triples). */
-function halves(w: number, h: number, left: number[], right: number[]): Uint8Array {
-  const px = new Uint8Array(w * h * 3);
-  for (let y = 0; y < h; y++) {
-    for (let x = 0; x < w; x++) px.set(x < w / 2 ? left : right, (y * w + x) * 3);
-  }
-  return px;
-}
-
-const at = (
-  px: Uint8Array | Float32Array,
-  size: number,
-  x: number,
-  y: number,
-) => [...px.slice((y * size + x) * 3, (y * size + x) * 3 + 3)];
 
 Deno.test("augment: augmentation is reproducible from the seed and differs between seeds", () => {
   const px = halves(16, 16, [200, 120, 90], [20, 60, 40]);
@@ -70,8 +55,8 @@ Deno.test("augment: flip mirrors; brightness, contrast, saturation, hue follow t
     order: [],
     factors: {},
   });
-  assert.deepEqual(at(flipped, 4, 0, 0), [0, 0, 255]);
-  assert.deepEqual(at(flipped, 4, 3, 3), [255, 0, 0]);
+  assert.deepEqual(pixelAt(flipped, 4, 0, 0), [0, 0, 255]);
+  assert.deepEqual(pixelAt(flipped, 4, 3, 3), [255, 0, 0]);
   // Brightness 1.5: multiply, clamp at 255.
   const sq = new Uint8Array([100, 100, 100, 200, 200, 200, 100, 100, 100, 200, 200, 200]); // 2×2
   assert.deepEqual([...applyAugmentation(sq, 2, only("brightness", 1.5))].slice(0, 6), [

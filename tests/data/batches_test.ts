@@ -10,43 +10,42 @@ import {
   tf,
 } from "../../lib/mod.ts";
 import { makeSyntheticDataset } from "../_synthetic.ts";
-import { withTemp } from "../_temp.ts";
+import { freshDir } from "../_temp.ts";
 
 await initBackend();
 
 Deno.test("batches: iterateBatches() yields [B,S,S,3] float32 + labels, every item once, and leaks no tensor", async () => {
-  await withTemp("preprocess-", async (dir) => {
-    const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 5, test: 1 });
-    const ds = await loadDataset(root);
-    const cache = new ImageCache({ imageSize: 16, dir: path.join(dir, "cache") });
-    const before = tf.memory().numTensors;
-    const seen: string[] = [];
-    const shapes: number[][] = [];
-    for await (
-      const batch of iterateBatches(ds.train, {
-        batchSize: 4,
-        cache,
-        shuffle: Rng.stream(1, "shuffle"),
-        augment: { rng: Rng.stream(1, "augment"), options: PAPER_CONFIG.augmentation },
-      })
-    ) {
-      shapes.push(batch.x.shape);
-      assert.equal(batch.x.dtype, "float32");
-      assert.equal(batch.labels.dtype, "int32");
-      assert.deepEqual([...await batch.labels.data()], batch.items.map((i) => i.label));
-      const [min, max] = [batch.x.min(), batch.x.max()];
-      assert.ok((await min.data())[0] >= 0 && (await max.data())[0] <= 255);
-      seen.push(...batch.items.map((i) => i.path));
-      tf.dispose([batch.x, batch.labels, min, max]);
-    }
-    assert.deepEqual(shapes.map((s) => s[0]), [4, 4, 4, 3]);
-    assert.deepEqual(shapes[0].slice(1), [16, 16, 3]);
-    assert.deepEqual([...seen].sort(), ds.train.map((i) => i.path).sort());
-    // Stopping early leaves nothing behind either.
-    for await (const batch of iterateBatches(ds.train, { batchSize: 4, cache })) {
-      tf.dispose([batch.x, batch.labels]);
-      break;
-    }
-    assert.equal(tf.memory().numTensors, before);
-  });
+  const dir = freshDir("preprocess");
+  const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 5, test: 1 });
+  const ds = await loadDataset(root);
+  const cache = new ImageCache({ imageSize: 16, dir: path.join(dir, "cache") });
+  const before = tf.memory().numTensors;
+  const seen: string[] = [];
+  const shapes: number[][] = [];
+  for await (
+    const batch of iterateBatches(ds.train, {
+      batchSize: 4,
+      cache,
+      shuffle: Rng.stream(1, "shuffle"),
+      augment: { rng: Rng.stream(1, "augment"), options: PAPER_CONFIG.augmentation },
+    })
+  ) {
+    shapes.push(batch.x.shape);
+    assert.equal(batch.x.dtype, "float32");
+    assert.equal(batch.labels.dtype, "int32");
+    assert.deepEqual([...await batch.labels.data()], batch.items.map((i) => i.label));
+    const [min, max] = [batch.x.min(), batch.x.max()];
+    assert.ok((await min.data())[0] >= 0 && (await max.data())[0] <= 255);
+    seen.push(...batch.items.map((i) => i.path));
+    tf.dispose([batch.x, batch.labels, min, max]);
+  }
+  assert.deepEqual(shapes.map((s) => s[0]), [4, 4, 4, 3]);
+  assert.deepEqual(shapes[0].slice(1), [16, 16, 3]);
+  assert.deepEqual([...seen].sort(), ds.train.map((i) => i.path).sort());
+  // Stopping early leaves nothing behind either.
+  for await (const batch of iterateBatches(ds.train, { batchSize: 4, cache })) {
+    tf.dispose([batch.x, batch.labels]);
+    break;
+  }
+  assert.equal(tf.memory().numTensors, before);
 });

@@ -11,65 +11,57 @@ import {
   projectPath,
   resolveDataDir,
   splitTrainValidation,
+  withEnv,
 } from "../../lib/mod.ts";
 import { makeSyntheticDataset, SYNTHETIC_CLASSES } from "../_synthetic.ts";
-import { withTemp } from "../_temp.ts";
+import { freshDir } from "../_temp.ts";
 
 const REAL = Deno.env.get("COVID_CXR_DATA");
 
 Deno.test("image_folder: loadDataset() scans train/ and test/, classes sorted, every item labelled and hashed", async () => {
-  await withTemp("dataset-", async (dir) => {
-    const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 5, test: 2 });
-    const ds = await loadDataset(root);
-    assert.deepEqual(ds.classNames, SYNTHETIC_CLASSES);
-    assert.deepEqual(countByClass(ds).map((c) => [c.train, c.test]), [[5, 2], [5, 2], [5, 2]]);
-    for (const item of [...ds.train, ...ds.test]) {
-      assert.equal(item.className, ds.classNames[item.label]);
-      assert.equal(item.relPath, path.relative(root, item.path));
-      assert.equal(item.sha256, await hashFile(item.path));
-    }
-    assert.deepEqual(ds.problems, []);
-  });
+  const dir = freshDir("dataset");
+  const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 5, test: 2 });
+  const ds = await loadDataset(root);
+  assert.deepEqual(ds.classNames, SYNTHETIC_CLASSES);
+  assert.deepEqual(countByClass(ds).map((c) => [c.train, c.test]), [[5, 2], [5, 2], [5, 2]]);
+  for (const item of [...ds.train, ...ds.test]) {
+    assert.equal(item.className, ds.classNames[item.label]);
+    assert.equal(item.relPath, path.relative(root, item.path));
+    assert.equal(item.sha256, await hashFile(item.path));
+  }
+  assert.deepEqual(ds.problems, []);
 });
 
 Deno.test("image_folder: resolveDataDir() takes the flag over COVID_CXR_DATA and explains a missing data set", async () => {
-  await withTemp("dataset-", async (dir) => {
-    const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 1, test: 1 });
-    const saved = Deno.env.get("COVID_CXR_DATA");
-    try {
-      Deno.env.set("COVID_CXR_DATA", path.join(dir, "elsewhere"));
-      assert.equal(resolveDataDir(root), root);
-      assert.throws(() => resolveDataDir(), (e: Error) => {
-        assert.ok(e instanceof DatasetError);
-        assert.match(e.message, /No data set at .*elsewhere \(from COVID_CXR_DATA\)/);
-        assert.match(e.message, /Covid-19 Image Dataset/);
-        assert.ok(e.message.includes(projectPath("data", "Covid19-dataset")));
-        assert.match(e.message, /--data DIR/);
-        return true;
-      });
-      Deno.env.set("COVID_CXR_DATA", root);
-      assert.equal(resolveDataDir(), root);
-    } finally {
-      if (saved === undefined) Deno.env.delete("COVID_CXR_DATA");
-      else Deno.env.set("COVID_CXR_DATA", saved);
-    }
+  const dir = freshDir("dataset");
+  const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 1, test: 1 });
+  withEnv({ COVID_CXR_DATA: path.join(dir, "elsewhere") }, () => {
+    assert.equal(resolveDataDir(root), root);
+    assert.throws(() => resolveDataDir(), (e: Error) => {
+      assert.ok(e instanceof DatasetError);
+      assert.match(e.message, /No data set at .*elsewhere \(from COVID_CXR_DATA\)/);
+      assert.match(e.message, /Covid-19 Image Dataset/);
+      assert.ok(e.message.includes(projectPath("data", "Covid19-dataset")));
+      assert.match(e.message, /--data DIR/);
+      return true;
+    });
   });
+  withEnv({ COVID_CXR_DATA: root }, () => assert.equal(resolveDataDir(), root));
 });
 
 Deno.test("image_folder: an empty class folder or different train/test classes stop with a clear message", async () => {
-  await withTemp("dataset-", async (dir) => {
-    const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 2, test: 1 });
-    for (const f of fs.readdirSync(path.join(root, "test", "Normal"))) {
-      fs.rmSync(path.join(root, "test", "Normal", f));
-    }
-    await assert.rejects(() => loadDataset(root), /Empty class folder\(s\) in .*: test\/Normal/);
-    fs.rmSync(path.join(root, "test", "Normal"), { recursive: true });
-    fs.mkdirSync(path.join(root, "test", "Bacterial"));
-    await assert.rejects(
-      () => loadDataset(root),
-      /Train and test classes differ .*only in train\/: Normal; only in test\/: Bacterial/,
-    );
-  });
+  const dir = freshDir("dataset");
+  const root = await makeSyntheticDataset(path.join(dir, "data"), { train: 2, test: 1 });
+  for (const f of fs.readdirSync(path.join(root, "test", "Normal"))) {
+    fs.rmSync(path.join(root, "test", "Normal", f));
+  }
+  await assert.rejects(() => loadDataset(root), /Empty class folder\(s\) in .*: test\/Normal/);
+  fs.rmSync(path.join(root, "test", "Normal"), { recursive: true });
+  fs.mkdirSync(path.join(root, "test", "Bacterial"));
+  await assert.rejects(
+    () => loadDataset(root),
+    /Train and test classes differ .*only in train\/: Normal; only in test\/: Bacterial/,
+  );
 });
 
 Deno.test({

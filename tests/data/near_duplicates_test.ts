@@ -16,7 +16,7 @@ import {
   writeSyntheticCopy,
 } from "../../lib/mod.ts";
 import { cropGrid, rankValues } from "../../lib/data/near_duplicates.ts";
-import { freshDir } from "../_fixtures.ts";
+import { freshDir } from "../_temp.ts";
 import { writeImage } from "../_synthetic.ts";
 
 Deno.test("leakage: rank signatures share ranks on ties, search 35 crops, and are blind to contrast", () => {

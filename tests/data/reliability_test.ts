@@ -14,11 +14,12 @@ import {
   initBackend,
   loadDataset,
   resolveDataDir,
+  Rng,
   validateDataset,
+  withEnv,
 } from "../../lib/mod.ts";
 import { classPattern, writeImage } from "../_synthetic.ts";
-import { freshDir } from "../_fixtures.ts";
-import { Rng } from "../../lib/mod.ts";
+import { freshDir } from "../_temp.ts";
 
 await initBackend();
 
@@ -158,20 +159,15 @@ Deno.test("reliability: a higher --max-pixels lets a genuine huge image through 
 
 Deno.test("reliability: COVID_CXR_DATA set but empty is unset; a data path that is a file says so", () => {
   const dir = freshDir("env");
-  const previous = Deno.env.get("COVID_CXR_DATA");
-  try {
-    Deno.env.set("COVID_CXR_DATA", "");
+  withEnv({ COVID_CXR_DATA: "" }, () => {
     assert.throws(() => resolveDataDir(), /\(from the default\)/);
-    const file = path.join(dir, "data.zip");
-    fs.writeFileSync(file, "zip");
-    assert.throws(
-      () => resolveDataDir(file),
-      /No data set at .*data\.zip \(from --data\): it is a file/,
-    );
-  } finally {
-    if (previous === undefined) Deno.env.delete("COVID_CXR_DATA");
-    else Deno.env.set("COVID_CXR_DATA", previous);
-  }
+  });
+  const file = path.join(dir, "data.zip");
+  fs.writeFileSync(file, "zip");
+  assert.throws(
+    () => resolveDataDir(file),
+    /No data set at .*data\.zip \(from --data\): it is a file/,
+  );
 });
 
 Deno.test("reliability: a link that loops back or leads into another class folder is named, never followed into a relabel; a file reached twice counts once", async () => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { chooseEngine, EngineError, initBackend } from "../../lib/mod.ts";
+import { chooseEngine, initBackend, withEnv } from "../../lib/mod.ts";
 
 await initBackend();
 
@@ -25,17 +25,15 @@ Deno.test("select: with the native backend the graph engines run; an env var cho
   assert.equal(chooseEngine("training"), "graph");
   assert.equal(chooseEngine("inference"), "graph");
   assert.equal(chooseEngine("inference", "eager"), "eager");
-  Deno.env.set("COVID_CXR_INFER_ENGINE", "eager");
-  try {
+  withEnv({ COVID_CXR_INFER_ENGINE: "eager" }, () => {
     assert.equal(chooseEngine("inference"), "eager");
-    Deno.env.set("COVID_CXR_INFER_ENGINE", "fast");
+  });
+  withEnv({ COVID_CXR_INFER_ENGINE: "fast" }, () => {
     assert.throws(
       () => chooseEngine("inference"),
       /COVID_CXR_INFER_ENGINE must be one of graph, eager, got "fast"/,
     );
-  } finally {
-    Deno.env.delete("COVID_CXR_INFER_ENGINE");
-  }
+  });
 });
 
 Deno.test("select: without the native backend the eager engines run, said once in one line; asking for graph is an error", async () => {

@@ -6,25 +6,13 @@ import {
   sessionSettings,
   tf,
   UserError,
+  type VariableName,
+  withEnv,
 } from "../../lib/mod.ts";
 import { readFields } from "../../lib/engine/protobuf.ts";
 import { outputs, pixels, small } from "../_models.ts";
 
 await initBackend();
-
-/** Set environment variables for the length of `fn`. */
-function withEnv<T>(vars: Record<string, string>, fn: () => T): T {
-  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, Deno.env.get(k)]));
-  Object.entries(vars).forEach(([k, v]) => Deno.env.set(k, v));
-  try {
-    return fn();
-  } finally {
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) Deno.env.delete(k);
-      else Deno.env.set(k, v);
-    }
-  }
-}
 
 Deno.test("session_config: the environment's settings become the ConfigProto TensorFlow reads; bad values are refused", () => {
   assert.equal(
@@ -52,7 +40,7 @@ Deno.test("session_config: the environment's settings become the ConfigProto Ten
   // GraphOptions.rewrite_options 10 { auto_mixed_precision_onednn_bfloat16 31 = ON }
   const rewrite = readFields(graphOptions.find((f) => f.field === 10)!.value as Uint8Array);
   assert.deepEqual(rewrite.map((f) => [f.field, f.value]), [[31, 1n]]);
-  const bad: Record<string, string>[] = [{ COVID_CXR_PRECISION: "fp8" }, {
+  const bad: Partial<Record<VariableName, string>>[] = [{ COVID_CXR_PRECISION: "fp8" }, {
     COVID_CXR_THREADS: "two",
   }];
   for (const env of bad) {

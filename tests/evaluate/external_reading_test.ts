@@ -14,7 +14,7 @@ import {
   readManifest,
   type ShortcutRate,
 } from "../../lib/mod.ts";
-import { freshDir } from "../_fixtures.ts";
+import { freshDir } from "../_temp.ts";
 
 const CLASSES = ["Covid", "Normal", "Viral Pneumonia"];
 

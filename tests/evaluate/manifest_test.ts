@@ -10,7 +10,7 @@ import {
   readManifest,
   shortcutProbe,
 } from "../../lib/mod.ts";
-import { freshDir } from "../_fixtures.ts";
+import { freshDir } from "../_temp.ts";
 
 const CLASSES = ["Covid", "Normal", "Viral Pneumonia"];
 

@@ -4,7 +4,8 @@ import { parse } from "csv-parse/sync";
 import * as path from "node:path";
 import { initBackend, loadCheckpoint, predictImages, tf } from "../../lib/mod.ts";
 import { SYNTHETIC_CLASSES } from "../_synthetic.ts";
-import { freshDir, tinyRun } from "../_fixtures.ts";
+import { tinyRun } from "../_fixtures.ts";
+import { freshDir } from "../_temp.ts";
 
 await initBackend();
 

@@ -13,7 +13,7 @@ import {
   tf,
   TORCHVISION_IMAGENET_NORMALIZATION,
 } from "../../lib/mod.ts";
-import { freshDir } from "../_fixtures.ts";
+import { freshDir } from "../_temp.ts";
 
 await initBackend();
 

@@ -9,7 +9,7 @@ import {
   type TorchTensor,
   writeTorchStateDict,
 } from "../../lib/mod.ts";
-import { freshDir } from "../_fixtures.ts";
+import { freshDir } from "../_temp.ts";
 
 const TORCH_PARITY = Deno.env.get("COVID_CXR_TORCH_PARITY");
 

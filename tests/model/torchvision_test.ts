@@ -16,7 +16,7 @@ import {
   WeightsError,
   writeTorchStateDict,
 } from "../../lib/mod.ts";
-import { freshDir } from "../_fixtures.ts";
+import { freshDir } from "../_temp.ts";
 
 await initBackend();
 

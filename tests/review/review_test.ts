@@ -9,7 +9,7 @@ import {
   Rng,
 } from "../../lib/mod.ts";
 import { classPattern, SYNTHETIC_CLASSES, writeImage } from "../_synthetic.ts";
-import { freshDir } from "../_fixtures.ts";
+import { freshDir } from "../_temp.ts";
 
 await initBackend();
 

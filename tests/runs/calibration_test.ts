@@ -3,7 +3,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parse } from "csv-parse/sync";
 import { initBackend } from "../../lib/mod.ts";
-import { freshDir, runScript, tinyRun } from "../_fixtures.ts";
+import { runScript, tinyRun } from "../_fixtures.ts";
+import { freshDir } from "../_temp.ts";
 
 await initBackend();
 

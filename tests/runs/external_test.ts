@@ -3,7 +3,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parse } from "csv-parse/sync";
 import { initBackend } from "../../lib/mod.ts";
-import { freshDir, runScript, syntheticData, tinyRun } from "../_fixtures.ts";
+import { runScript, syntheticData, tinyArgs, tinyRun } from "../_fixtures.ts";
+import { freshDir } from "../_temp.ts";
 
 await initBackend();
 
@@ -13,7 +14,7 @@ const readCsv = (file: string): Record<string, string>[] =>
   parse(fs.readFileSync(file, "utf8"), { columns: true });
 
 /** A few seconds of training on the synthetic data; the external set does the rest. */
-const QUICK = ["--image-size", "32", "--epochs", "1", "--batch-size", "8", "--weights", "none"];
+const QUICK = tinyArgs({ epochs: 1 });
 
 Deno.test({
   name:

@@ -9,7 +9,8 @@ import {
   spread,
   summarizeSweep,
 } from "../../lib/mod.ts";
-import { freshDir, syntheticData, TINY } from "../_fixtures.ts";
+import { syntheticData, TINY } from "../_fixtures.ts";
+import { freshDir } from "../_temp.ts";
 
 await initBackend();
 

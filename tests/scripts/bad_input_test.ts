@@ -9,12 +9,13 @@ import * as path from "node:path";
 import { parse } from "csv-parse/sync";
 import { csvText, csvUnsafe, initBackend } from "../../lib/mod.ts";
 import {
-  freshDir,
   runScript,
   startRunUntilFirstEpoch,
   syntheticData,
+  tinyArgs,
   tinyRun,
 } from "../_fixtures.ts";
+import { freshDir } from "../_temp.ts";
 
 await initBackend();
 
@@ -260,20 +261,18 @@ Deno.test("reliability: setup finds an NVIDIA GPU through nvidia-smi (a stand-in
     fs.writeFileSync(path.join(bin, "nvidia-smi"), `#!/bin/sh\n${body}\n`, { mode: 0o755 });
   };
   const path0 = Deno.env.get("PATH") ?? "";
-  try {
-    Deno.env.set("PATH", `${bin}:${path0}`);
-    fake('echo "GPU 0: Stand-in RTX (UUID: GPU-1234)"');
-    assert.equal(detectNvidiaGpu(), "GPU 0: Stand-in RTX (UUID: GPU-1234)");
-    fake(
-      'echo "NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver"; exit 9',
-    );
-    assert.equal(detectNvidiaGpu(), undefined, "a driver that does not answer is no GPU");
-    fs.rmSync(path.join(bin, "nvidia-smi"));
-    Deno.env.set("PATH", bin);
-    assert.equal(detectNvidiaGpu(), undefined, "no nvidia-smi at all");
-  } finally {
-    Deno.env.set("PATH", path0);
-  }
+  fake('echo "GPU 0: Stand-in RTX (UUID: GPU-1234)"');
+  assert.equal(detectNvidiaGpu(`${bin}:${path0}`), "GPU 0: Stand-in RTX (UUID: GPU-1234)");
+  fake(
+    'echo "NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver"; exit 9',
+  );
+  assert.equal(
+    detectNvidiaGpu(`${bin}:${path0}`),
+    undefined,
+    "a driver that does not answer is no GPU",
+  );
+  fs.rmSync(path.join(bin, "nvidia-smi"));
+  assert.equal(detectNvidiaGpu(bin), undefined, "no nvidia-smi at all");
   // With a stand-in GPU but no GPU build installed, asking for the GPU says how to get it.
   fake('echo "GPU 0: Stand-in RTX (UUID: GPU-1234)"');
   const run = await tinyRun();
@@ -307,18 +306,7 @@ Deno.test("reliability: images with an EXIF orientation tag are decoded as store
     "jpeg-rgb",
     { orientation: 6 },
   );
-  const args = [
-    "--data",
-    data,
-    "--image-size",
-    "32",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "8",
-    "--weights",
-    "none",
-  ];
+  const args = ["--data", data, ...tinyArgs({ epochs: 1 })];
   for (const rotate of [false, true]) {
     const out = freshDir("exif-out");
     const r = await runScript("reproduce", [

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { initBackend, projectPath } from "../../lib/mod.ts";
-import { freshDir, runScript, syntheticData, tinyRun } from "../_fixtures.ts";
+import { runScript, syntheticData, tinyRun } from "../_fixtures.ts";
+import { freshDir } from "../_temp.ts";
 
 await initBackend();
 

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { readTorchFile } from "../../lib/mod.ts";
-import { freshDir, runScript, tinyRun } from "../_fixtures.ts";
+import { runScript, tinyRun } from "../_fixtures.ts";
+import { freshDir } from "../_temp.ts";
 
 Deno.test("export: deno task export writes a run's checkpoint as a PyTorch state_dict and prints how to load it", async () => {
   const run = await tinyRun();

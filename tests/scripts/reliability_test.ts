@@ -8,26 +8,17 @@ import * as path from "node:path";
 import { parse } from "csv-parse/sync";
 import { type EpochRecord, runExperiment, systemErrorMessage } from "../../lib/mod.ts";
 import {
-  freshDir,
   runScript,
   startRunUntilFirstEpoch,
   syntheticData,
   TINY,
+  tinyArgs,
   tinyRun,
 } from "../_fixtures.ts";
+import { freshDir } from "../_temp.ts";
 
-const SMALL = [
-  "--image-size",
-  "32",
-  "--epochs",
-  "2",
-  "--batch-size",
-  "8",
-  "--weights",
-  "none",
-  "--lr",
-  "0.01",
-];
+/** Tiny-run settings as reproduce flags. */
+const SMALL = tinyArgs();
 const readJson = (file: string) => JSON.parse(fs.readFileSync(file, "utf8"));
 /** History without the fields that depend on the machine's speed. */
 const comparable = (h: EpochRecord[]) => h.map(({ seconds: _s, peakRssMB: _m, ...rest }) => rest);

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { type EpochRecord, initBackend, projectPath } from "../../lib/mod.ts";
-import { startRunUntilFirstEpoch, syntheticData, workDir } from "../_fixtures.ts";
+import { startRunUntilFirstEpoch, syntheticData, tinyArgs } from "../_fixtures.ts";
+import { workDir } from "../_temp.ts";
 
 await initBackend();
 
@@ -11,18 +12,7 @@ const WORK = workDir();
 const DATA = await syntheticData();
 
 /** Settings small enough for seconds per run. */
-const SMALL = [
-  "--image-size",
-  "32",
-  "--epochs",
-  "3",
-  "--batch-size",
-  "8",
-  "--weights",
-  "none",
-  "--lr",
-  "0.01",
-];
+const SMALL = tinyArgs({ epochs: 3 });
 
 async function reproduce(args: string[], env: Record<string, string> = {}) {
   const out = await new Deno.Command(Deno.execPath(), {

@@ -10,7 +10,8 @@ import {
   tf,
   trainModel,
 } from "../../lib/mod.ts";
-import { freshDir, syntheticData } from "../_fixtures.ts";
+import { syntheticData } from "../_fixtures.ts";
+import { freshDir } from "../_temp.ts";
 
 await initBackend();
 
