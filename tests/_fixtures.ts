@@ -1,38 +1,43 @@
 /**
- * Test inputs made on demand and shared within one test process: a test asks for what it needs
- * (and pays for it only then), so every test also passes alone (`deno test --filter X`).
+ * Test inputs made on demand: a test asks for what it needs (and pays for it only then), so every
+ * test also passes alone (`deno test --filter X`). Synthetic data sets are made once per test
+ * file; the tiny run once per suite (tests/_suite.ts).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { type ExperimentResult, projectPath, runExperiment } from "../lib/mod.ts";
+import { type FinishedRun, listRuns, loadRun, projectPath, runExperiment } from "../lib/mod.ts";
 import { makeSyntheticDataset } from "./_synthetic.ts";
-import { workDir } from "./_temp.ts";
+import { suiteFixture } from "./_suite.ts";
+import { freshDir, workDir } from "./_temp.ts";
 
 const datasets = new Map<string, Promise<string>>();
 
 /**
- * A synthetic 3-class data set (12 training and 4 test images per class by default), made once
- * per process for each set of options. `leaked` test images are byte copies of training images
- * (named `copy-*`), the data set's known defect in miniature.
+ * A synthetic 3-class data set at `root` (12 training and 4 test images per class by default).
+ * `leaked` test images are byte copies of training images (named `copy-*`), the data set's known
+ * defect in miniature.
  */
+async function makeSyntheticData(
+  root: string,
+  opts: { train?: number; test?: number; leaked?: number },
+): Promise<string> {
+  const { train = 12, test = 4, leaked = 0 } = opts;
+  await makeSyntheticDataset(root, { train, test });
+  for (const c of ["Covid", "Normal", "Viral Pneumonia"].slice(0, leaked)) {
+    const src = fs.readdirSync(path.join(root, "train", c)).sort()[0];
+    fs.copyFileSync(path.join(root, "train", c, src), path.join(root, "test", c, `copy-${src}`));
+  }
+  return root;
+}
+
+/** {@link makeSyntheticData} once per test file for each set of options (a copy of its own). */
 export function syntheticData(
   opts: { train?: number; test?: number; leaked?: number } = {},
 ): Promise<string> {
-  const { train = 12, test = 4, leaked = 0 } = opts;
-  const key = `${train}-${test}-${leaked}`;
+  const key = `${opts.train ?? 12}-${opts.test ?? 4}-${opts.leaked ?? 0}`;
   let made = datasets.get(key);
   if (!made) {
-    made = (async () => {
-      const root = await makeSyntheticDataset(path.join(workDir(), `data-${key}`), { train, test });
-      for (const c of ["Covid", "Normal", "Viral Pneumonia"].slice(0, leaked)) {
-        const src = fs.readdirSync(path.join(root, "train", c)).sort()[0];
-        fs.copyFileSync(
-          path.join(root, "train", c, src),
-          path.join(root, "test", c, `copy-${src}`),
-        );
-      }
-      return root;
-    })();
+    made = makeSyntheticData(path.join(workDir(), `data-${key}`), opts);
     datasets.set(key, made);
   }
   return made;
@@ -66,20 +71,29 @@ export function tinyArgs(
   ];
 }
 
-let run: Promise<ExperimentResult & { data: string }> | undefined;
+let run: Promise<FinishedRun & { data: string }> | undefined;
 
-/** One finished tiny run (on synthetic data with 2 leaked test images), made once per process. */
-export function tinyRun(): Promise<ExperimentResult & { data: string }> {
+/**
+ * One finished tiny run on synthetic data with 2 leaked test images: trained once per suite
+ * (tests/_suite.ts) and copied into this test file's own folder, so that a test may write beside
+ * its checkpoint. `data` is the shared data set (read it, do not change it).
+ */
+export function tinyRun(): Promise<FinishedRun & { data: string }> {
   run ??= (async () => {
-    const data = await syntheticData({ leaked: 2 });
-    const result = await runExperiment({
-      config: TINY,
-      data,
-      outputs: path.join(workDir(), "tiny-run"),
-      quiet: true,
-      log: () => {},
+    const shared = await suiteFixture("tiny-run", async (dir) => {
+      const data = await makeSyntheticData(path.join(dir, "data"), { leaked: 2 });
+      await runExperiment({
+        config: TINY,
+        data,
+        outputs: path.join(dir, "runs"),
+        quiet: true,
+        log: () => {},
+      });
     });
-    return { ...result, data };
+    const made = listRuns(path.join(shared, "runs"))[0];
+    const runDir = path.join(freshDir("tiny-run"), path.basename(made.runDir));
+    fs.cpSync(made.runDir, runDir, { recursive: true });
+    return { ...loadRun(runDir), data: path.join(shared, "data") };
   })();
   return run;
 }

@@ -1,7 +1,8 @@
 /**
  * The notebooks executed headlessly as a user makes them readable: `deno task notebooks --quick`
  * against a quick run (trained by the task when there is none), every cell's output present, and
- * the page it writes opened offline in Chromium.
+ * the page it writes opened offline in Chromium. The task runs once per suite (tests/_notebook.ts);
+ * the browser test reuses the runs it trained.
  */
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
@@ -14,47 +15,16 @@ import {
   sourceText,
 } from "../../lib/mod.ts";
 import { chromiumPath, startBrowser } from "../_jupyterlab.ts";
-import { dataAvailable, notebookName } from "../_notebook.ts";
-
-// The task trains a quick run into this folder and writes the executed notebooks into that run.
-// Never the project's outputs/, whose "latest" may be a reader's real run.
-const OUTPUTS = await Deno.makeTempDir({ prefix: "notebook-outputs-" });
-globalThis.addEventListener("unload", () => Deno.removeSync(OUTPUTS, { recursive: true }));
+import { dataAvailable, notebookName, quickNotebooks } from "../_notebook.ts";
 
 const configured = Deno.env.get("COVID_CXR_DATA") !== undefined || dataAvailable();
-
-interface TaskRun {
-  code: number;
-  text: string;
-  /** <run>/notebooks when the task finished. */
-  dir?: string;
-}
-
-let task: Promise<TaskRun> | undefined;
-
-/** `deno task notebooks --quick` once per process (both tests use its output). */
-function runNotebooksTask(): Promise<TaskRun> {
-  task ??= (async () => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", projectPath("scripts", "notebooks.ts"), "--quick", "--out", OUTPUTS],
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-    const latest = path.join(OUTPUTS, "latest");
-    const dir = fs.existsSync(latest) ? path.join(fs.realpathSync(latest), "notebooks") : undefined;
-    return { code: out.code, text, dir };
-  })();
-  return task;
-}
 
 Deno.test({
   name:
     "notebook: deno task notebooks --quick trains a quick run when there is none, executes every notebook against it, and no cell lacks its output",
   ignore: !configured,
   fn: async () => {
-    const run = await runNotebooksTask();
+    const run = await quickNotebooks();
     assert.equal(run.code, 0, run.text.slice(-4000));
     assert.match(run.text, /No finished quick run in .*: training one now/);
     for (const file of projectNotebooks()) {
@@ -98,7 +68,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const run = await runNotebooksTask();
+    const run = await quickNotebooks();
     assert.equal(run.code, 0, run.text.slice(-4000));
     const html = path.join(run.dir!, "index.html");
     const scratch = await Deno.makeTempDir({ prefix: "html-test-" });
