@@ -103,6 +103,11 @@ const SYSTEM_ERRORS: Record<string, { errno: number; advice: string }> = {
   ENOENT: { errno: 2, advice: "A file or folder is missing; check the path." },
   EISDIR: { errno: 21, advice: "A folder was given where a file is needed." },
   ENOTDIR: { errno: 20, advice: "A file was given where a folder is needed." },
+  EEXIST: {
+    errno: 17,
+    advice: "A file stands where a folder is needed (a folder in the path is a file). Check the " +
+      "path, or write elsewhere with WHERE.",
+  },
 };
 
 /**
@@ -121,6 +126,7 @@ export function systemErrorMessage(
     PermissionDenied: "EACCES",
     IsADirectory: "EISDIR",
     NotADirectory: "ENOTDIR",
+    AlreadyExists: "EEXIST",
   };
   const key = (code && SYSTEM_ERRORS[code] ? code : undefined) ??
     Object.keys(SYSTEM_ERRORS).find((k) => SYSTEM_ERRORS[k].errno === errno) ??

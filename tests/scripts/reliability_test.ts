@@ -422,11 +422,28 @@ Deno.test("reliability: predictions.csv is CSV that a CSV reader reads back, nam
   assert.ok(rows.every((row) => [7, 10].includes(Object.keys(row).length)));
 });
 
-Deno.test("reliability: a write error in predict advises its own flags, not an --out it does not have", () => {
+Deno.test("reliability: a write error in predict advises its own flags, not an --out it does not have", async () => {
   const message = systemErrorMessage(
     new Error("Read-only file system (os error 30): open 'p.csv'"),
     "another path for --csv or --json",
   );
   assert.match(message!, /read-only\. Write elsewhere with another path for --csv or --json/);
   assert.doesNotMatch(message!, /--out/);
+  // A --csv path through a file: one line, no stack trace.
+  const run = await tinyRun();
+  const file = path.join(freshDir("csv-below-file"), "a-file");
+  fs.writeFileSync(file, "");
+  const r = await runScript("predict", [
+    path.join(run.data, "test", "Covid"),
+    "--model",
+    path.join(run.runDir, "best"),
+    "--csv",
+    path.join(file, "p.csv"),
+  ]);
+  assert.equal(r.code, 1, r.text);
+  assert.match(
+    r.text,
+    /A file stands where a folder is needed .*write elsewhere with another path for --csv or --json/,
+  );
+  assert.doesNotMatch(r.text, /Uncaught|at async/);
 });
