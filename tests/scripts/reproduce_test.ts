@@ -175,7 +175,7 @@ Deno.test("reproduce: the default (torchvision's ImageNet weights) offline stops
   assert.deepEqual(runFolders(out), [], "no run folder was made");
 });
 
-Deno.test("reproduce: bad flags are refused with the valid choices", async () => {
+Deno.test("reliability: reproduce refuses bad flags with the valid choices; the ranges it states are the ones it accepts", async () => {
   const a = await reproduce(["--epochs", "zero"]);
   assert.equal(a.code, 2);
   assert.match(a.text, /--epochs must be an integer ≥ 1, got "zero"/);
