@@ -5,7 +5,7 @@
  *
  * Train: the training step `deno task reproduce` takes (SGD with momentum, cross-entropy, model in
  * training mode) on random pixels; infer: `model.predict`. The first step is a warm-up and is not
- * timed. Peak resident memory is the kernel's VmHWM for this process.
+ * timed. Peak resident memory is the kernel's high-water mark for this process (lib/memory.ts).
  */
 import * as path from "node:path";
 import {
@@ -23,6 +23,7 @@ import {
   numberFlag,
   type OpTiming,
   parseFlags,
+  peakResidentMB,
   prepareData,
   profileByKind,
   readStepStats,
@@ -50,12 +51,6 @@ const size = numberFlag("size", v.size, { integer: true, min: 32 }) ?? 224;
 const batch = numberFlag("batch", v.batch, { integer: true, min: 1 }) ?? 1;
 const steps = numberFlag("steps", v.steps, { integer: true, min: 1 }) ?? 3;
 
-function peakRssMB(): number {
-  const status = Deno.readTextFileSync("/proc/self/status");
-  const m = /VmHWM:\s+(\d+) kB/.exec(status);
-  return m ? Math.round(Number(m[1]) / 1024) : Math.round(Deno.memoryUsage().rss / 2 ** 20);
-}
-
 await initBackend({ quiet: true });
 
 if (mode === "decode" || mode === "batches" || mode === "epoch") {
@@ -71,7 +66,14 @@ if (mode === "decode" || mode === "batches" || mode === "epoch") {
 /** One measurement as the JSON line the bench reads (the last line of stdout). */
 function emit(fields: Record<string, unknown>) {
   console.log(
-    JSON.stringify({ framework: "tfjs", mode, size, batch, ...fields, peakRssMB: peakRssMB() }),
+    JSON.stringify({
+      framework: "tfjs",
+      mode,
+      size,
+      batch,
+      ...fields,
+      peakRssMB: peakResidentMB(),
+    }),
   );
 }
 

@@ -59,6 +59,7 @@ export {
 export { UserError } from "./errors.ts";
 export { lossText, percent } from "./format.ts";
 export { argmax } from "./maths.ts";
+export { peakResident, peakResidentMB, type PeakSource } from "./memory.ts";
 export { Rng } from "./rng.ts";
 export { type Cell, csvSafe, csvText, csvUnsafe, Table, table } from "./tables.ts";
 export { inNotebook, show } from "./show.ts";

@@ -8,6 +8,7 @@ import { type BackendInfo, initBackend } from "../backend.ts";
 import { type RunConfig, runConfig, sameSettings } from "../config.ts";
 import { cleanTemporaries, writeFileAtomic, writeJsonAtomic } from "../files.ts";
 import { percent } from "../format.ts";
+import { peakResident } from "../memory.ts";
 import { createProgress, type Progress } from "../progress.ts";
 import { envValue } from "../env.ts";
 import { codeVersion, runtimeInfo } from "../provenance.ts";
@@ -29,7 +30,7 @@ import {
   weightsAvailability,
   type WeightsInfo,
 } from "../model/mod.ts";
-import { loadTrainingState, trainModel } from "../train/mod.ts";
+import { type EpochRecord, loadTrainingState, trainModel } from "../train/mod.ts";
 import { sessionSettings } from "../engine/mod.ts";
 import {
   calibrationSummary,
@@ -532,7 +533,15 @@ function summarize(
     sessionSettings: sessionSettings(),
     codeVersion: record.codeVersion,
     totalSeconds: extra.seconds,
+    peakMemory: runPeakMemory(trained.history),
   };
+}
+
+/** The whole run's peak memory: this process's, or an earlier process's epoch when resumed. */
+function runPeakMemory(history: EpochRecord[]): RunSummary["peakMemory"] {
+  const now = peakResident();
+  const mb = Math.max(Math.round(now.bytes / 2 ** 20), ...history.map((h) => h.peakRssMB));
+  return { mb, source: now.source };
 }
 
 /**

@@ -5,6 +5,7 @@
 import * as path from "node:path";
 import type { RunConfig } from "../config.ts";
 import { percent } from "../format.ts";
+import type { PeakSource } from "../memory.ts";
 import { type Table, table } from "../tables.ts";
 import type { WeightsInfo } from "../model/mod.ts";
 import {
@@ -68,6 +69,11 @@ export interface RunSummary {
   sessionSettings?: SessionSettings;
   codeVersion: string;
   totalSeconds: number;
+  /**
+   * The run's peak resident memory, training and evaluation included (lib/memory.ts); a resumed
+   * run's is the highest of its processes. Runs before it was recorded have only the epochs'.
+   */
+  peakMemory?: { mb: number; source: PeakSource };
   /** The notebooks executed against this run (`deno task notebooks`, `reproduce --notebooks`). */
   notebooks?: { index: string; names: string[]; executedAt: string };
 }
@@ -91,6 +97,15 @@ function engineText(s: RunSummary): string {
     ),
     ...(s.sessionSettings ? describeSessionSettings(s.sessionSettings) : []),
   ].filter(Boolean).map((t) => `; ${t}`).join("");
+}
+
+/** The run's peak memory as the setup table says it, with where the figure came from. */
+export function peakMemoryText(s: RunSummary): string {
+  if (!s.peakMemory) return `peak memory ${Math.max(...s.history.map((h) => h.peakRssMB))} MB`;
+  const { mb, source } = s.peakMemory;
+  return source === "high-water mark"
+    ? `peak memory ${mb} MB (the process's high-water mark)`
+    : `memory ${mb} MB at the end (this system gives no peak figure, so the peak may be higher)`;
 }
 
 /** `report.md`: the paper's results section, with this run's numbers. */
@@ -288,9 +303,7 @@ function setupTable(s: RunSummary): Table {
     { setting: "code", value: s.codeVersion },
     {
       setting: "wall time",
-      value: `${(s.totalSeconds / 60).toFixed(1)} min; peak memory ${
-        Math.max(...s.history.map((h) => h.peakRssMB))
-      } MB`,
+      value: `${(s.totalSeconds / 60).toFixed(1)} min; ${peakMemoryText(s)}`,
     },
   ]);
 }

@@ -14,6 +14,7 @@ import { initBackend, tf } from "../backend.ts";
 import type { InputMask, RunConfig } from "../config.ts";
 import { faultPoint } from "../files.ts";
 import { lossText, percent } from "../format.ts";
+import { peakResident } from "../memory.ts";
 import { createProgress } from "../progress.ts";
 import { Rng } from "../rng.ts";
 import { Interrupted, stoppableWork, stopRequested, yieldToEventLoop } from "../stop.ts";
@@ -251,7 +252,7 @@ async function trainEpoch(t: Training, epoch: number, partial?: PartialEpoch): P
     correct: partial?.correct ?? 0,
     seen: partial?.seen ?? 0,
     seconds: 0,
-    peakRss: Math.max(partial?.peakRss ?? 0, Deno.memoryUsage().rss),
+    peakRss: partial?.peakRss ?? 0, // an interrupted process's peak; this one's is read at the end
   };
   const learningRate = learningRateAt(epoch, config);
   t.engine.setLearningRate(learningRate);
@@ -282,11 +283,11 @@ async function trainEpoch(t: Training, epoch: number, partial?: PartialEpoch): P
       if (predicted[i] === item.label) sums.correct++;
     });
     t.globalStep++;
-    sums.peakRss = Math.max(sums.peakRss, Deno.memoryUsage().rss);
     progress.update(++sums.step, `loss ${(sums.lossSum / sums.seen).toFixed(4)}`);
     await yieldToEventLoop(); // lets a Ctrl-C listener run between steps
     if (stopRequested() && sums.step < t.steps) {
       sums.seconds = (performance.now() - started) / 1000;
+      sums.peakRss = Math.max(sums.peakRss, peakResident().bytes);
       await progress.end(`Epoch ${epoch}/${config.epochs} train: stopped after step ${sums.step}`);
       await saveState(t, epoch - 1, { epoch, ...sums });
       throw new Interrupted(
@@ -343,7 +344,7 @@ async function saveEpoch(t: Training, epoch: number, sums: EpochSums): Promise<v
     validAccuracy: valid.accuracy,
     improved,
     seconds: sums.seconds + (performance.now() - started) / 1000,
-    peakRssMB: Math.round(Math.max(sums.peakRss, Deno.memoryUsage().rss) / 2 ** 20),
+    peakRssMB: Math.round(Math.max(sums.peakRss, peakResident().bytes) / 2 ** 20),
   };
   t.history.push(record);
   t.log(

@@ -22,7 +22,7 @@ export interface EpochRecord {
   /** True when the validation loss fell below its previous minimum (and the best checkpoint was saved). */
   improved: boolean;
   seconds: number;
-  /** Highest resident memory seen during the epoch, in MB. */
+  /** The process's peak resident memory by the end of the epoch, in MB (lib/memory.ts). */
   peakRssMB: number;
 }
 

@@ -26,6 +26,13 @@ Deno.test("experiment: test metrics are reported on all test images and on those
   ]);
   assert.ok(report.includes("## Leakage"));
   assert.match(report, /The near-duplicate threshold \([\d.]+\) was chosen on synthetic copies/);
+  // The run's peak memory covers training and evaluation: at least every epoch's.
+  const peak = RUN.summary.peakMemory!;
+  assert.equal(peak.source, Deno.build.os === "linux" ? "high-water mark" : "current");
+  assert.ok(peak.mb >= Math.max(...RUN.summary.history.map((h) => h.peakRssMB)));
+  assert.ok(
+    report.includes(`peak memory ${peak.mb} MB`) || report.includes(`memory ${peak.mb} MB`),
+  );
   const dataReport = JSON.parse(fs.readFileSync(path.join(RUN.runDir, "data_report.json"), "utf8"));
   assert.ok(
     dataReport.nearDuplicates.pairs.some((p: { byteIdentical: boolean; kind: string }) =>

@@ -93,3 +93,17 @@ Deno.test("report: a run under bfloat16, XLA or set thread pools says so beside 
     /predictions run as one TensorFlow graph; bfloat16 mixed precision \(COVID_CXR_PRECISION=bf16; results differ from float32\); XLA JIT \(COVID_CXR_XLA=1\); TensorFlow thread pools 2 intra-op, default inter-op/,
   );
 });
+
+Deno.test("report: the peak memory says where its figure came from", () => {
+  const line = (o: Partial<RunSummary> = {}) =>
+    renderReport(summary(o)).split("\n").find((l) => l.includes("wall time"))!;
+  assert.match(line(), /2\.0 min; peak memory 1500 MB \|/);
+  assert.match(
+    line({ peakMemory: { mb: 2100, source: "high-water mark" } }),
+    /peak memory 2100 MB \(the process's high-water mark\)/,
+  );
+  assert.match(
+    line({ peakMemory: { mb: 1800, source: "current" } }),
+    /memory 1800 MB at the end \(this system gives no peak figure, so the peak may be higher\)/,
+  );
+});
