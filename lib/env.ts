@@ -168,7 +168,7 @@ export function withEnv<T>(
   vars: Partial<Record<VariableName, string | undefined>>,
   fn: () => T,
 ): T {
-  const saved = [...Object.keys(vars)].map((k) => [k, overrides.has(k), overrides.get(k)] as const);
+  const saved = Object.keys(vars).map((k) => [k, overrides.has(k), overrides.get(k)] as const);
   for (const [k, v] of Object.entries(vars)) overrides.set(k, v);
   const restore = () => {
     for (const [k, had, v] of saved) had ? overrides.set(k, v) : overrides.delete(k);

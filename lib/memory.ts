@@ -1,9 +1,10 @@
 /**
  * How much memory this process has held at most. Sampling `Deno.memoryUsage().rss` between
- * training steps misses the peak, which falls inside a step (its activations are freed before the
- * step returns): a 446 px run sampled 2.6 GB where `/usr/bin/time -v` saw 3.2 GB. Linux keeps the
- * true high-water mark for every process (`VmHWM` in /proc/self/status), the figure `time -v` and
- * PyTorch's `ru_maxrss` report too, so runs and the bench read that.
+ * training steps, as runs used to, misses whatever comes after the last sample: on a 446 px run
+ * with the external set the epochs' samples said 2.6 GB, while evaluating the test and external sets
+ * took the process to 2.9 GB (what `/usr/bin/time -v` reports). Linux keeps the true high-water mark
+ * for every process (`VmHWM` in /proc/self/status), the figure `time -v` and PyTorch's `ru_maxrss`
+ * give too, so runs and the bench read that.
  */
 
 /** Where the figure came from: the kernel's high-water mark, or (without /proc) the current RSS. */

@@ -100,7 +100,7 @@ function engineText(s: RunSummary): string {
 }
 
 /** The run's peak memory as the setup table says it, with where the figure came from. */
-export function peakMemoryText(s: RunSummary): string {
+function peakMemoryText(s: RunSummary): string {
   if (!s.peakMemory) return `peak memory ${Math.max(...s.history.map((h) => h.peakRssMB))} MB`;
   const { mb, source } = s.peakMemory;
   return source === "high-water mark"
