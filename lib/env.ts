@@ -92,6 +92,12 @@ export const VARIABLES = {
     default: "graph",
     meaning: "`eager`: predict op by op instead of as one TensorFlow graph",
   },
+  COVID_CXR_KERNELS: {
+    kind: choice("auto", "fused", "standard"),
+    default: "auto",
+    meaning: "the graph training step's BatchNorm + activation: `standard` (TensorFlow's own " +
+      "kernels), `fused` (fail unless the project's fused kernels load); `auto` uses them when built",
+  },
   COVID_CXR_PRECISION: {
     kind: choice("fp32", "bf16"),
     default: "fp32",

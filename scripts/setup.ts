@@ -9,20 +9,25 @@
  *    second clone or a repeat setup only links files.
  *    Where `nvidia-smi` answers, tfjs-node's GPU build is installed too (`@tensorflow/tfjs-node-gpu`,
  *    its own download); the backend then uses it (lib/backend.ts) and every run records which ran.
- * 3. JupyterLab in a project-local venv (`.venv/`) with the Deno kernel registered inside it, so
+ * 3. The project's fused kernels (native/cxr_kernels.c), compiled with the system's C compiler
+ *    against that backend's TensorFlow C API; when they cannot be built, one line says why and
+ *    runs use TensorFlow's standard kernels (and say so).
+ * 4. JupyterLab in a project-local venv (`.venv/`) with the Deno kernel registered inside it, so
  *    the user's global Jupyter is never touched.
  *
  * Flags: `--if-needed` (only file checks when everything is in place; used by other tasks),
  * `--skip-lab` (no JupyterLab), `--rebuild` (ignore the native backend in place and build it
  * offline again), `--json` (print the step report as JSON on the last line).
  *
- * Only `node:` built-ins and lib/paths.ts, lib/files.ts and lib/env.ts (through them) are imported:
- * nothing else is installed yet.
+ * Only `node:` built-ins and lib/paths.ts, lib/files.ts, lib/env.ts and lib/engine/kernel_library.ts
+ * (through them) are imported: nothing else is installed yet.
  */
 import { userCacheDir } from "../lib/paths.ts";
 import { log, seconds, SetupError, type StepReport } from "./setup/common.ts";
 import { ensureGpuBackend } from "./setup/gpu.ts";
 import { ensureLab, labInPlace } from "./setup/jupyterlab.ts";
+import { ensureKernels } from "./setup/kernels.ts";
+import { kernelLibraryAttempted } from "../lib/engine/kernel_library.ts";
 import { backendInPlace, ensureNativeBackend } from "./setup/native_backend.ts";
 import { ensureNpmPackages, missingNpmPackages } from "./setup/npm.ts";
 
@@ -47,7 +52,8 @@ export { detectNvidiaGpu, GPU_PACKAGE } from "./setup/gpu.ts";
 
 /** True when every part is in place, by file checks alone (no process spawned). */
 export function everythingInPlace(opts: { skipLab: boolean }): boolean {
-  return missingNpmPackages().length === 0 && backendInPlace() && (opts.skipLab || labInPlace());
+  return missingNpmPackages().length === 0 && backendInPlace() && kernelLibraryAttempted() &&
+    (opts.skipLab || labInPlace());
 }
 
 export async function setup(
@@ -64,6 +70,7 @@ export async function setup(
       prebuiltFailure: npm.prebuiltFailure,
     }),
   );
+  steps.push(await ensureKernels({ retry: !opts.ifNeeded }));
   steps.push(await ensureGpuBackend());
   if (!skipLab) steps.push(await ensureLab());
   return steps;

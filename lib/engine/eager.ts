@@ -104,6 +104,7 @@ function stepFunction(
         });
     }
     case "batchNorm":
+    case "batchNormAct":
     case "dropout":
       // Training-flavour steps; the eager engine trains through the layers model itself.
       throw new Error(`eager predictor: "${op.kind}" is a training step`);

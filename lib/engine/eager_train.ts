@@ -59,6 +59,7 @@ export async function eagerStepEngine(
   }
   return {
     kind: "eager",
+    kernels: { kind: "standard", detail: "the eager engine runs TF.js's kernels op by op" },
     // The step uses a cached scalar -lr; setLearningRate replaces it (assigning the field would not).
     setLearningRate: (lr) => optimizer.setLearningRate(lr),
     step: async (x, labels, globalStep) => {

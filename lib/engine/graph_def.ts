@@ -138,6 +138,15 @@ export const constantWeights: EmitContext = {
   weight: (g, name, w) => g.floatConst(name, w.shape, w.values()),
 };
 
+/** The attributes CxrBatchNormAct and CxrBatchNormActGrad share (native/cxr_kernels.c). */
+export function fusedAttrs(op: Extract<Op, { kind: "batchNormAct" }>): Record<string, Attr> {
+  return {
+    epsilon: { f: op.epsilon },
+    exponential_avg_factor: { f: 1 - op.momentum },
+    activation: { s: op.activation },
+  };
+}
+
 /** Emit the nodes of one step; returns the name of its output (node or node:index). */
 export function emitStep(
   g: GraphWriter,
@@ -194,6 +203,18 @@ export function emitStep(
         is_training: { b: true },
       });
       // Outputs 1 and 2: the moving mean and variance, already blended with the old ones.
+      ctx.assign(g, `${name}/update_mean`, op.movingMean, `${name}:1`);
+      ctx.assign(g, `${name}/update_variance`, op.movingVariance, `${name}:2`);
+      return `${name}:0`;
+    }
+    case "batchNormAct": {
+      // Outputs: y, the blended moving mean and variance, and the batch's mean and 1/std, which
+      // the gradient op (graph_train.ts) reads instead of keeping the normalised tensor.
+      if (!ctx.assign) throw new Error(`emitStep: ${name} is a training step`);
+      const inputs = [op.gamma, op.beta, op.movingMean, op.movingVariance].map((w, k) =>
+        ctx.weight(g, `${name}/w${k}`, w)
+      );
+      g.node(name, "CxrBatchNormAct", [x, ...inputs], fusedAttrs(op));
       ctx.assign(g, `${name}/update_mean`, op.movingMean, `${name}:1`);
       ctx.assign(g, `${name}/update_variance`, op.movingVariance, `${name}:2`);
       return `${name}:0`;

@@ -16,9 +16,10 @@
  */
 import { tf } from "../backend.ts";
 import { argmaxRows } from "../maths.ts";
-import { type EmitContext, emitStep, GraphWriter } from "./graph_def.ts";
+import { type EmitContext, emitStep, fusedAttrs, GraphWriter } from "./graph_def.ts";
 import { hostTensor } from "./graph_predictor.ts";
-import { planModel } from "./plan.ts";
+import { chooseKernels, type KernelChoice } from "./kernels.ts";
+import { planModel, type Step } from "./plan.ts";
 import type { NamedTensor, StepEngine, StepEngineOptions, StepResult } from "./step.ts";
 import {
   DT_FLOAT,
@@ -30,8 +31,27 @@ import {
 } from "./tf_c.ts";
 import { configProto, sessionSettings, tracingRunOptions } from "./session_config.ts";
 
+/** One plan step as emitted: its output and input tensors and the trainable weights it reads. */
+interface EmittedStep {
+  node: string;
+  output: string;
+  inputs: string[];
+  /**
+   * With fused kernels, what the step's ops read instead of each input: an Identity of its own,
+   * so that TF_AddGradients from the step's output stops at the step (see chainedGradients).
+   */
+  cuts: string[];
+  weights: number[];
+  op: Step["op"];
+}
+
 interface TrainingGraph {
   bytes: Uint8Array;
+  /** The steps in order (the backward pass walks them in reverse when kernels are fused). */
+  steps: EmittedStep[];
+  kernels: KernelChoice;
+  /** Gradients written step by step (chainedGradients): always with fused kernels. */
+  chained: boolean;
   /** model.weights index of each trainable variable "var/i". */
   trainable: number[];
   logits: string;
@@ -44,8 +64,14 @@ interface TrainingGraph {
  * `var_assign/i`), `accum/i` for its momentum buffer (same family), `loss`, and `bn_update` (a
  * NoOp that runs the moving-average assignments).
  */
-function trainingGraph(model: tf.LayersModel, numClasses: number, tag: string): TrainingGraph {
-  const plan = planModel(model, "training");
+function trainingGraph(
+  model: tf.LayersModel,
+  numClasses: number,
+  tag: string,
+  kernels: KernelChoice,
+  chained: boolean,
+): TrainingGraph {
+  const plan = planModel(model, "training", { fusedKernels: kernels.kind === "fused" });
   const g = new GraphWriter();
   const weights = model.weights;
   const trainable = weights.map((w, i) => (w.trainable ? i : -1)).filter((i) => i >= 0);
@@ -67,9 +93,11 @@ function trainingGraph(model: tf.LayersModel, numClasses: number, tag: string): 
 
   const bnAssigns: string[] = [];
   const dropouts: TrainingGraph["dropouts"] = [];
+  let stepWeights: number[] = [];
   const ctx: EmitContext = {
     weight: (_g, name, w) => {
       if (w.modelIndex === undefined) throw new Error(`graph training: ${name} is not a weight`);
+      if (weights[w.modelIndex].trainable) stepWeights.push(w.modelIndex);
       return `var_read/${w.modelIndex}`;
     },
     assign: (g, name, w, value) => {
@@ -90,16 +118,22 @@ function trainingGraph(model: tf.LayersModel, numClasses: number, tag: string): 
   const nodeOf = new Map([[plan.input, g.placeholder("x", [-1, ...plan.inputShape])]]);
   g.placeholder("labels", [-1, numClasses]);
   g.placeholder("lr", []);
+  const steps: EmittedStep[] = [];
   for (const step of plan.steps) {
     const inputs = step.inputs.map((n) => nodeOf.get(n)!);
-    nodeOf.set(step.name, emitStep(g, `model/${step.name}`, step.op, inputs, ctx));
+    stepWeights = [];
+    const node = `model/${step.name}`;
+    const cuts = chained ? inputs.map((t, j) => g.op(`${node}/in${j}`, "Identity", [t])) : inputs;
+    const output = emitStep(g, node, step.op, cuts, ctx);
+    nodeOf.set(step.name, output);
+    steps.push({ node, output, inputs, cuts, weights: stepWeights, op: step.op });
   }
   const logits = nodeOf.get(plan.output)!;
   g.op("xent", "SoftmaxCrossEntropyWithLogits", [logits, "labels"]);
   const axes = g.intConst("loss/axes", [1], [0]);
   g.op("loss", "Mean", ["xent:0", axes], { Tidx: { type: DT_INT32 }, keep_dims: { b: false } });
   g.node("bn_update", "NoOp", bnAssigns.map((a) => `^${a}`), {});
-  return { bytes: g.bytes(), trainable, logits, dropouts };
+  return { bytes: g.bytes(), steps, kernels, chained, trainable, logits, dropouts };
 }
 
 /** The optimizer's nodes, imported after the gradients exist (they read them via input maps). */
@@ -129,12 +163,23 @@ function optimizerGraph(trainable: number[], momentum: number): Uint8Array {
 
 let engines = 0;
 
-/** A graph-mode step engine for `model` (its weights copied in now). */
+/**
+ * A graph-mode step engine for `model` (its weights copied in now). `chainedGradients` writes the
+ * gradients step by step even with TensorFlow's own kernels (tests compare the two ways).
+ */
 export function graphStepEngine(
   model: tf.LayersModel,
   opts: StepEngineOptions,
+  { chainedGradients = false } = {},
 ): GraphStepEngine {
-  const built = trainingGraph(model, opts.numClasses, `s${Deno.pid}_${++engines}`);
+  const kernels = chooseKernels(opts.kernels);
+  const built = trainingGraph(
+    model,
+    opts.numClasses,
+    `s${Deno.pid}_${++engines}`,
+    kernels,
+    chainedGradients || kernels.kind === "fused",
+  );
   const session = new GraphSession();
   try {
     return startEngine(model, opts, built, session);
@@ -162,7 +207,7 @@ export interface GraphStepEngine extends StepEngine {
 function buildSession(session: GraphSession, built: TrainingGraph, momentum: number): void {
   session.import(built.bytes);
   const loss = session.output("loss");
-  const grads = session.addGradients(
+  const grads = built.chained ? chainedGradients(session, built) : session.addGradients(
     "grad",
     [loss],
     built.trainable.map((i) => session.output(`var_read/${i}`)),
@@ -178,6 +223,98 @@ function buildSession(session: GraphSession, built: TrainingGraph, momentum: num
   });
   session.import(optimizerGraph(built.trainable, momentum), map);
   session.start(configProto(sessionSettings()));
+}
+
+/**
+ * The loss's gradients for the trainable weights, written step by step from the output back:
+ * TensorFlow's own gradients (TF_AddGradients) for each standard step, given the gradient flowing
+ * into its output, and CxrBatchNormActGrad for each fused one (TensorFlow's C API cannot register
+ * a gradient for an op, so TF_AddGradients cannot go through it). Where a tensor feeds several
+ * steps (residual and squeeze-excite branches) their contributions are summed before its producer
+ * is reached, which reverse order guarantees. The same numbers as one TF_AddGradients over the
+ * whole graph (a test checks the training step against the eager one).
+ *
+ * TF_AddGradients gives total derivatives: asked for a step's output with respect to its inputs, it
+ * would also follow every path between them (a squeeze-excite gate is computed from the tensor it
+ * scales) and the fused ops on it. So each step reads its inputs through Identity nodes of its own
+ * (`cuts`), which no other path reaches, and the gradients are taken with respect to those.
+ */
+function chainedGradients(session: GraphSession, built: TrainingGraph): Output[] {
+  const out = (name: string) => session.output(name);
+  // Tensors that depend on a trainable weight: only their gradients are needed.
+  const needed = new Set<string>();
+  for (const s of built.steps) {
+    if (s.weights.length || s.inputs.some((i) => needed.has(i))) needed.add(s.output);
+  }
+  const pending = new Map<string, Output[]>([
+    [built.logits, session.addGradients("grad/loss", [out("loss")], [out(built.logits)])],
+  ]);
+  const weightGrads = new Map<number, Output>();
+  built.steps.toReversed().forEach((step, k) => {
+    const parts = pending.get(step.output);
+    if (!parts) return;
+    pending.delete(step.output);
+    const dy = parts.length === 1 ? parts[0] : sumOutputs(session, `grad/sum/${step.node}`, parts);
+    const xs = step.inputs.map((input, j) => ({ input, cut: step.cuts[j] }))
+      .filter((x) => needed.has(x.input));
+    if (xs.length + step.weights.length === 0) return;
+    let grads: Output[];
+    if (step.op.kind === "batchNormAct") {
+      const g = fusedGradient(session, step, dy);
+      const gx = xs.length ? [g[0]] : [];
+      const byWeight = new Map([[step.op.gamma.modelIndex, g[1]], [step.op.beta.modelIndex, g[2]]]);
+      grads = [...gx, ...step.weights.map((w) => byWeight.get(w)!)];
+    } else {
+      grads = session.addGradients(
+        `grad/${k}`,
+        [out(step.output)],
+        [...xs.map((x) => out(x.cut)), ...step.weights.map((w) => out(`var_read/${w}`))],
+        [dy],
+      );
+    }
+    xs.forEach(({ input }, i) => pending.set(input, [...pending.get(input) ?? [], grads[i]]));
+    step.weights.forEach((w, i) => {
+      if (weightGrads.has(w)) throw new Error(`graph training: weight ${w} is read twice`);
+      weightGrads.set(w, grads[xs.length + i]);
+    });
+  });
+  return built.trainable.map((i) => {
+    const g = weightGrads.get(i);
+    if (!g) throw new Error(`graph training: no gradient for weight ${i}`);
+    return g;
+  });
+}
+
+/** CxrBatchNormActGrad for a fused step, fed the gradient `dy`: [dx, dgamma, dbeta]. */
+function fusedGradient(session: GraphSession, step: EmittedStep, dy: Output): Output[] {
+  const op = step.op as Extract<Step["op"], { kind: "batchNormAct" }>;
+  const name = `grad/${step.node}`;
+  const g = new GraphWriter();
+  const inputs = ["dy", "x", "gamma", "beta", "mean", "inv_std"].map((n) =>
+    g.node(`${name}/in/${n}`, "Placeholder", [], { dtype: { type: DT_FLOAT } })
+  );
+  g.node(name, "CxrBatchNormActGrad", inputs, fusedAttrs(op));
+  const [x] = step.inputs;
+  session.import(g.bytes(), [
+    [inputs[0], dy],
+    [inputs[1], session.output(x)],
+    [inputs[2], session.output(`var_read/${op.gamma.modelIndex}`)],
+    [inputs[3], session.output(`var_read/${op.beta.modelIndex}`)],
+    [inputs[4], session.output(`${step.node}:3`)],
+    [inputs[5], session.output(`${step.node}:4`)],
+  ]);
+  return [0, 1, 2].map((i) => session.output(`${name}:${i}`));
+}
+
+/** The sum of several gradients of one tensor (AddN), added to the graph as `name`. */
+function sumOutputs(session: GraphSession, name: string, parts: Output[]): Output {
+  const g = new GraphWriter();
+  const inputs = parts.map((_, i) =>
+    g.node(`${name}/in/${i}`, "Placeholder", [], { dtype: { type: DT_FLOAT } })
+  );
+  g.op(name, "AddN", inputs, { N: { i: parts.length } });
+  session.import(g.bytes(), inputs.map((n, i) => [n, parts[i]]));
+  return session.output(name);
 }
 
 /**
@@ -281,6 +418,7 @@ function startEngine(
 
   return {
     kind: "graph",
+    kernels: built.kernels,
     setLearningRate: (lr) => {
       learningRate = lr;
     },

@@ -29,6 +29,8 @@ import type { StepEngine, StepEngineOptions } from "./step.ts";
 
 export { type Predictor } from "./predictor.ts";
 export { chooseEngine, EngineError, type EngineKind, requestedEngine } from "./select.ts";
+export { chooseKernels, type KernelChoice } from "./kernels.ts";
+export { kernelLibrary } from "./kernel_library.ts";
 export type {
   EncodedWeights,
   NamedTensor,

@@ -52,6 +52,20 @@ export type Op =
     epsilon: number;
     momentum: number;
   }
+  /**
+   * Training flavour with the fused kernels (kernels.ts): a batchNorm and the activation right
+   * after it as one op, CxrBatchNormAct (native/cxr_kernels.c), with its own gradient op.
+   */
+  | {
+    kind: "batchNormAct";
+    gamma: WeightRef;
+    beta: WeightRef;
+    movingMean: WeightRef;
+    movingVariance: WeightRef;
+    epsilon: number;
+    momentum: number;
+    activation: FusedActivation;
+  }
   /** Inference flavour: a BatchNorm that follows no convolution, as `x · scale + shift`. */
   | { kind: "scaleShift"; scale: Float32Array; shift: Float32Array }
   | { kind: "hardSwish" }
@@ -65,6 +79,9 @@ export type Op =
   | { kind: "dense"; kernel: WeightRef; bias?: WeightRef; relu: boolean }
   /** Training flavour: multiply by a [B, units] mask (0 or 1 / (1 − rate)) fed per step. */
   | { kind: "dropout"; rate: number; units: number; seed: number };
+
+/** The activations CxrBatchNormAct applies after normalising (its `activation` attribute). */
+export type FusedActivation = "identity" | "relu" | "hard_swish";
 
 /** One step: `op` applied to the outputs of the steps (or the input) named in `inputs`. */
 export interface Step {
@@ -153,7 +170,11 @@ type Planned = "input" | "identity" | { op: Op; absorbs?: string[] };
  * Turn `model` (as built by buildMobileNetV3Large, or loaded from a checkpoint) into steps.
  * Throws {@link PlanError} for a layer it has no rule for.
  */
-export function planModel(model: tf.LayersModel, flavour: Flavour): Plan {
+export function planModel(
+  model: tf.LayersModel,
+  flavour: Flavour,
+  opts: { fusedKernels?: boolean } = {},
+): Plan {
   const view = new ModelView(model);
   const steps: Step[] = [];
   const alias = new Map<string, string>(); // an absorbed layer's output is its step's output
@@ -161,7 +182,7 @@ export function planModel(model: tf.LayersModel, flavour: Flavour): Plan {
   for (const layer of view.layers) {
     if (alias.has(layer.name)) continue;
     const inputs = inboundNames(layer).map(source);
-    const planned = planLayer(layer, view, flavour);
+    const planned = planLayer(layer, view, flavour, opts.fusedKernels ?? false);
     if (planned === "input") continue;
     if (planned === "identity") {
       alias.set(layer.name, inputs[0]);
@@ -185,7 +206,12 @@ export function planModel(model: tf.LayersModel, flavour: Flavour): Plan {
 }
 
 /** The rule for each layer class: the only switch on layer class in the engines. */
-function planLayer(layer: AnyLayer, view: ModelView, flavour: Flavour): Planned {
+function planLayer(
+  layer: AnyLayer,
+  view: ModelView,
+  flavour: Flavour,
+  fusedKernels: boolean,
+): Planned {
   const cls = layer.getClassName();
   const weights = layer.weights as tf.LayerVariable[];
   switch (cls) {
@@ -199,6 +225,7 @@ function planLayer(layer: AnyLayer, view: ModelView, flavour: Flavour): Planned 
     case "BatchNorm": {
       const [gamma, beta, movingMean, movingVariance] = weights.map((w) => view.weight(w));
       if (flavour === "inference") return { op: { kind: "scaleShift", ...batchNormAffine(layer) } };
+      if (fusedKernels) return planFusedBatchNorm(layer, view);
       return {
         op: {
           kind: "batchNorm",
@@ -311,6 +338,35 @@ function planConvolution(layer: AnyLayer, view: ModelView, flavour: Flavour): Pl
       relu,
     },
     absorbs,
+  };
+}
+
+/**
+ * A training-mode BatchNorm as one fused op, with the activation after it absorbed when it is
+ * the BatchNorm's only reader and a plain ReLU or a hard-swish.
+ */
+function planFusedBatchNorm(layer: AnyLayer, view: ModelView): Planned {
+  const [gamma, beta, movingMean, movingVariance] = (layer.weights as tf.LayerVariable[]).map((w) =>
+    view.weight(w)
+  );
+  const next = view.onlyConsumer(layer.name);
+  const activation: FusedActivation = next?.getClassName() === "HardSwish"
+    ? "hard_swish"
+    : next && reluMax(next) === null
+    ? "relu"
+    : "identity";
+  return {
+    op: {
+      kind: "batchNormAct",
+      gamma,
+      beta,
+      movingMean,
+      movingVariance,
+      epsilon: layer.epsilon,
+      momentum: layer.momentum,
+      activation,
+    },
+    absorbs: activation === "identity" ? [] : [next!.name],
   };
 }
 

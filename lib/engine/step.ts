@@ -1,5 +1,6 @@
 /** What every training-step engine provides (the graph one and the eager one compute the same step). */
 import type { tf } from "../backend.ts";
+import type { KernelChoice } from "./kernels.ts";
 import type { EngineKind } from "./select.ts";
 
 /** A named tensor as TF.js optimizers save and restore them. */
@@ -25,6 +26,8 @@ export interface StepResult {
  */
 export interface StepEngine {
   readonly kind: EngineKind;
+  /** Which kernels the steps use: the fused ones (graph engine only) or TensorFlow's own. */
+  readonly kernels: KernelChoice;
   setLearningRate(lr: number): void;
   /** One step on a batch (x and labels are not disposed). */
   step(x: tf.Tensor4D, labels: tf.Tensor1D, globalStep: number): Promise<StepResult>;
@@ -40,4 +43,6 @@ export interface StepEngineOptions {
   numClasses: number;
   /** Momentum buffers of an interrupted run (by position; not disposed here). */
   optimizerWeights?: NamedTensor[];
+  /** The graph engine's BatchNorm kernels (kernels.ts; default COVID_CXR_KERNELS, else auto). */
+  kernels?: "auto" | "fused" | "standard";
 }

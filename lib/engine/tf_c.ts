@@ -38,7 +38,7 @@ const SYMBOLS = {
       "i32",
       "buffer",
       "i32",
-      "pointer",
+      "buffer",
       "pointer",
       "buffer",
     ],
@@ -74,6 +74,7 @@ const SYMBOLS = {
   TF_TensorByteSize: { parameters: ["pointer"], result: "usize" },
   TF_NumDims: { parameters: ["pointer"], result: "i32" },
   TF_Dim: { parameters: ["pointer", "i32"], result: "i64" },
+  TF_LoadLibrary: { parameters: ["buffer", "pointer"], result: "pointer" },
 } as const;
 
 type Lib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -232,7 +233,14 @@ export class TensorFlowC {
   }
 
   /** d(sum of ys)/d(xs), added to the graph under `prefix`; returns one output per x. */
-  addGradients(graph: Deno.PointerValue, prefix: string, ys: Output[], xs: Output[]): Output[] {
+  addGradients(
+    graph: Deno.PointerValue,
+    prefix: string,
+    ys: Output[],
+    xs: Output[],
+    dys?: Output[],
+  ): Output[] {
+    if (dys && dys.length !== ys.length) throw new Error("addGradients: one dy per y");
     const dy = new Uint8Array(16 * xs.length);
     this.check("add gradients", (s) =>
       this.lib.TF_AddGradientsWithPrefix(
@@ -242,7 +250,7 @@ export class TensorFlowC {
         ys.length,
         outputsBuffer(xs),
         xs.length,
-        null,
+        dys ? outputsBuffer(dys) : null,
         s,
         dy,
       ));
@@ -251,6 +259,15 @@ export class TensorFlowC {
       op: Deno.UnsafePointer.create(view.getBigUint64(16 * i, true)),
       index: view.getInt32(16 * i + 8, true),
     }));
+  }
+
+  /**
+   * Load a library of ops and kernels into this process's TensorFlow (TF_LoadLibrary: the ops it
+   * registers become usable in every graph). Throws with TensorFlow's message when it fails.
+   */
+  loadLibrary(file: string): void {
+    // The handle is kept for the life of the process: TensorFlow cannot unregister ops.
+    this.check(`load ${file}`, (s) => this.lib.TF_LoadLibrary(cString(file), s));
   }
 
   /** A session on `graph`, configured by a serialised ConfigProto (session_config.ts) if given. */
@@ -397,9 +414,12 @@ export class GraphSession {
     return this.c.operation(this.#live(), name);
   }
 
-  /** d(sum of ys)/d(xs), added to the graph (see TensorFlowC.addGradients). */
-  addGradients(prefix: string, ys: Output[], xs: Output[]): Output[] {
-    return this.c.addGradients(this.#live(), prefix, ys, xs);
+  /**
+   * d(sum of ys)/d(xs), added to the graph (see TensorFlowC.addGradients); with `dys`, the
+   * gradients flowing into the ys (the chain rule's upstream term) instead of ones.
+   */
+  addGradients(prefix: string, ys: Output[], xs: Output[], dys?: Output[]): Output[] {
+    return this.c.addGradients(this.#live(), prefix, ys, xs, dys);
   }
 
   /** Start the session (after the last import), configured by a ConfigProto when given. */

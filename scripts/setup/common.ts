@@ -13,14 +13,21 @@ export const OFFLINE_BUILD = Object.freeze({
   wheelPlatform: "manylinux_2_27_x86_64",
   napiVersion: 8,
   libraries: ["libtensorflow_cc.so.2", "libtensorflow_framework.so.2"],
-  // Headers the binding's two .cc files include (found with the compiler's -MD output).
-  headerDirs: ["tensorflow/c/", "tensorflow/core/platform/", "tsl/platform/", "xla/tsl/c/"],
+  // Headers the binding's two .cc files and the fused kernels (native/cxr_kernels.c) include
+  // (found with the compiler's -MD output).
+  headerDirs: [
+    "tensorflow/c/",
+    "tensorflow/core/platform/",
+    "tsl/platform/",
+    "xla/tsl/c/",
+    "tensorflow/core/common_runtime/next_pluggable_device/c/",
+  ],
 });
 
 /** JupyterLab and nbconvert versions installed into `.venv/`. */
 export const LAB_PACKAGES = Object.freeze(["jupyterlab==4.6.6", "nbconvert==7.17.2"]);
 
-export type Action = "present" | "installed" | "downloaded" | "built" | "linked";
+export type Action = "present" | "installed" | "downloaded" | "built" | "linked" | "unavailable";
 export interface StepReport {
   step: string;
   action: Action;

@@ -213,8 +213,18 @@ function libraryComplete(dir: string): boolean {
   return OFFLINE_BUILD.libraries.every((name) => {
     const file = path.join(dir, "lib", name);
     return exists(file) && fs.statSync(file).size === stamp.sizes[name];
-  }) && exists(path.join(dir, "include", "tensorflow", "c", "c_api.h"));
+  }) && EXTRACTED_HEADERS.every((h) => exists(path.join(dir, "include", h)));
 }
+
+/**
+ * Headers that show an extraction is complete: the C API, and what the kernel API includes
+ * (a library extracted before the fused kernels existed lacks the latter and is extracted again).
+ */
+const EXTRACTED_HEADERS: readonly string[] = [
+  "tensorflow/c/c_api.h",
+  "tensorflow/c/kernels.h",
+  "tensorflow/core/common_runtime/next_pluggable_device/c/tf_rendezvous_c_api.h",
+];
 
 /** Put libtensorflow where the binding's rpath (`$ORIGIN/../../deps/lib`) looks for it. */
 function linkLibrary(pkgDir: string, libraryDir: string): void {

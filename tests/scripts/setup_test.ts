@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { projectPath } from "../../lib/mod.ts";
+import { chooseKernels, initBackend, kernelLibrary, projectPath, withEnv } from "../../lib/mod.ts";
+import { ensureKernels } from "../../scripts/setup/kernels.ts";
 import {
   ensureBinding,
   ensureLibrary,
@@ -44,6 +45,7 @@ Deno.test("setup: a second run with everything in place downloads and builds not
     [
       ["npm packages", "present"],
       ["native backend", "present"],
+      ["fused kernels", "present"],
       ["GPU backend", "present"],
       ["JupyterLab", "present"],
     ],
@@ -118,4 +120,57 @@ Deno.test("setup: a half-written binding in the cache is rebuilt, not used", asy
   } finally {
     await Deno.remove(cache, { recursive: true });
   }
+});
+
+Deno.test("setup: without a C compiler the fused kernels are one clear line, recorded, and runs say TensorFlow's kernels ran and why", async () => {
+  const cache = await Deno.makeTempDir({ prefix: "setup-kernels-" });
+  try {
+    await withEnv({ COVID_CXR_CACHE: cache }, async () => {
+      const step = await ensureKernels({ retry: true, compiler: "no-such-cc" });
+      assert.equal(step.action, "unavailable");
+      assert.match(step.detail, /not built: no C compiler \(no-such-cc\) on PATH; install one/);
+      const { file, failed } = kernelLibrary();
+      assert.ok(!fs.existsSync(file) && fs.existsSync(failed));
+      // --if-needed does not try again; the reason stands until a plain setup retries.
+      const again = await ensureKernels({ retry: false, compiler: "no-such-cc" });
+      assert.equal(again.action, "unavailable");
+      assert.match(again.detail, /no C compiler/);
+    });
+    // A run in a process of its own (the library may already be loaded in this one).
+    const child = `
+      import { chooseKernels, initBackend } from ${JSON.stringify(projectPath("lib", "mod.ts"))};
+      await initBackend({ quiet: true });
+      const auto = chooseKernels();
+      let error = "";
+      try { chooseKernels("fused"); } catch (e) { error = (e as Error).message; }
+      console.log(JSON.stringify({ auto, error }));`;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--ext=ts", child],
+      env: { COVID_CXR_CACHE: cache },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const { auto, error } = JSON.parse(
+      new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!,
+    );
+    assert.equal(auto.kind, "standard");
+    assert.match(auto.detail, /setup could not build them \(no C compiler \(no-such-cc\)/);
+    assert.match(
+      error,
+      /The fused kernels were asked for \(COVID_CXR_KERNELS=fused\), but setup could not/,
+    );
+  } finally {
+    await Deno.remove(cache, { recursive: true });
+  }
+});
+
+Deno.test("setup: the fused kernels are built for the source as it is, and a run loads them", async () => {
+  // The cache setup uses (CI and here); a changed source is a new file name, built again.
+  await initBackend({ quiet: true });
+  const step = await ensureKernels({ retry: true });
+  assert.ok(["present", "built"].includes(step.action), step.detail);
+  assert.equal(step.detail, path.basename(kernelLibrary().file));
+  assert.deepEqual(chooseKernels(), { kind: "fused", detail: path.basename(kernelLibrary().file) });
+  assert.deepEqual(chooseKernels("standard"), { kind: "standard", detail: "asked for" });
 });

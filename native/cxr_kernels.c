@@ -1,0 +1,456 @@
+/*
+ * Fused CPU kernels for MobileNetV3's training step, registered in TensorFlow through its C API
+ * (tensorflow/c/ops.h and kernels.h), loaded with TF_LoadLibrary (lib/engine/kernels.ts).
+ * Built by `deno task setup` (scripts/setup/kernels.ts) with the system's C compiler; no C++ and
+ * no TensorFlow C++ headers, so nothing here depends on the wheel's C++ ABI.
+ *
+ * Why: a BatchNorm in training mode followed by its activation is, with TensorFlow's kernels,
+ * FusedBatchNormV3 and then 1 (ReLU) or 4 (hard-swish: add, relu6, two muls) element-wise ops,
+ * each a full pass over the activation, and as many again in the backward pass. They run at memory
+ * speed (engine/profile.ts measured them at ~45 % of a 446 px step). Here the forward is two passes
+ * (statistics; normalise and activate) and the backward two (the two channel sums; the input
+ * gradient), and the only tensor kept for the backward pass is the BatchNorm's input.
+ *
+ * Ops (float32, channels last: the last dimension is the channel):
+ *   CxrBatchNormAct(x, gamma, beta, moving_mean, moving_variance)
+ *     -> y, new_moving_mean, new_moving_variance, batch_mean, batch_inv_std
+ *   y = act(gamma * (x - mean) / sqrt(var + epsilon) + beta) with the batch's mean and (biased)
+ *   variance; the moving averages blend in the batch's with weight exponential_avg_factor, the
+ *   variance Bessel-corrected, as FusedBatchNormV3 does in training mode.
+ *   CxrBatchNormActGrad(dy, x, gamma, beta, batch_mean, batch_inv_std) -> dx, dgamma, dbeta
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include "tensorflow/c/kernels.h"
+/* ops.h declares these as C++ does (struct without typedef); C needs the typedefs first. */
+typedef struct TF_DimensionHandle TF_DimensionHandle;
+typedef struct TF_OpDefinitionBuilder TF_OpDefinitionBuilder;
+typedef struct TF_ShapeHandle TF_ShapeHandle;
+typedef struct TF_ShapeInferenceContext TF_ShapeInferenceContext;
+#include "tensorflow/c/ops.h"
+#include "tensorflow/c/tf_status.h"
+#include "tensorflow/c/tf_tensor.h"
+
+enum { ACT_IDENTITY = 0, ACT_RELU = 1, ACT_HARD_SWISH = 2 };
+
+/* Channel sums are accumulated in float over CHUNK rows, then added into double totals: float
+ * alone loses digits over the ~200,000 rows of a 446 px batch. */
+#define CHUNK 64
+
+typedef struct {
+  float epsilon;
+  float avg_factor;
+  int activation;
+} Attrs;
+
+static void* create_kernel(TF_OpKernelConstruction* ctx) {
+  Attrs* a = calloc(1, sizeof *a);
+  TF_Status* s = TF_NewStatus();
+  char name[32] = {0};
+  TF_OpKernelConstruction_GetAttrFloat(ctx, "epsilon", &a->epsilon, s);
+  if (TF_GetCode(s) == TF_OK) {
+    TF_OpKernelConstruction_GetAttrFloat(ctx, "exponential_avg_factor", &a->avg_factor, s);
+  }
+  if (TF_GetCode(s) == TF_OK) {
+    TF_OpKernelConstruction_GetAttrString(ctx, "activation", name, sizeof name - 1, s);
+  }
+  if (TF_GetCode(s) == TF_OK) {
+    a->activation = strcmp(name, "relu") == 0 ? ACT_RELU
+                    : strcmp(name, "hard_swish") == 0 ? ACT_HARD_SWISH
+                                                      : ACT_IDENTITY;
+  } else {
+    TF_OpKernelConstruction_Failure(ctx, s);
+  }
+  TF_DeleteStatus(s);
+  return a;
+}
+
+static void delete_kernel(void* kernel) { free(kernel); }
+
+/* act(y) and d act / d y, written so that GCC vectorises the loops that call them. */
+static inline float activate(float y, int act) {
+  if (act == ACT_RELU) return y > 0.0f ? y : 0.0f;
+  if (act == ACT_HARD_SWISH) {
+    float t = y + 3.0f;
+    t = t < 0.0f ? 0.0f : t;
+    t = t > 6.0f ? 6.0f : t;
+    return y * t * (1.0f / 6.0f);
+  }
+  return y;
+}
+
+/* The derivative TensorFlow's composed ops give: hard-swish' is 0 at y <= -3, 1 at y >= 3, and
+ * (2y + 3) / 6 between; ReLU' is 1 where y > 0. */
+static inline float slope(float y, int act) {
+  if (act == ACT_RELU) return y > 0.0f ? 1.0f : 0.0f;
+  if (act == ACT_HARD_SWISH) {
+    float d = (2.0f * y + 3.0f) * (1.0f / 6.0f);
+    d = y <= -3.0f ? 0.0f : d;
+    return y >= 3.0f ? 1.0f : d;
+  }
+  return 1.0f;
+}
+
+/* Per-channel sum of (x - shift) and of its square over rows [r0, r1). */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void moments_rows(
+    const float* restrict x, int64_t r0, int64_t r1, int64_t C, const float* restrict shift,
+    double* restrict sum, double* restrict sumsq, float* restrict s, float* restrict q) {
+  for (int64_t r = r0; r < r1; r += CHUNK) {
+    int64_t end = r + CHUNK < r1 ? r + CHUNK : r1;
+    memset(s, 0, C * sizeof *s);
+    memset(q, 0, C * sizeof *q);
+    for (int64_t i = r; i < end; i++) {
+      const float* restrict xr = x + i * C;
+      for (int64_t c = 0; c < C; c++) {
+        float d = xr[c] - shift[c];
+        s[c] += d;
+        q[c] += d * d;
+      }
+    }
+    for (int64_t c = 0; c < C; c++) {
+      sum[c] += s[c];
+      sumsq[c] += q[c];
+    }
+  }
+}
+
+/* y = act(x * scale + offset) over rows [r0, r1). */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void normalise_rows(
+    const float* restrict x, float* restrict y, int64_t r0, int64_t r1, int64_t C,
+    const float* restrict scale, const float* restrict offset, int act) {
+  for (int64_t i = r0; i < r1; i++) {
+    const float* restrict xr = x + i * C;
+    float* restrict yr = y + i * C;
+    if (act == ACT_RELU) {
+      for (int64_t c = 0; c < C; c++) yr[c] = activate(xr[c] * scale[c] + offset[c], ACT_RELU);
+    } else if (act == ACT_HARD_SWISH) {
+      for (int64_t c = 0; c < C; c++) {
+        yr[c] = activate(xr[c] * scale[c] + offset[c], ACT_HARD_SWISH);
+      }
+    } else {
+      for (int64_t c = 0; c < C; c++) yr[c] = xr[c] * scale[c] + offset[c];
+    }
+  }
+}
+
+/* Over rows [r0, r1): g = dy * act'(y), with y = x * scale + offset exactly as the forward pass
+ * computed it (so a value the forward put on one side of a kink stays there); sums of g and of
+ * g * xhat. Inlined once per activation (a constant `act`), so each loop vectorises without
+ * branching on it. */
+static inline __attribute__((always_inline)) void grad_sums_impl(
+    const float* restrict dy, const float* restrict x, int64_t r0, int64_t r1, int64_t C,
+    const float* restrict mean, const float* restrict inv, const float* restrict scale,
+    const float* restrict offset, const int act, double* restrict sum_g,
+    double* restrict sum_gx, float* restrict s, float* restrict q) {
+  for (int64_t r = r0; r < r1; r += CHUNK) {
+    int64_t end = r + CHUNK < r1 ? r + CHUNK : r1;
+    memset(s, 0, C * sizeof *s);
+    memset(q, 0, C * sizeof *q);
+    for (int64_t i = r; i < end; i++) {
+      const float* restrict xr = x + i * C;
+      const float* restrict dr = dy + i * C;
+      for (int64_t c = 0; c < C; c++) {
+        float xhat = (xr[c] - mean[c]) * inv[c];
+        float g = dr[c] * slope(xr[c] * scale[c] + offset[c], act);
+        s[c] += g;
+        q[c] += g * xhat;
+      }
+    }
+    for (int64_t c = 0; c < C; c++) {
+      sum_g[c] += s[c];
+      sum_gx[c] += q[c];
+    }
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void grad_sums_rows(
+    const float* restrict dy, const float* restrict x, int64_t r0, int64_t r1, int64_t C,
+    const float* restrict mean, const float* restrict inv, const float* restrict scale,
+    const float* restrict offset, int act, double* restrict sum_g, double* restrict sum_gx,
+    float* restrict s, float* restrict q) {
+  if (act == ACT_RELU) {
+    grad_sums_impl(dy, x, r0, r1, C, mean, inv, scale, offset, ACT_RELU, sum_g, sum_gx, s, q);
+  } else if (act == ACT_HARD_SWISH) {
+    grad_sums_impl(dy, x, r0, r1, C, mean, inv, scale, offset, ACT_HARD_SWISH, sum_g, sum_gx, s,
+                   q);
+  } else {
+    grad_sums_impl(dy, x, r0, r1, C, mean, inv, scale, offset, ACT_IDENTITY, sum_g, sum_gx, s,
+                   q);
+  }
+}
+
+/* dx = gamma * inv * (g - dbeta / M - xhat * dgamma / M) over rows [r0, r1). */
+static inline __attribute__((always_inline)) void grad_input_impl(
+    const float* restrict dy, const float* restrict x, float* restrict dx, int64_t r0, int64_t r1,
+    int64_t C, const float* restrict mean, const float* restrict inv,
+    const float* restrict scale, const float* restrict offset, const float* restrict mean_g,
+    const float* restrict mean_gx, const int act) {
+  for (int64_t i = r0; i < r1; i++) {
+    const float* restrict xr = x + i * C;
+    const float* restrict dr = dy + i * C;
+    float* restrict out = dx + i * C;
+    for (int64_t c = 0; c < C; c++) {
+      float xhat = (xr[c] - mean[c]) * inv[c];
+      float g = dr[c] * slope(xr[c] * scale[c] + offset[c], act);
+      out[c] = scale[c] * (g - mean_g[c] - xhat * mean_gx[c]);
+    }
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void grad_input_rows(
+    const float* restrict dy, const float* restrict x, float* restrict dx, int64_t r0, int64_t r1,
+    int64_t C, const float* restrict mean, const float* restrict inv,
+    const float* restrict scale, const float* restrict offset, const float* restrict mean_g,
+    const float* restrict mean_gx, int act) {
+  if (act == ACT_RELU) {
+    grad_input_impl(dy, x, dx, r0, r1, C, mean, inv, scale, offset, mean_g, mean_gx, ACT_RELU);
+  } else if (act == ACT_HARD_SWISH) {
+    grad_input_impl(dy, x, dx, r0, r1, C, mean, inv, scale, offset, mean_g, mean_gx,
+                    ACT_HARD_SWISH);
+  } else {
+    grad_input_impl(dy, x, dx, r0, r1, C, mean, inv, scale, offset, mean_g, mean_gx,
+                    ACT_IDENTITY);
+  }
+}
+
+/* Inputs 0..n-1 of the context, or a failure reported to TensorFlow (then returns 0). */
+static int get_inputs(TF_OpKernelContext* ctx, TF_Tensor** t, int n, TF_Status* s) {
+  for (int i = 0; i < n; i++) {
+    TF_GetInput(ctx, i, &t[i], s);
+    if (TF_GetCode(s) != TF_OK) return 0;
+  }
+  return 1;
+}
+
+static void delete_all(TF_Tensor** t, int n) {
+  for (int i = 0; i < n; i++) {
+    if (t[i]) TF_DeleteTensor(t[i]);
+  }
+}
+
+/* The channel count of x = t[xi] when x has rank >= 1 and every per-channel input (t[first] to
+ * t[n - 1]) has that many elements; else 0 with the status set to `message`. */
+static int64_t channels(TF_Tensor** t, int xi, int first, int n, TF_Status* s,
+                        const char* message) {
+  TF_Tensor* x = t[xi];
+  int nd = TF_NumDims(x);
+  int64_t C = nd > 0 ? TF_Dim(x, nd - 1) : 0;
+  for (int i = first; i < n && C > 0; i++) {
+    if (TF_TensorElementCount(t[i]) != C) C = 0;
+  }
+  if (C <= 0) {
+    TF_SetStatus(s, TF_INVALID_ARGUMENT, message);
+  }
+  return C;
+}
+
+static void batch_norm_act(void* kernel, TF_OpKernelContext* ctx) {
+  const Attrs* a = kernel;
+  TF_Status* s = TF_NewStatus();
+  TF_Tensor* in[5] = {0};
+  TF_Tensor* out[5] = {0};
+  if (!get_inputs(ctx, in, 5, s)) goto done;
+  int64_t C = channels(in, 0, 1, 5, s,
+                       "CxrBatchNormAct: gamma, beta and the moving averages need one value per "
+                       "channel (the last dimension of x)");
+  if (!C) goto done;
+  int nd = TF_NumDims(in[0]);
+  int64_t dims[8];
+  for (int i = 0; i < nd && i < 8; i++) dims[i] = TF_Dim(in[0], i);
+  int64_t total = TF_TensorElementCount(in[0]), rows = total / C;
+  out[0] = TF_AllocateOutput(ctx, 0, TF_FLOAT, dims, nd, total * sizeof(float), s);
+  for (int i = 1; i < 5 && TF_GetCode(s) == TF_OK; i++) {
+    out[i] = TF_AllocateOutput(ctx, i, TF_FLOAT, &C, 1, C * sizeof(float), s);
+  }
+  if (TF_GetCode(s) != TF_OK || rows == 0) goto done;
+
+  const float* x = TF_TensorData(in[0]);
+  const float *gamma = TF_TensorData(in[1]), *beta = TF_TensorData(in[2]);
+  const float *mm = TF_TensorData(in[3]), *mv = TF_TensorData(in[4]);
+  float* y = TF_TensorData(out[0]);
+  float *new_mean = TF_TensorData(out[1]), *new_var = TF_TensorData(out[2]);
+  float *mean = TF_TensorData(out[3]), *inv = TF_TensorData(out[4]);
+
+  int threads = omp_get_max_threads();
+  double* totals = calloc((size_t)threads * 2 * C, sizeof(double));
+  float* work = malloc((size_t)threads * 2 * C * sizeof(float));
+  float* scale = malloc(2 * C * sizeof(float));
+  float* offset = scale + C;
+  /* Shifting by the first row keeps the single-pass variance from cancelling. */
+  const float* shift = x;
+#pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num(), n = omp_get_num_threads();
+    moments_rows(x, rows * t / n, rows * (t + 1) / n, C, shift, totals + (size_t)t * 2 * C,
+                 totals + (size_t)t * 2 * C + C, work + (size_t)t * 2 * C,
+                 work + (size_t)t * 2 * C + C);
+  }
+  for (int64_t c = 0; c < C; c++) {
+    double sum = 0, sumsq = 0;
+    for (int t = 0; t < threads; t++) {
+      sum += totals[(size_t)t * 2 * C + c];
+      sumsq += totals[(size_t)t * 2 * C + C + c];
+    }
+    double m = sum / rows, var = sumsq / rows - m * m;
+    if (var < 0) var = 0;
+    double unbiased = rows > 1 ? var * rows / (rows - 1) : var;
+    mean[c] = (float)(shift[c] + m);
+    inv[c] = (float)(1.0 / sqrt(var + a->epsilon));
+    new_mean[c] = (float)((1.0 - a->avg_factor) * mm[c] + a->avg_factor * (shift[c] + m));
+    new_var[c] = (float)((1.0 - a->avg_factor) * mv[c] + a->avg_factor * unbiased);
+    scale[c] = gamma[c] * inv[c];
+    offset[c] = beta[c] - mean[c] * scale[c];
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num(), n = omp_get_num_threads();
+    normalise_rows(x, y, rows * t / n, rows * (t + 1) / n, C, scale, offset, a->activation);
+  }
+  free(totals);
+  free(work);
+  free(scale);
+done:
+  if (TF_GetCode(s) != TF_OK) TF_OpKernelContext_Failure(ctx, s);
+  delete_all(in, 5);
+  delete_all(out, 5);
+  TF_DeleteStatus(s);
+}
+
+static void batch_norm_act_grad(void* kernel, TF_OpKernelContext* ctx) {
+  const Attrs* a = kernel;
+  TF_Status* s = TF_NewStatus();
+  TF_Tensor* in[6] = {0};
+  TF_Tensor* out[3] = {0};
+  if (!get_inputs(ctx, in, 6, s)) goto done;
+  int64_t C = channels(in, 1, 2, 6, s,
+                       "CxrBatchNormActGrad: gamma, beta, mean and inverse std need one value "
+                       "per channel (the last dimension of x)");
+  if (!C) goto done;
+  int64_t total = TF_TensorElementCount(in[1]), rows = total / C;
+  if (TF_TensorElementCount(in[0]) != total) {
+    TF_SetStatus(s, TF_INVALID_ARGUMENT, "CxrBatchNormActGrad: dy and x differ in size");
+    goto done;
+  }
+  int nd = TF_NumDims(in[1]);
+  int64_t dims[8];
+  for (int i = 0; i < nd && i < 8; i++) dims[i] = TF_Dim(in[1], i);
+  out[0] = TF_AllocateOutput(ctx, 0, TF_FLOAT, dims, nd, total * sizeof(float), s);
+  for (int i = 1; i < 3 && TF_GetCode(s) == TF_OK; i++) {
+    out[i] = TF_AllocateOutput(ctx, i, TF_FLOAT, &C, 1, C * sizeof(float), s);
+  }
+  if (TF_GetCode(s) != TF_OK || rows == 0) goto done;
+
+  const float *dy = TF_TensorData(in[0]), *x = TF_TensorData(in[1]);
+  const float *gamma = TF_TensorData(in[2]), *beta = TF_TensorData(in[3]);
+  const float *mean = TF_TensorData(in[4]), *inv = TF_TensorData(in[5]);
+  float* dx = TF_TensorData(out[0]);
+  float *dgamma = TF_TensorData(out[1]), *dbeta = TF_TensorData(out[2]);
+
+  int threads = omp_get_max_threads();
+  double* totals = calloc((size_t)threads * 2 * C, sizeof(double));
+  float* work = malloc((size_t)threads * 2 * C * sizeof(float));
+  float* scale = malloc(4 * C * sizeof(float));
+  float *offset = scale + C, *mean_g = scale + 2 * C, *mean_gx = scale + 3 * C;
+  for (int64_t c = 0; c < C; c++) {
+    /* The forward pass's own arithmetic for y (see batch_norm_act). */
+    scale[c] = gamma[c] * inv[c];
+    offset[c] = beta[c] - mean[c] * scale[c];
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num(), n = omp_get_num_threads();
+    grad_sums_rows(dy, x, rows * t / n, rows * (t + 1) / n, C, mean, inv, scale, offset,
+                   a->activation, totals + (size_t)t * 2 * C, totals + (size_t)t * 2 * C + C,
+                   work + (size_t)t * 2 * C, work + (size_t)t * 2 * C + C);
+  }
+  for (int64_t c = 0; c < C; c++) {
+    double sg = 0, sgx = 0;
+    for (int t = 0; t < threads; t++) {
+      sg += totals[(size_t)t * 2 * C + c];
+      sgx += totals[(size_t)t * 2 * C + C + c];
+    }
+    dbeta[c] = (float)sg;
+    dgamma[c] = (float)sgx;
+    mean_g[c] = (float)(sg / rows);
+    mean_gx[c] = (float)(sgx / rows);
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num(), n = omp_get_num_threads();
+    grad_input_rows(dy, x, dx, rows * t / n, rows * (t + 1) / n, C, mean, inv, scale, offset,
+                    mean_g, mean_gx, a->activation);
+  }
+  free(totals);
+  free(work);
+  free(scale);
+done:
+  if (TF_GetCode(s) != TF_OK) TF_OpKernelContext_Failure(ctx, s);
+  delete_all(in, 6);
+  delete_all(out, 3);
+  TF_DeleteStatus(s);
+}
+
+/* Output i gets input j's shape, for each (i, j) pair. */
+static void copy_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s, const int* pairs, int n) {
+  TF_ShapeHandle* h = TF_NewShapeHandle();
+  for (int k = 0; k < n && TF_GetCode(s) == TF_OK; k++) {
+    TF_ShapeInferenceContextGetInput(ctx, pairs[2 * k + 1], h, s);
+    if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, pairs[2 * k], h, s);
+  }
+  TF_DeleteShapeHandle(h);
+}
+
+static void forward_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
+  static const int pairs[] = {0, 0, 1, 1, 2, 1, 3, 1, 4, 1};
+  copy_shapes(ctx, s, pairs, 5);
+}
+
+static void grad_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
+  static const int pairs[] = {0, 1, 1, 2, 2, 2};
+  copy_shapes(ctx, s, pairs, 3);
+}
+
+static void add_attrs(TF_OpDefinitionBuilder* b) {
+  TF_OpDefinitionBuilderAddAttr(b, "epsilon: float = 0.001");
+  TF_OpDefinitionBuilderAddAttr(b, "exponential_avg_factor: float = 1.0");
+  TF_OpDefinitionBuilderAddAttr(b, "activation: {'identity', 'relu', 'hard_swish'} = 'identity'");
+}
+
+static void register_op(const char* name, const char* const* inputs, int n_in,
+                        const char* const* outputs, int n_out,
+                        void (*shapes)(TF_ShapeInferenceContext*, TF_Status*),
+                        void (*compute)(void*, TF_OpKernelContext*), TF_Status* s) {
+  TF_OpDefinitionBuilder* b = TF_NewOpDefinitionBuilder(name);
+  for (int i = 0; i < n_in; i++) TF_OpDefinitionBuilderAddInput(b, inputs[i]);
+  for (int i = 0; i < n_out; i++) TF_OpDefinitionBuilderAddOutput(b, outputs[i]);
+  add_attrs(b);
+  TF_OpDefinitionBuilderSetShapeInferenceFunction(b, shapes);
+  TF_RegisterOpDefinition(b, s);
+  if (TF_GetCode(s) != TF_OK) return;
+  TF_KernelBuilder* k = TF_NewKernelBuilder(name, "CPU", create_kernel, compute, delete_kernel);
+  TF_RegisterKernelBuilder(name, k, s);
+}
+
+/* Runs when TF_LoadLibrary opens this file: TensorFlow collects what is registered here. */
+__attribute__((constructor)) static void register_kernels(void) {
+  static const char* const fwd_in[] = {"x: float", "gamma: float", "beta: float",
+                                       "moving_mean: float", "moving_variance: float"};
+  static const char* const fwd_out[] = {"y: float", "new_moving_mean: float",
+                                        "new_moving_variance: float", "batch_mean: float",
+                                        "batch_inv_std: float"};
+  static const char* const grad_in[] = {"dy: float", "x: float", "gamma: float", "beta: float",
+                                        "batch_mean: float", "batch_inv_std: float"};
+  static const char* const grad_out[] = {"dx: float", "dgamma: float", "dbeta: float"};
+  TF_Status* s = TF_NewStatus();
+  register_op("CxrBatchNormAct", fwd_in, 5, fwd_out, 5, forward_shapes, batch_norm_act, s);
+  if (TF_GetCode(s) == TF_OK) {
+    register_op("CxrBatchNormActGrad", grad_in, 6, grad_out, 3, grad_shapes,
+                batch_norm_act_grad, s);
+  }
+  TF_DeleteStatus(s);
+}
