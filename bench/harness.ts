@@ -28,6 +28,9 @@ export const TFJS_OPTIONS: Record<string, Record<string, string>> = {
   },
   "threads-2-1": { COVID_CXR_THREADS: "2,1" },
   "threads-1-2": { COVID_CXR_THREADS: "1,2" },
+  // The training step with TensorFlow's own BatchNorm kernels, beside the fused ones (the default
+  // where setup built them): the bench shows both unless told otherwise.
+  "standard-kernels": { COVID_CXR_KERNELS: "standard" },
 };
 export const PEERS = ["nchw", "channels_last", "bf16"];
 
@@ -259,21 +262,33 @@ export async function runBench(plan: BenchPlan): Promise<{ dir: string; table: s
   if (plan.data) await measurePipeline(plan.data, runners, record);
   await save();
   if (plan.profile) {
-    const { size, batch } = plan.profile;
-    console.error(`  tfjs profile of the training step, ${size}px batch ${batch}`);
-    const m = await runners[0][1]([
-      "--mode",
-      "profile",
-      "--size",
-      String(size),
-      "--batch",
-      String(batch),
-      "--steps",
-      "3",
-    ]);
-    profile = "error" in m ? `Profiling failed: ${m.error}\n` : renderProfile(m as never);
-    await writeFileAtomic(path.join(dir, "profile.md"), profile);
-    if ("error" in m) console.error(profile);
+    // The default configuration, and TensorFlow's own kernels beside it when they are benched.
+    const profiled = runners.filter(([name]) =>
+      name === "tfjs" || name === "tfjs+standard-kernels"
+    );
+    const sections: string[] = [];
+    for (const [name, runner] of profiled) {
+      const { size, batch } = plan.profile;
+      console.error(`  ${name} profile of the training step, ${size}px batch ${batch}`);
+      const m = await runner([
+        "--mode",
+        "profile",
+        "--size",
+        String(size),
+        "--batch",
+        String(batch),
+        "--steps",
+        "3",
+      ]);
+      sections.push(
+        "error" in m
+          ? `# ${name}: profiling failed\n\n${m.error}\n`
+          : renderProfile(m as never, name),
+      );
+      if ("error" in m) console.error(`Profiling ${name} failed: ${m.error}`);
+      profile = sections.join("\n");
+      await writeFileAtomic(path.join(dir, "profile.md"), profile);
+    }
   }
   return { dir, table: (await save()).toString() };
 }

@@ -103,10 +103,12 @@ export interface ProfileMeasurement {
   top: { op: string; ms: number; calls: number }[];
   cost: { macs: { pointwise: number; depthwise: number; dense: number }; activations: number };
   bandwidthGBs: number;
+  /** Which BatchNorm kernels the profiled step ran (lib/engine/kernels.ts). */
+  kernels?: { kind: string; detail: string };
 }
 
 /** profile.md: where the step's time goes, and what this CPU could do at best. */
-export function renderProfile(m: ProfileMeasurement): string {
+export function renderProfile(m: ProfileMeasurement, configuration = "tfjs"): string {
   const stepMs = median(m.msPerStep);
   const perImage = stepMs / m.batch;
   const opMs = m.kinds.reduce((s, k) => s + k.ms, 0);
@@ -123,7 +125,9 @@ export function renderProfile(m: ProfileMeasurement): string {
     .map((k) => m.kinds.filter((r) => r.kind.startsWith(k)).reduce((s, r) => s + r.ms, 0))
     .reduce((a, b) => a + b, 0);
   return [
-    `# Where a training step's time goes (${m.size} px, batch ${m.batch})`,
+    `# Where a training step's time goes: ${configuration} (${m.size} px, batch ${m.batch})`,
+    "",
+    `BatchNorm kernels: ${m.kernels ? `${m.kernels.kind} (${m.kernels.detail})` : "not recorded"}.`,
     "",
     `Untraced step: ${stepMs.toFixed(0)} ms (${perImage.toFixed(0)} ms/image). TensorFlow's ` +
     `step stats (a traced step; ops on the two threads can overlap, so their sum, ` +

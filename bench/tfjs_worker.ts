@@ -182,6 +182,7 @@ async function profileMeasurement() {
       top: topOps(traced, 20),
       cost: modelCost(model),
       settings: sessionSettings(),
+      kernels: engine.kernels,
     });
   } finally {
     engine.dispose();
@@ -207,4 +208,8 @@ for (let i = 0; i <= steps; i++) {
   }
   if (i > 0) times.push((performance.now() - t0) / batch);
 }
-emit({ msPerImage: times, engine: engine?.kind ?? predictor?.engine });
+emit({
+  msPerImage: times,
+  engine: engine?.kind ?? predictor?.engine,
+  ...(engine ? { kernels: engine.kernels.kind } : {}),
+});

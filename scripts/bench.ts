@@ -30,9 +30,11 @@ const USAGE = `Usage: deno task bench [options]
   --threads N          CPU threads for both frameworks (default 2)
   --skip RULES         configurations to leave out, e.g. tfjs:train:446:16 (comma-separated)
   --peers LIST         PyTorch configurations (default nchw,channels_last,bf16)
-  --tfjs-options LIST  also time TF.js with options on, each alone: bf16 (oneDNN auto mixed
+  --tfjs-options LIST  also time TF.js with options on, each alone: standard-kernels (TensorFlow's
+                       own BatchNorm kernels instead of the fused ones), bf16 (oneDNN auto mixed
                        precision), xla (XLA CPU JIT), xla-fusible (XLA on element-wise ops only),
-                       threads-2-1 / threads-1-2 (intra,inter-op threads); default none
+                       threads-2-1 / threads-1-2 (intra,inter-op threads); default
+                       standard-kernels ("none" for none)
   --profile-size N     input size of the profiled training step (default 446)
   --profile-batch N    its batch size (default 4)
   --no-profile         skip the per-op profile of the training step
@@ -70,7 +72,8 @@ function planFromFlags(args: string[]): BenchPlan | undefined {
   const peers = v["tfjs-only"] ? [] : (v.peers?.split(",") ?? PEERS);
   const unknownPeer = peers.find((p) => !PEERS.includes(p));
   if (unknownPeer) throw new UsageError(`--peers: unknown "${unknownPeer}" (${PEERS.join(", ")})`);
-  const options = v["tfjs-options"]?.split(",").filter(Boolean) ?? [];
+  const options = (v["tfjs-options"]?.split(",").filter(Boolean) ?? ["standard-kernels"])
+    .filter((o) => o !== "none");
   const unknownOption = options.find((o) => !(o in TFJS_OPTIONS));
   if (unknownOption) {
     throw new UsageError(

@@ -529,6 +529,7 @@ function summarize(
     skippedFiles: data.report.skipped,
     backend: { backend: backend.backend, package: backend.package, versions: backend.versions },
     trainingEngine: trained.engine,
+    kernels: trained.kernels,
     inferenceEngine: evaluation.engine,
     sessionSettings: sessionSettings(),
     codeVersion: record.codeVersion,

@@ -11,6 +11,7 @@ import type { WeightsInfo } from "../model/mod.ts";
 import {
   describeSessionSettings,
   type EngineKind,
+  type KernelChoice,
   type Predictor,
   type SessionSettings,
 } from "../engine/mod.ts";
@@ -63,6 +64,8 @@ export interface RunSummary {
   backend: { backend: string; package?: string; versions: Record<string, string> };
   /** How the training steps ran: one TensorFlow graph per step, or TF.js op by op. */
   trainingEngine?: EngineKind;
+  /** Which kernels the training steps' BatchNorms ran: the project's fused ones or TensorFlow's. */
+  kernels?: KernelChoice;
   /** How validation and test predictions ran: one TensorFlow graph, or TF.js op by op. */
   inferenceEngine?: Predictor["engine"];
   /** How TensorFlow ran the graph engines' sessions (precision, XLA, thread pools). */
@@ -95,8 +98,26 @@ function engineText(s: RunSummary): string {
       "predictions run as one TensorFlow graph",
       "predictions run op by op (eager)",
     ),
+    kernelsText(s),
     ...(s.sessionSettings ? describeSessionSettings(s.sessionSettings) : []),
   ].filter(Boolean).map((t) => `; ${t}`).join("");
+}
+
+/**
+ * Which BatchNorm kernels trained the model, as a clause; epochs of a resumed run that ran other
+ * kernels are named (a run never differs silently).
+ */
+function kernelsText(s: RunSummary): string | undefined {
+  if (!s.kernels) return undefined;
+  const now = s.kernels.kind === "fused"
+    ? `BatchNorm and its activation as the project's fused kernels (${s.kernels.detail})`
+    : `BatchNorm as TensorFlow's own kernels (${s.kernels.detail})`;
+  const other = s.history.filter((h) => h.kernels && h.kernels !== s.kernels!.kind);
+  if (other.length === 0) return now;
+  const epochs = `${other.length === 1 ? "epoch" : "epochs"} ${
+    other.map((h) => h.epoch).join(", ")
+  }`;
+  return `${now}; ${epochs} ran the ${other[0].kernels} kernels (resumed with other settings)`;
 }
 
 /** The run's peak memory as the setup table says it, with where the figure came from. */

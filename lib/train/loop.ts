@@ -25,7 +25,12 @@ import {
   saveCheckpoint,
   type WeightsInfo,
 } from "../model/mod.ts";
-import { createPredictor, createStepEngine, type EngineKind } from "../engine/mod.ts";
+import {
+  createPredictor,
+  createStepEngine,
+  type EngineKind,
+  type KernelChoice,
+} from "../engine/mod.ts";
 import { learningRateAt } from "./schedule.ts";
 import {
   type EpochRecord,
@@ -65,6 +70,8 @@ export interface TrainResult {
   bestDir: string;
   /** How the training steps ran (lib/engine/select.ts). */
   engine: EngineKind;
+  /** Which BatchNorm kernels they used (lib/engine/kernels.ts). */
+  kernels: KernelChoice;
 }
 
 /** Loss and accuracy of `model` on `items` in inference mode. */
@@ -217,6 +224,7 @@ async function train(model: tf.LayersModel, opts: TrainOptions): Promise<TrainRe
     bestValidLoss: t.bestValidLoss,
     bestDir: path.join(opts.runDir, "best"),
     engine: t.engine.kind,
+    kernels: t.engine.kernels,
   };
 }
 
@@ -345,6 +353,7 @@ async function saveEpoch(t: Training, epoch: number, sums: EpochSums): Promise<v
     improved,
     seconds: sums.seconds + (performance.now() - started) / 1000,
     peakRssMB: Math.round(Math.max(sums.peakRss, peakResident().bytes) / 2 ** 20),
+    kernels: t.engine.kernels.kind,
   };
   t.history.push(record);
   t.log(

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { initBackend } from "../../lib/mod.ts";
+import { initBackend, kernelLibrary } from "../../lib/mod.ts";
 import { tinyRun } from "../_fixtures.ts";
 
 await initBackend();
@@ -32,6 +32,16 @@ Deno.test("experiment: test metrics are reported on all test images and on those
   assert.ok(peak.mb >= Math.max(...RUN.summary.history.map((h) => h.peakRssMB)));
   assert.ok(
     report.includes(`peak memory ${peak.mb} MB`) || report.includes(`memory ${peak.mb} MB`),
+  );
+  // Which BatchNorm kernels trained it is recorded and reported: the fused ones where setup built
+  // them and the graph engine ran (CI), with every epoch marked.
+  const kernels = RUN.summary.kernels!;
+  const fused = RUN.summary.trainingEngine === "graph" && fs.existsSync(kernelLibrary().file);
+  assert.equal(kernels.kind, fused ? "fused" : "standard");
+  assert.ok(RUN.summary.history.every((h) => h.kernels === kernels.kind));
+  assert.match(
+    report,
+    fused ? /the project's fused kernels \(cxr_kernels-/ : /TensorFlow's own kernels/,
   );
   const dataReport = JSON.parse(fs.readFileSync(path.join(RUN.runDir, "data_report.json"), "utf8"));
   assert.ok(

@@ -107,3 +107,25 @@ Deno.test("report: the peak memory says where its figure came from", () => {
     /memory 1800 MB at the end \(this system gives no peak figure, so the peak may be higher\)/,
   );
 });
+
+Deno.test("report: which BatchNorm kernels trained the model, and epochs of a resumed run that ran others", () => {
+  const line = (o: Partial<RunSummary> = {}) =>
+    renderReport(summary(o)).split("\n").find((l) => l.startsWith("| backend |"))!;
+  assert.doesNotMatch(line(), /kernels/, "runs before kernels were recorded say nothing");
+  assert.match(
+    line({ kernels: { kind: "fused", detail: "cxr_kernels-0123abcd.so" } }),
+    /; BatchNorm and its activation as the project's fused kernels \(cxr_kernels-0123abcd\.so\)/,
+  );
+  assert.match(
+    line({ kernels: { kind: "standard", detail: "asked for" } }),
+    /; BatchNorm as TensorFlow's own kernels \(asked for\)/,
+  );
+  const mixed = line({
+    kernels: { kind: "fused", detail: "cxr_kernels-0123abcd.so" },
+    history: history.map((h) => ({ ...h, kernels: h.epoch === 1 ? "standard" : "fused" })),
+  });
+  assert.match(
+    mixed,
+    /fused kernels \(cxr_kernels-0123abcd\.so\); epoch 1 ran the standard kernels/,
+  );
+});

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { graphEnginesUnavailable, initBackend, projectPath } from "../../lib/mod.ts";
+import { graphEnginesUnavailable, initBackend, kernelLibrary, projectPath } from "../../lib/mod.ts";
 
 await initBackend();
 const graphEngines = () => graphEnginesUnavailable() === undefined;
@@ -54,7 +54,7 @@ Deno.test("bench: the harness measures in fresh processes and writes results.jso
 
 Deno.test({
   name:
-    "bench: TF.js options are timed as their own columns and the training step is profiled with a roofline",
+    "bench: TF.js options are timed as their own columns, and the training step is profiled with fused and with standard kernels, each with a roofline",
   ignore: !graphEngines(),
   fn: async () => {
     const outputs = await Deno.makeTempDir({ prefix: "bench-test-" });
@@ -63,7 +63,7 @@ Deno.test({
         "--tfjs-only",
         "--no-pipeline",
         "--tfjs-options",
-        "threads-2-1",
+        "standard-kernels",
         "--modes",
         "train",
         "--sizes",
@@ -82,14 +82,24 @@ Deno.test({
       assert.equal(out.code, 0, out.stderr);
       const latest = path.join(outputs, "bench", "latest");
       const results = JSON.parse(fs.readFileSync(path.join(latest, "results.json"), "utf8"));
-      assert.deepEqual(results.configurations, ["tfjs", "tfjs+threads-2-1"]);
+      assert.deepEqual(results.configurations, ["tfjs", "tfjs+standard-kernels"]);
       const md = fs.readFileSync(path.join(latest, "results.md"), "utf8");
-      assert.match(md, /\| figure \| TF\.js \| TF\.js threads-2-1 \|/);
+      assert.match(md, /\| figure \| TF\.js \| TF\.js standard-kernels \|/);
       const profile = fs.readFileSync(path.join(latest, "profile.md"), "utf8");
-      assert.match(profile, /# Where a training step's time goes \(64 px, batch 2\)/);
-      assert.match(profile, /\| pointwise \/ full convolution \| [\d.]+ \|/);
-      assert.match(profile, /## Roofline/);
-      assert.match(profile, /Floors per image: compute \d+ ms at peak, memory \d+ ms/);
+      const [fused, standard] = profile.split(/(?=^# Where)/m);
+      assert.match(fused, /# Where a training step's time goes: tfjs \(64 px, batch 2\)/);
+      // Setup builds the fused kernels (CI included); the default configuration runs them.
+      const built = fs.existsSync(kernelLibrary().file);
+      assert.match(fused, built ? /BatchNorm kernels: fused \(cxr_kernels-/ : /standard/);
+      if (built) assert.match(fused, /\| CxrBatchNormActGrad \| [\d.]+ \| \d+ \|/);
+      assert.match(standard, /: tfjs\+standard-kernels \(64 px, batch 2\)/);
+      assert.match(standard, /BatchNorm kernels: standard \(asked for\)/);
+      assert.match(standard, /FusedBatchNormGradV3/);
+      for (const section of [fused, standard]) {
+        assert.match(section, /\| pointwise \/ full convolution \| [\d.]+ \|/);
+        assert.match(section, /## Roofline/);
+        assert.match(section, /Floors per image: compute \d+ ms at peak, memory \d+ ms/);
+      }
     } finally {
       await Deno.remove(outputs, { recursive: true });
     }
