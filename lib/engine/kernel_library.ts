@@ -29,7 +29,7 @@ export const KERNEL_CFLAGS: readonly string[] = [
   // hard-swish as branches and leaves the gradient loops scalar (3x slower, measured).
   "-fno-trapping-math",
   "-std=c11",
-  "-fopenmp",
+  "-pthread",
   "-fPIC",
   "-shared",
   "-Wall",
