@@ -18,6 +18,7 @@
  *   variance; the moving averages blend in the batch's with weight exponential_avg_factor, the
  *   variance Bessel-corrected, as FusedBatchNormV3 does in training mode.
  *   CxrBatchNormActGrad(dy, x, gamma, beta, batch_mean, batch_inv_std) -> dx, dgamma, dbeta
+ *   CxrBatchNormActApply(x, gamma, beta, batch_mean, batch_inv_std) -> y (as the forward op's y)
  */
 #include <math.h>
 #include <stdint.h>
@@ -410,6 +411,47 @@ done:
   TF_DeleteStatus(s);
 }
 
+/*
+ * y again from x and the batch's statistics, bit for bit as CxrBatchNormAct computed it: the
+ * backward pass recomputes the BatchNorm's output where the next layer's gradient needs it, so the
+ * forward pass need not keep it (graph_train.ts). One pass: read x, write y.
+ */
+static void batch_norm_act_apply(void* kernel, TF_OpKernelContext* ctx) {
+  const Attrs* a = kernel;
+  TF_Status* s = TF_NewStatus();
+  TF_Tensor* in[5] = {0};
+  TF_Tensor* out[1] = {0};
+  if (!get_inputs(ctx, in, 5, s)) goto done;
+  int64_t C = channels(in, 0, 1, 5, s,
+                       "CxrBatchNormActApply: gamma, beta, mean and inverse std need one value "
+                       "per channel (the last dimension of x)");
+  if (!C) goto done;
+  int nd = TF_NumDims(in[0]);
+  int64_t dims[8];
+  for (int i = 0; i < nd && i < 8; i++) dims[i] = TF_Dim(in[0], i);
+  int64_t total = TF_TensorElementCount(in[0]), rows = total / C;
+  out[0] = TF_AllocateOutput(ctx, 0, TF_FLOAT, dims, nd, total * sizeof(float), s);
+  if (TF_GetCode(s) != TF_OK || rows == 0) goto done;
+  const float *gamma = TF_TensorData(in[1]), *beta = TF_TensorData(in[2]);
+  const float *mean = TF_TensorData(in[3]), *inv = TF_TensorData(in[4]);
+  float* scale = malloc(2 * C * sizeof(float));
+  float* offset = scale + C;
+  for (int64_t c = 0; c < C; c++) {
+    /* The forward pass's own arithmetic (batch_norm_act). */
+    scale[c] = gamma[c] * inv[c];
+    offset[c] = beta[c] - mean[c] * scale[c];
+  }
+  PassArgs pass = {.x = TF_TensorData(in[0]), .y = TF_TensorData(out[0]), .scale = scale,
+                   .offset = offset, .C = C, .act = a->activation};
+  parallel_rows(normalise_pass, &pass, rows, parts_for(total));
+  free(scale);
+done:
+  if (TF_GetCode(s) != TF_OK) TF_OpKernelContext_Failure(ctx, s);
+  delete_all(in, 5);
+  delete_all(out, 1);
+  TF_DeleteStatus(s);
+}
+
 static void batch_norm_act_grad(void* kernel, TF_OpKernelContext* ctx) {
   const Attrs* a = kernel;
   TF_Status* s = TF_NewStatus();
@@ -491,6 +533,11 @@ static void forward_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
   copy_shapes(ctx, s, pairs, 5);
 }
 
+static void apply_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
+  static const int pairs[] = {0, 0};
+  copy_shapes(ctx, s, pairs, 1);
+}
+
 static void grad_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
   static const int pairs[] = {0, 1, 1, 2, 2, 2};
   copy_shapes(ctx, s, pairs, 3);
@@ -527,11 +574,18 @@ __attribute__((constructor)) static void register_kernels(void) {
   static const char* const grad_in[] = {"dy: float", "x: float", "gamma: float", "beta: float",
                                         "batch_mean: float", "batch_inv_std: float"};
   static const char* const grad_out[] = {"dx: float", "dgamma: float", "dbeta: float"};
+  static const char* const apply_in[] = {"x: float", "gamma: float", "beta: float",
+                                         "batch_mean: float", "batch_inv_std: float"};
+  static const char* const apply_out[] = {"y: float"};
   TF_Status* s = TF_NewStatus();
   register_op("CxrBatchNormAct", fwd_in, 5, fwd_out, 5, forward_shapes, batch_norm_act, s);
   if (TF_GetCode(s) == TF_OK) {
     register_op("CxrBatchNormActGrad", grad_in, 6, grad_out, 3, grad_shapes,
                 batch_norm_act_grad, s);
+  }
+  if (TF_GetCode(s) == TF_OK) {
+    register_op("CxrBatchNormActApply", apply_in, 5, apply_out, 1, apply_shapes,
+                batch_norm_act_apply, s);
   }
   TF_DeleteStatus(s);
 }

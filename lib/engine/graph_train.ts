@@ -192,6 +192,8 @@ export function graphStepEngine(
 
 /** The graph engine: a step engine that can also trace a step (engine/profile.ts). */
 export interface GraphStepEngine extends StepEngine {
+  /** The whole training graph as a serialised GraphDef (tests read which op reads what). */
+  graphDef(): Uint8Array;
   /** One step with TensorFlow's tracing on; also returns the serialised RunMetadata. */
   traceStep(
     x: tf.Tensor4D,
@@ -250,15 +252,33 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
     [built.logits, session.addGradients("grad/loss", [out("loss")], [out(built.logits)])],
   ]);
   const weightGrads = new Map<number, Output>();
+  const recompute = recomputer(session, built.steps);
   built.steps.toReversed().forEach((step, k) => {
     const parts = pending.get(step.output);
     if (!parts) return;
     pending.delete(step.output);
     const dy = parts.length === 1 ? parts[0] : sumOutputs(session, `grad/sum/${step.node}`, parts);
-    const xs = step.inputs.map((input, j) => ({ input, cut: step.cuts[j] }))
+    let xs = step.inputs.map((input, j) => ({ input, cut: step.cuts[j] }))
       .filter((x) => needed.has(x.input));
     if (xs.length + step.weights.length === 0) return;
     let grads: Output[];
+    let y = step.output;
+    if (step.op.kind !== "batchNormAct" && recompute.can(step.output)) {
+      // A padding of a recomputed tensor: its recomputed copy is the one to differentiate.
+      y = recompute.get(step.output, dy)!;
+      xs = xs.map((x) => ({ input: x.input, cut: recompute.get(x.input, dy)! }));
+    } else if (step.op.kind !== "batchNormAct" && step.inputs.some((i) => recompute.can(i))) {
+      // Differentiate a copy that reads recomputed inputs, so that no gradient op reads (and
+      // keeps alive) the forward pass's BatchNorm outputs.
+      const copy = copyStep(
+        session,
+        `grad/copy/${step.node}`,
+        step,
+        step.inputs.map((i, j) => recompute.get(i, dy) ?? step.cuts[j]),
+      );
+      y = copy.output;
+      xs = xs.map((x) => ({ input: x.input, cut: copy.inputs[step.inputs.indexOf(x.input)] }));
+    }
     if (step.op.kind === "batchNormAct") {
       const g = fusedGradient(session, step, dy);
       const gx = xs.length ? [g[0]] : [];
@@ -267,7 +287,7 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
     } else {
       grads = session.addGradients(
         `grad/${k}`,
-        [out(step.output)],
+        [out(y)],
         [...xs.map((x) => out(x.cut)), ...step.weights.map((w) => out(`var_read/${w}`))],
         [dy],
       );
@@ -283,6 +303,81 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
     if (!g) throw new Error(`graph training: no gradient for weight ${i}`);
     return g;
   });
+}
+
+/**
+ * The backward pass's copies of tensors the forward pass need not keep: each fused BatchNorm's
+ * output (CxrBatchNormActApply from its input and batch statistics, which are kept anyway) and a
+ * padding of one. `can(t)`: whether `t` is one; `get(t, after)`: its copy, added to the graph once,
+ * when first asked for, made to wait for `after` (the gradient that first needs it).
+ */
+function recomputer(session: GraphSession, steps: EmittedStep[]) {
+  const producer = new Map(steps.map((s) => [s.output, s]));
+  const made = new Map<string, string>();
+  const can = (tensor: string): boolean => {
+    const s = producer.get(tensor);
+    return s?.op.kind === "batchNormAct" || (s?.op.kind === "pad" && can(s.inputs[0]));
+  };
+  const get = (tensor: string, after: Output): string | undefined => {
+    if (!can(tensor)) return undefined;
+    const known = made.get(tensor);
+    if (known) return known;
+    const s = producer.get(tensor)!;
+    let copy: string;
+    if (s.op.kind === "batchNormAct") {
+      const name = `grad/recompute/${s.node}`;
+      const g = new GraphWriter();
+      const inputs = ["x", "gamma", "beta", "mean", "inv_std"].map((n) =>
+        g.node(`${name}/in/${n}`, "Placeholder", [], { dtype: { type: DT_FLOAT } })
+      );
+      // Not before the backward pass gets here: its inputs are ready early in the forward pass,
+      // and TensorFlow runs an op as soon as they are, which would keep the copy as long as the
+      // original (measured: no memory saved without this dependency).
+      const wait = g.node(`${name}/after`, "NoOp", [], {});
+      g.node(name, "CxrBatchNormActApply", [...inputs, `^${wait}`], fusedAttrs(s.op));
+      session.import(g.bytes(), [
+        [`^${wait}`, after],
+        [inputs[0], session.output(s.inputs[0])],
+        [inputs[1], session.output(`var_read/${s.op.gamma.modelIndex}`)],
+        [inputs[2], session.output(`var_read/${s.op.beta.modelIndex}`)],
+        [inputs[3], session.output(`${s.node}:3`)],
+        [inputs[4], session.output(`${s.node}:4`)],
+      ]);
+      copy = name;
+    } else {
+      copy = copyStep(session, `grad/recompute/${s.node}`, s, [get(s.inputs[0], after)!]).output;
+    }
+    made.set(tensor, copy);
+    return copy;
+  };
+  return { can, get };
+}
+
+/**
+ * A copy of a standard step reading `inputs` (tensors already in the graph) and the same weights,
+ * for the backward pass to differentiate: its forward ops run only where a gradient needs them.
+ */
+function copyStep(
+  session: GraphSession,
+  prefix: string,
+  step: EmittedStep,
+  inputs: string[],
+): { output: string; inputs: string[] } {
+  const g = new GraphWriter();
+  const map: [string, Output][] = [];
+  const placeholder = (name: string, source: string) => {
+    map.push([
+      g.node(name, "Placeholder", [], { dtype: { type: DT_FLOAT } }),
+      session.output(source),
+    ]);
+    return name;
+  };
+  const fed = inputs.map((t, j) => placeholder(`${prefix}/in${j}`, t));
+  const output = emitStep(g, prefix, step.op, fed, {
+    weight: (_g, name, w) => placeholder(`${name}/read`, `var_read/${w.modelIndex}`),
+  });
+  session.import(g.bytes(), map);
+  return { output, inputs };
 }
 
 /** CxrBatchNormActGrad for a fused step, fed the gradient `dy`: [dx, dgamma, dbeta]. */
@@ -423,6 +518,7 @@ function startEngine(
       learningRate = lr;
     },
     step: (x, labels, globalStep) => Promise.resolve(runStep(x, labels, globalStep).result),
+    graphDef: () => session.graphDef(),
     traceStep: (x, labels, globalStep) => {
       const { result, metadata } = runStep(x, labels, globalStep, tracingRunOptions());
       return Promise.resolve({ ...result, metadata: metadata! });

@@ -25,6 +25,10 @@ const SYMBOLS = {
     parameters: ["pointer", "buffer", "i32", { struct: ["pointer", "i32"] }],
     result: "void",
   },
+  TF_ImportGraphDefOptionsRemapControlDependency: {
+    parameters: ["pointer", "buffer", "pointer"],
+    result: "void",
+  },
   TF_GraphImportGraphDef: {
     parameters: ["pointer", "pointer", "pointer", "pointer"],
     result: "void",
@@ -75,6 +79,7 @@ const SYMBOLS = {
   TF_NumDims: { parameters: ["pointer"], result: "i32" },
   TF_Dim: { parameters: ["pointer", "i32"], result: "i64" },
   TF_LoadLibrary: { parameters: ["buffer", "pointer"], result: "pointer" },
+  TF_GraphToGraphDef: { parameters: ["pointer", "pointer", "pointer"], result: "void" },
 } as const;
 
 type Lib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -196,13 +201,23 @@ export class TensorFlowC {
 
   /**
    * Import a serialised GraphDef into `graph`. `inputMap` maps a node:output of the GraphDef to
-   * an output already in the graph (how optimizer nodes reach the gradients).
+   * an output already in the graph (how optimizer nodes reach the gradients), and "^node" (a
+   * control dependency in the GraphDef) to a control dependency on the output's operation.
    */
   importGraphDef(graph: Deno.PointerValue, bytes: Uint8Array, inputMap: [string, Output][] = []) {
     const buffer = this.lib.TF_NewBufferFromString(bytes, BigInt(bytes.length));
     const options = this.lib.TF_NewImportGraphDefOptions();
     try {
       for (const [name, output] of inputMap) {
+        if (name.startsWith("^")) {
+          // "^node": the GraphDef's control dependency on `node` becomes one on output.op.
+          this.lib.TF_ImportGraphDefOptionsRemapControlDependency(
+            options,
+            cString(name.slice(1)),
+            output.op,
+          );
+          continue;
+        }
         const [node, index] = name.split(":");
         this.lib.TF_ImportGraphDefOptionsAddInputMapping(
           options,
@@ -259,6 +274,17 @@ export class TensorFlowC {
       op: Deno.UnsafePointer.create(view.getBigUint64(16 * i, true)),
       index: view.getInt32(16 * i + 8, true),
     }));
+  }
+
+  /** The graph as a serialised GraphDef (for inspection: which node reads which tensor). */
+  graphDef(graph: Deno.PointerValue): Uint8Array {
+    const buffer = this.lib.TF_NewBuffer();
+    try {
+      this.check("graph to GraphDef", (s) => this.lib.TF_GraphToGraphDef(graph, buffer, s));
+      return bufferBytes(buffer!);
+    } finally {
+      this.lib.TF_DeleteBuffer(buffer);
+    }
   }
 
   /**
@@ -420,6 +446,11 @@ export class GraphSession {
    */
   addGradients(prefix: string, ys: Output[], xs: Output[], dys?: Output[]): Output[] {
     return this.c.addGradients(this.#live(), prefix, ys, xs, dys);
+  }
+
+  /** The graph as a serialised GraphDef. */
+  graphDef(): Uint8Array {
+    return this.c.graphDef(this.#live());
   }
 
   /** Start the session (after the last import), configured by a ConfigProto when given. */

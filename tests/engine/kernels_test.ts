@@ -15,6 +15,7 @@ import {
 } from "../../lib/mod.ts";
 import { DT_FLOAT, GraphSession, type HostTensor } from "../../lib/engine/tf_c.ts";
 import { GraphWriter } from "../../lib/engine/graph_def.ts";
+import { readFields } from "../../lib/engine/protobuf.ts";
 
 await initBackend();
 // The graph engines and the fused kernels need the native backend, which CI runs; setup builds
@@ -275,6 +276,58 @@ Deno.test({
         `${convention}: the gradients differ by ${difference} (relative L2); a nudge of the ` +
           `input moves them by ${sensitivity}`,
       );
+    }
+  },
+});
+
+/** The nodes of a serialised GraphDef: name, op type and inputs ("^x" for a control input). */
+function graphNodes(bytes: Uint8Array): { name: string; op: string; inputs: string[] }[] {
+  const text = (v: unknown) => new TextDecoder().decode(v as Uint8Array);
+  return readFields(bytes).filter((f) => f.field === 1).map((f) => {
+    const fields = readFields(f.value as Uint8Array);
+    return {
+      name: text(fields.find((x) => x.field === 1)!.value),
+      op: text(fields.find((x) => x.field === 2)!.value),
+      inputs: fields.filter((x) => x.field === 3).map((x) => text(x.value)),
+    };
+  });
+}
+
+Deno.test({
+  name:
+    "kernels: with the fused kernels no gradient op reads a BatchNorm's forward output (the backward pass recomputes it, after the gradient that needs it), so the forward pass need not keep it",
+  ignore: !native,
+  fn: () => {
+    for (const convention of ["torchvision", "keras"] as const) {
+      const model = make(convention);
+      const engine = graphStepEngine(model, {
+        learningRate: 0.01,
+        momentum: 0.9,
+        numClasses: 3,
+        kernels: "fused",
+      });
+      const nodes = graphNodes(engine.graphDef());
+      engine.dispose();
+      model.dispose();
+      const readers = (tensor: string) =>
+        nodes.filter((n) => n.inputs.some((i) => i === tensor || i === `${tensor}:0`));
+      const fused = nodes.filter((n) => n.op === "CxrBatchNormAct");
+      assert.equal(fused.length, 46, `${convention}: every BatchNorm is fused`);
+      for (const bn of fused) {
+        // Its output feeds the forward pass only (each step reads its inputs through an Identity
+        // of its own), and what reads those Identities is forward too.
+        const cuts = readers(bn.name);
+        assert.ok(cuts.length > 0 && cuts.every((c) => c.op === "Identity"), bn.name);
+        for (const cut of cuts) {
+          for (const r of readers(cut.name)) {
+            assert.ok(r.name.startsWith("model/"), `${r.name} (${r.op}) reads ${bn.name}`);
+          }
+        }
+        // The backward pass makes its own copy, and only once it has reached that point.
+        const copy = nodes.find((n) => n.name === `grad/recompute/${bn.name}`);
+        assert.equal(copy?.op, "CxrBatchNormActApply", bn.name);
+        assert.ok(copy.inputs.some((i) => i.startsWith("^grad/")), `${copy.name} waits`);
+      }
     }
   },
 });
