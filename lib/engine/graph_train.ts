@@ -266,7 +266,10 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
     if (step.op.kind !== "batchNormAct" && recompute.can(step.output)) {
       // A padding of a recomputed tensor: its recomputed copy is the one to differentiate.
       y = recompute.get(step.output, dy)!;
-      xs = xs.map((x) => ({ input: x.input, cut: recompute.get(x.input, dy)! }));
+      xs = xs.map((x) => ({
+        input: x.input,
+        cut: recompute.get(x.input, dy) ?? step.cuts[step.inputs.indexOf(x.input)],
+      }));
     } else if (step.op.kind !== "batchNormAct" && step.inputs.some((i) => recompute.can(i))) {
       // Differentiate a copy that reads recomputed inputs, so that no gradient op reads (and
       // keeps alive) the forward pass's BatchNorm outputs.
@@ -307,8 +310,8 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
 
 /**
  * The backward pass's copies of tensors the forward pass need not keep: each fused BatchNorm's
- * output (CxrBatchNormActApply from its input and batch statistics, which are kept anyway) and a
- * padding of one. `can(t)`: whether `t` is one; `get(t, after)`: its copy, added to the graph once,
+ * output (CxrBatchNormActApply from its input and batch statistics, which are kept anyway), a
+ * padding of one, and a squeeze-excite scaling of one (the gate is small and kept). `can(t)`: whether `t` is one; `get(t, after)`: its copy, added to the graph once,
  * when first asked for, made to wait for `after` (the gradient that first needs it).
  */
 function recomputer(session: GraphSession, steps: EmittedStep[]) {
@@ -316,7 +319,9 @@ function recomputer(session: GraphSession, steps: EmittedStep[]) {
   const made = new Map<string, string>();
   const can = (tensor: string): boolean => {
     const s = producer.get(tensor);
-    return s?.op.kind === "batchNormAct" || (s?.op.kind === "pad" && can(s.inputs[0]));
+    if (s?.op.kind === "batchNormAct") return true;
+    // A padding of one, and squeeze-excite's scaling of one by its (small, kept) gate.
+    return (s?.op.kind === "pad" || s?.op.kind === "mul") && s.inputs.some(can);
   };
   const get = (tensor: string, after: Output): string | undefined => {
     if (!can(tensor)) return undefined;
@@ -345,7 +350,8 @@ function recomputer(session: GraphSession, steps: EmittedStep[]) {
       ]);
       copy = name;
     } else {
-      copy = copyStep(session, `grad/recompute/${s.node}`, s, [get(s.inputs[0], after)!]).output;
+      const inputs = s.inputs.map((i, j) => get(i, after) ?? s.cuts[j]);
+      copy = copyStep(session, `grad/recompute/${s.node}`, s, inputs).output;
     }
     made.set(tensor, copy);
     return copy;
