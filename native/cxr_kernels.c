@@ -19,6 +19,7 @@
  *   variance Bessel-corrected, as FusedBatchNormV3 does in training mode.
  *   CxrBatchNormActGrad(dy, x, gamma, beta, batch_mean, batch_inv_std) -> dx, dgamma, dbeta
  *   CxrBatchNormActApply(x, gamma, beta, batch_mean, batch_inv_std) -> y (as the forward op's y)
+ *   CxrHardSwish(x) -> x * relu6(x + 3) / 6, in one pass (inference only: it has no gradient)
  */
 #include <math.h>
 #include <stdint.h>
@@ -452,6 +453,42 @@ done:
   TF_DeleteStatus(s);
 }
 
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void hard_swish_range(
+    const float* restrict x, float* y, int64_t i0, int64_t i1) {
+  /* y may be x itself (the input's buffer forwarded): each element is read before written. */
+  for (int64_t i = i0; i < i1; i++) y[i] = activate(x[i], ACT_HARD_SWISH);
+}
+
+static void hard_swish_pass(const void* v, int64_t r0, int64_t r1, int p) {
+  (void)p;
+  const PassArgs* a = v;
+  hard_swish_range(a->x, a->y, r0, r1);
+}
+
+/* Hard-swish in one pass where TensorFlow's ops take four (add, relu6, two multiplies). */
+static void hard_swish(void* kernel, TF_OpKernelContext* ctx) {
+  (void)kernel;
+  TF_Status* s = TF_NewStatus();
+  TF_Tensor* in[1] = {0};
+  TF_Tensor* out[1] = {0};
+  if (!get_inputs(ctx, in, 1, s)) goto done;
+  int nd = TF_NumDims(in[0]);
+  int64_t dims[8];
+  for (int i = 0; i < nd && i < 8; i++) dims[i] = TF_Dim(in[0], i);
+  int64_t total = TF_TensorElementCount(in[0]);
+  int candidate = 0, forwarded = -1;
+  /* Write over the input when nothing else reads it (saves a buffer the size of the tensor). */
+  out[0] = TF_ForwardInputOrAllocateOutput(ctx, &candidate, 1, 0, dims, nd, &forwarded, s);
+  if (TF_GetCode(s) != TF_OK || total == 0) goto done;
+  PassArgs pass = {.x = TF_TensorData(in[0]), .y = TF_TensorData(out[0])};
+  parallel_rows(hard_swish_pass, &pass, total, parts_for(total));
+done:
+  if (TF_GetCode(s) != TF_OK) TF_OpKernelContext_Failure(ctx, s);
+  delete_all(in, 1);
+  delete_all(out, 1);
+  TF_DeleteStatus(s);
+}
+
 static void batch_norm_act_grad(void* kernel, TF_OpKernelContext* ctx) {
   const Attrs* a = kernel;
   TF_Status* s = TF_NewStatus();
@@ -582,6 +619,11 @@ __attribute__((constructor)) static void register_kernels(void) {
   if (TF_GetCode(s) == TF_OK) {
     register_op("CxrBatchNormActGrad", grad_in, 6, grad_out, 3, grad_shapes,
                 batch_norm_act_grad, s);
+  }
+  if (TF_GetCode(s) == TF_OK) {
+    static const char* const hs_in[] = {"x: float"};
+    static const char* const hs_out[] = {"y: float"};
+    register_op("CxrHardSwish", hs_in, 1, hs_out, 1, apply_shapes, hard_swish, s);
   }
   if (TF_GetCode(s) == TF_OK) {
     register_op("CxrBatchNormActApply", apply_in, 5, apply_out, 1, apply_shapes,

@@ -129,6 +129,8 @@ export interface EmitContext {
   weight(g: GraphWriter, name: string, w: WeightRef): string;
   /** Training: record that `value` (a node output) is the new value of weight `w`. */
   assign?(g: GraphWriter, name: string, w: WeightRef, value: string): void;
+  /** Inference: hard-swish as the fused kernels' one-pass CxrHardSwish (kernels.ts loaded them). */
+  fusedHardSwish?: boolean;
   /** Training: a placeholder for a dropout mask of [B, units]. */
   mask?(g: GraphWriter, name: string, units: number, op: Extract<Op, { kind: "dropout" }>): string;
 }
@@ -225,6 +227,9 @@ export function emitStep(
     }
     case "hardSwish":
     case "hardSigmoid": {
+      if (op.kind === "hardSwish" && ctx.fusedHardSwish) {
+        return g.node(name, "CxrHardSwish", [x], {});
+      }
       // relu6(x + 3) / 6, times x for hard-swish.
       const shifted = g.op(`${name}/plus3`, "AddV2", [x, scalar("three", 3)]);
       const clipped = g.op(`${name}/relu6`, "Relu6", [shifted]);

@@ -10,13 +10,17 @@
  */
 import { tf } from "../backend.ts";
 import { constantWeights, emitStep, GraphWriter } from "./graph_def.ts";
+import { chooseKernels } from "./kernels.ts";
 import { planModel } from "./plan.ts";
 import type { Predictor } from "./predictor.ts";
 import { GraphSession, type HostTensor } from "./tf_c.ts";
 import { configProto, sessionSettings } from "./session_config.ts";
 
-/** The GraphDef of `model` in inference mode: input `x` [-1, H, W, C] (0..255), output `logits`. */
-export function inferenceGraph(model: tf.LayersModel): Uint8Array {
+/**
+ * The GraphDef of `model` in inference mode: input `x` [-1, H, W, C] (0..255), output `logits`;
+ * with `fusedHardSwish`, hard-swish as the fused kernels' one-pass op (loaded by kernels.ts).
+ */
+export function inferenceGraph(model: tf.LayersModel, fusedHardSwish = false): Uint8Array {
   const plan = planModel(model, "inference");
   const g = new GraphWriter();
   const nodeOf = new Map<string, string>([[
@@ -29,7 +33,10 @@ export function inferenceGraph(model: tf.LayersModel): Uint8Array {
       if (!node) throw new Error(`inferenceGraph: step ${step.name} reads unknown ${n}`);
       return node;
     });
-    nodeOf.set(step.name, emitStep(g, `model/${step.name}`, step.op, inputs, constantWeights));
+    nodeOf.set(
+      step.name,
+      emitStep(g, `model/${step.name}`, step.op, inputs, { ...constantWeights, fusedHardSwish }),
+    );
   }
   g.op("logits", "Identity", [nodeOf.get(plan.output)!]);
   return g.bytes();
@@ -47,8 +54,12 @@ export function hostTensor(x: tf.Tensor): HostTensor {
  * A predictor that runs `model` as one TensorFlow graph. The model's current weights are copied
  * into the graph: later training does not change this predictor.
  */
-export function graphPredictor(model: tf.LayersModel): Predictor {
-  const bytes = inferenceGraph(model);
+export function graphPredictor(
+  model: tf.LayersModel,
+  opts: { kernels?: "auto" | "fused" | "standard" } = {},
+): Predictor {
+  const kernels = chooseKernels(opts.kernels);
+  const bytes = inferenceGraph(model, kernels.kind === "fused");
   const session = new GraphSession();
   try {
     session.import(bytes);
@@ -62,6 +73,7 @@ export function graphPredictor(model: tf.LayersModel): Predictor {
   let disposed = false;
   return {
     engine: "graph",
+    kernels,
     predict: (x) => {
       if (disposed) throw new Error("graph predictor: predict after dispose");
       const [logits] = session.run([[feed, hostTensor(x)]], [fetch]);

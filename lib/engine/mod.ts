@@ -76,11 +76,11 @@ export {
  */
 export function createPredictor(
   model: tf.LayersModel,
-  opts: { engine?: EngineKind | "layers" } = {},
+  opts: { engine?: EngineKind | "layers"; kernels?: "auto" | "fused" | "standard" } = {},
 ): Predictor {
   if (opts.engine === "layers") return layersPredictor(model);
   return chooseEngine("inference", opts.engine) === "graph"
-    ? graphPredictor(model)
+    ? graphPredictor(model, { kernels: opts.kernels })
     : eagerPredictor(model);
 }
 

@@ -1,5 +1,6 @@
 /** What every inference engine provides. */
 import type { tf } from "../backend.ts";
+import type { KernelChoice } from "./kernels.ts";
 
 /** A compiled model; `dispose()` frees what it holds. */
 export interface Predictor {
@@ -8,6 +9,8 @@ export interface Predictor {
   dispose(): void;
   /** How it runs: "graph" (one TensorFlow session call), "eager" (op by op) or "layers" (TF.js). */
   readonly engine: "graph" | "eager" | "layers";
+  /** The graph engine's element-wise kernels: the project's fused hard-swish, or TensorFlow's. */
+  readonly kernels?: KernelChoice;
 }
 
 /** TF.js's own `model.predict`, for comparisons (tests, bench); the weights stay live. */

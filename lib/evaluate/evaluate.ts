@@ -52,6 +52,8 @@ export interface Evaluation {
   temperature?: number;
   /** How the predictions ran (lib/engine/select.ts). */
   engine: Predictor["engine"];
+  /** Which element-wise kernels they used (lib/engine/kernels.ts); absent for the eager engine. */
+  kernels?: Predictor["kernels"];
 }
 
 /**
@@ -128,6 +130,7 @@ export async function evaluateModel(
     predictions,
     metrics,
     engine: predictor.engine,
+    kernels: predictor.kernels,
     ...(temperature !== 1 ? { temperature } : {}),
   };
 }

@@ -531,6 +531,7 @@ function summarize(
     trainingEngine: trained.engine,
     kernels: trained.kernels,
     inferenceEngine: evaluation.engine,
+    ...(evaluation.kernels ? { inferenceKernels: evaluation.kernels } : {}),
     sessionSettings: sessionSettings(),
     codeVersion: record.codeVersion,
     totalSeconds: extra.seconds,

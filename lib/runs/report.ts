@@ -68,6 +68,8 @@ export interface RunSummary {
   kernels?: KernelChoice;
   /** How validation and test predictions ran: one TensorFlow graph, or TF.js op by op. */
   inferenceEngine?: Predictor["engine"];
+  /** The test predictions' hard-swish: the project's fused kernel or TensorFlow's ops. */
+  inferenceKernels?: KernelChoice;
   /** How TensorFlow ran the graph engines' sessions (precision, XLA, thread pools). */
   sessionSettings?: SessionSettings;
   codeVersion: string;
@@ -95,7 +97,9 @@ function engineText(s: RunSummary): string {
     ),
     how(
       s.inferenceEngine,
-      "predictions run as one TensorFlow graph",
+      `predictions run as one TensorFlow graph${
+        s.inferenceKernels?.kind === "fused" ? " (hard-swish as the fused kernel)" : ""
+      }`,
       "predictions run op by op (eager)",
     ),
     kernelsText(s),

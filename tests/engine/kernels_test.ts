@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   buildMobileNetV3Large,
   chooseKernels,
+  createPredictor,
   createStepEngine,
   graphEnginesUnavailable,
   graphStepEngine,
@@ -328,6 +329,75 @@ Deno.test({
         assert.equal(copy?.op, "CxrBatchNormActApply", bn.name);
         assert.ok(copy.inputs.some((i) => i.startsWith("^grad/")), `${copy.name} waits`);
       }
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "kernels: CxrHardSwish computes the hard-swish TensorFlow's four ops compute, at the kinks and in place",
+  ignore: !native,
+  fn: () => {
+    assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
+    const rng = Rng.stream(7, "hard-swish");
+    // The kinks (±3), zero, both flat ends, and a size that is not a multiple of the vectors.
+    const values = Float32Array.from([-3, 3, 0, -6, 6, -3.0000002, 2.9999998, 1e-30]);
+    const x = Float32Array.from([
+      ...values,
+      ...Array.from({ length: 1001 }, () => rng.uniform(-8, 8)),
+    ]);
+    const g = new GraphWriter();
+    g.placeholder("x", [x.length]);
+    const shifted = g.op("plus3", "AddV2", ["x", g.floatConst("three", [], Float32Array.of(3))]);
+    const clipped = g.op("relu6", "Relu6", [shifted]);
+    const sixth = g.op("sigmoid", "Mul", [
+      clipped,
+      g.floatConst("sixth", [], Float32Array.of(1 / 6)),
+    ]);
+    g.op("standard", "Mul", ["x", sixth]);
+    g.node("fused", "CxrHardSwish", ["x"], {});
+    const session = new GraphSession();
+    try {
+      session.import(g.bytes());
+      session.start();
+      const [standard, fused] = session.run(
+        [[session.output("x"), { values: x, shape: [x.length] }]],
+        [session.output("standard"), session.output("fused")],
+      );
+      assert.ok(
+        relativeError(standard, fused) <= 1e-6,
+        `differs by ${relativeError(standard, fused)}`,
+      );
+      assert.deepEqual(Array.from(fused.values.slice(0, 5)), [-0, 3, 0, -0, 6]);
+    } finally {
+      session.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "kernels: the graph predictor with the fused hard-swish gives TensorFlow's predictions (both conventions) and says which kernels ran",
+  ignore: !native,
+  fn: () => {
+    for (const convention of ["torchvision", "keras"] as const) {
+      const model = make(convention);
+      const x = tf.randomUniform([3, 64, 64, 3], 0, 255, "float32", 11) as tf.Tensor4D;
+      const [fused, standard] = (["fused", "standard"] as const).map((kernels) => {
+        const p = createPredictor(model, { engine: "graph", kernels });
+        assert.equal(p.kernels?.kind, kernels);
+        const y = p.predict(x);
+        const out = { values: y.dataSync() as Float32Array, shape: y.shape };
+        y.dispose();
+        p.dispose();
+        return out;
+      });
+      assert.ok(
+        relativeError(standard, fused) <= 1e-5,
+        `${convention}: ${relativeError(standard, fused)}`,
+      );
+      x.dispose();
+      model.dispose();
     }
   },
 });

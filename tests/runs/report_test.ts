@@ -128,4 +128,9 @@ Deno.test("report: which BatchNorm kernels trained the model, and epochs of a re
     mixed,
     /fused kernels \(cxr_kernels-0123abcd\.so\); epoch 1 ran the standard kernels/,
   );
+  assert.match(
+    line({ inferenceKernels: { kind: "fused", detail: "cxr_kernels-0123abcd.so" } }),
+    /predictions run as one TensorFlow graph \(hard-swish as the fused kernel\)/,
+  );
+  assert.doesNotMatch(line(), /hard-swish/);
 });
