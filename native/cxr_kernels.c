@@ -28,7 +28,18 @@
 
 #include <pthread.h>
 #include <unistd.h>
+#if defined(__x86_64__)
 #include <xmmintrin.h>
+/* The hot loops in AVX-512, AVX2 and plain x86-64 versions, chosen when the library loads. */
+#define VECTOR_VERSIONS __attribute__((target_clones("avx512f", "avx2", "default")))
+/* Threads started here take the caller's floating-point mode (TensorFlow's flush denormals). */
+#define GET_FP_MODE() _mm_getcsr()
+#define SET_FP_MODE(mode) _mm_setcsr(mode)
+#else
+#define VECTOR_VERSIONS
+#define GET_FP_MODE() 0u
+#define SET_FP_MODE(mode) ((void)(mode))
+#endif
 
 #include "tensorflow/c/kernels.h"
 /* ops.h declares these as C++ does (struct without typedef); C needs the typedefs first. */
@@ -101,7 +112,7 @@ static inline float slope(float y, int act) {
 }
 
 /* Per-channel sum of (x - shift) and of its square over rows [r0, r1). */
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void moments_rows(
+VECTOR_VERSIONS static void moments_rows(
     const float* restrict x, int64_t r0, int64_t r1, int64_t C, const float* restrict shift,
     double* restrict sum, double* restrict sumsq, float* restrict s, float* restrict q) {
   for (int64_t r = r0; r < r1; r += CHUNK) {
@@ -124,7 +135,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static void moments
 }
 
 /* y = act(x * scale + offset) over rows [r0, r1). */
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void normalise_rows(
+VECTOR_VERSIONS static void normalise_rows(
     const float* restrict x, float* restrict y, int64_t r0, int64_t r1, int64_t C,
     const float* restrict scale, const float* restrict offset, int act) {
   for (int64_t i = r0; i < r1; i++) {
@@ -172,7 +183,7 @@ static inline __attribute__((always_inline)) void grad_sums_impl(
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void grad_sums_rows(
+VECTOR_VERSIONS static void grad_sums_rows(
     const float* restrict dy, const float* restrict x, int64_t r0, int64_t r1, int64_t C,
     const float* restrict mean, const float* restrict inv, const float* restrict scale,
     const float* restrict offset, int act, double* restrict sum_g, double* restrict sum_gx,
@@ -206,7 +217,7 @@ static inline __attribute__((always_inline)) void grad_input_impl(
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void grad_input_rows(
+VECTOR_VERSIONS static void grad_input_rows(
     const float* restrict dy, const float* restrict x, float* restrict dx, int64_t r0, int64_t r1,
     int64_t C, const float* restrict mean, const float* restrict inv,
     const float* restrict scale, const float* restrict offset, const float* restrict mean_g,
@@ -245,8 +256,7 @@ typedef struct {
 
 static void* run_job(void* p) {
   Job* j = p;
-  /* The caller's floating-point mode (TensorFlow's threads flush denormals to zero). */
-  _mm_setcsr(j->csr);
+  SET_FP_MODE(j->csr);
   j->fn(j->args, j->r0, j->r1, j->part);
   return NULL;
 }
@@ -267,7 +277,7 @@ static void parallel_rows(RowsFn fn, const void* args, int64_t rows, int parts) 
   Job jobs[MAX_PARTS];
   pthread_t threads[MAX_PARTS];
   int started[MAX_PARTS] = {0};
-  unsigned int csr = _mm_getcsr();
+  unsigned int csr = GET_FP_MODE();
   for (int p = 0; p < parts; p++) {
     jobs[p] = (Job){fn, args, rows * p / parts, rows * (p + 1) / parts, p, csr};
   }
@@ -453,7 +463,7 @@ done:
   TF_DeleteStatus(s);
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void hard_swish_range(
+VECTOR_VERSIONS static void hard_swish_range(
     const float* restrict x, float* y, int64_t i0, int64_t i1) {
   /* y may be x itself (the input's buffer forwarded): each element is read before written. */
   for (int64_t i = i0; i < i1; i++) y[i] = activate(x[i], ACT_HARD_SWISH);
