@@ -26,6 +26,9 @@ Deno.test("bench: the harness measures in fresh processes and writes results.jso
       "--tfjs-only",
       "--no-pipeline",
       "--no-profile",
+      // TF.js alone (by default the bench also times TensorFlow's own kernels as a column).
+      "--tfjs-options",
+      "none",
       "--sizes",
       "64",
       "--batches",

@@ -208,8 +208,11 @@ Deno.test("reliability: a run that fails before its first epoch leaves no folder
 
 Deno.test("reliability: Ctrl-C during training stops after the current step, saving it; --resume continues at the next batch and ends with the uninterrupted result", async () => {
   const data = await syntheticData();
-  // Batch 2: 16 steps an epoch, so the stop lands inside an epoch.
-  const settings = [...SMALL, "--epochs", "3", "--batch-size", "2"];
+  // Batch 2: 16 steps an epoch, so the stop lands inside an epoch. At 32 px and batch 2 the last
+  // BatchNorms see two values a channel, and at the tiny runs' learning rate (0.01) whether
+  // training blows up to NaN then turns on float rounding (a nudge of a millionth to the input
+  // decides it); the paper's 0.001 trains calmly, and this test is about stopping, not learning.
+  const settings = tinyArgs({ epochs: 3, batchSize: 2, learningRate: 0.001 });
   const straightOut = freshDir("ctrl-c-straight");
   const straight = await runScript("reproduce", [
     "--data",
