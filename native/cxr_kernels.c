@@ -327,6 +327,20 @@ static void grad_input_pass(const void* v, int64_t r0, int64_t r1, int p) {
                   a->mean_g, a->mean_gx, a->act);
 }
 
+/* Output `index` of the context, float32, shaped like `like`; NULL with the status set else. */
+static TF_Tensor* allocate_like(TF_OpKernelContext* ctx, int index, const TF_Tensor* like,
+                                TF_Status* s) {
+  int64_t dims[8];
+  int nd = TF_NumDims(like);
+  if (nd > 8) {
+    TF_SetStatus(s, TF_INVALID_ARGUMENT, "cxr_kernels: tensors of rank above 8 are not supported");
+    return NULL;
+  }
+  for (int i = 0; i < nd; i++) dims[i] = TF_Dim(like, i);
+  return TF_AllocateOutput(ctx, index, TF_FLOAT, dims, nd,
+                           TF_TensorElementCount(like) * sizeof(float), s);
+}
+
 /* Inputs 0..n-1 of the context, or a failure reported to TensorFlow (then returns 0). */
 static int get_inputs(TF_OpKernelContext* ctx, TF_Tensor** t, int n, TF_Status* s) {
   for (int i = 0; i < n; i++) {
@@ -368,11 +382,8 @@ static void batch_norm_act(void* kernel, TF_OpKernelContext* ctx) {
                        "CxrBatchNormAct: gamma, beta and the moving averages need one value per "
                        "channel (the last dimension of x)");
   if (!C) goto done;
-  int nd = TF_NumDims(in[0]);
-  int64_t dims[8];
-  for (int i = 0; i < nd && i < 8; i++) dims[i] = TF_Dim(in[0], i);
   int64_t total = TF_TensorElementCount(in[0]), rows = total / C;
-  out[0] = TF_AllocateOutput(ctx, 0, TF_FLOAT, dims, nd, total * sizeof(float), s);
+  out[0] = allocate_like(ctx, 0, in[0], s);
   for (int i = 1; i < 5 && TF_GetCode(s) == TF_OK; i++) {
     out[i] = TF_AllocateOutput(ctx, i, TF_FLOAT, &C, 1, C * sizeof(float), s);
   }
@@ -437,11 +448,8 @@ static void batch_norm_act_apply(void* kernel, TF_OpKernelContext* ctx) {
                        "CxrBatchNormActApply: gamma, beta, mean and inverse std need one value "
                        "per channel (the last dimension of x)");
   if (!C) goto done;
-  int nd = TF_NumDims(in[0]);
-  int64_t dims[8];
-  for (int i = 0; i < nd && i < 8; i++) dims[i] = TF_Dim(in[0], i);
   int64_t total = TF_TensorElementCount(in[0]), rows = total / C;
-  out[0] = TF_AllocateOutput(ctx, 0, TF_FLOAT, dims, nd, total * sizeof(float), s);
+  out[0] = allocate_like(ctx, 0, in[0], s);
   if (TF_GetCode(s) != TF_OK || rows == 0) goto done;
   const float *gamma = TF_TensorData(in[1]), *beta = TF_TensorData(in[2]);
   const float *mean = TF_TensorData(in[3]), *inv = TF_TensorData(in[4]);
@@ -482,9 +490,13 @@ static void hard_swish(void* kernel, TF_OpKernelContext* ctx) {
   TF_Tensor* in[1] = {0};
   TF_Tensor* out[1] = {0};
   if (!get_inputs(ctx, in, 1, s)) goto done;
-  int nd = TF_NumDims(in[0]);
   int64_t dims[8];
-  for (int i = 0; i < nd && i < 8; i++) dims[i] = TF_Dim(in[0], i);
+  int nd = TF_NumDims(in[0]);
+  if (nd > 8) {
+    TF_SetStatus(s, TF_INVALID_ARGUMENT, "cxr_kernels: tensors of rank above 8 are not supported");
+    goto done;
+  }
+  for (int i = 0; i < nd; i++) dims[i] = TF_Dim(in[0], i);
   int64_t total = TF_TensorElementCount(in[0]);
   int candidate = 0, forwarded = -1;
   /* Write over the input when nothing else reads it (saves a buffer the size of the tensor). */
@@ -514,10 +526,7 @@ static void batch_norm_act_grad(void* kernel, TF_OpKernelContext* ctx) {
     TF_SetStatus(s, TF_INVALID_ARGUMENT, "CxrBatchNormActGrad: dy and x differ in size");
     goto done;
   }
-  int nd = TF_NumDims(in[1]);
-  int64_t dims[8];
-  for (int i = 0; i < nd && i < 8; i++) dims[i] = TF_Dim(in[1], i);
-  out[0] = TF_AllocateOutput(ctx, 0, TF_FLOAT, dims, nd, total * sizeof(float), s);
+  out[0] = allocate_like(ctx, 0, in[1], s);
   for (int i = 1; i < 3 && TF_GetCode(s) == TF_OK; i++) {
     out[i] = TF_AllocateOutput(ctx, i, TF_FLOAT, &C, 1, C * sizeof(float), s);
   }

@@ -43,29 +43,12 @@ export type Op =
     relu: boolean;
   }
   /** Training flavour: batch statistics, moving averages updated with `momentum` (Keras's). */
-  | {
-    kind: "batchNorm";
-    gamma: WeightRef;
-    beta: WeightRef;
-    movingMean: WeightRef;
-    movingVariance: WeightRef;
-    epsilon: number;
-    momentum: number;
-  }
+  | ({ kind: "batchNorm" } & TrainingBatchNorm)
   /**
    * Training flavour with the fused kernels (kernels.ts): a batchNorm and the activation right
    * after it as one op, CxrBatchNormAct (native/cxr_kernels.c), with its own gradient op.
    */
-  | {
-    kind: "batchNormAct";
-    gamma: WeightRef;
-    beta: WeightRef;
-    movingMean: WeightRef;
-    movingVariance: WeightRef;
-    epsilon: number;
-    momentum: number;
-    activation: FusedActivation;
-  }
+  | ({ kind: "batchNormAct"; activation: FusedActivation } & TrainingBatchNorm)
   /** Inference flavour: a BatchNorm that follows no convolution, as `x · scale + shift`. */
   | { kind: "scaleShift"; scale: Float32Array; shift: Float32Array }
   | { kind: "hardSwish" }
@@ -79,6 +62,16 @@ export type Op =
   | { kind: "dense"; kernel: WeightRef; bias?: WeightRef; relu: boolean }
   /** Training flavour: multiply by a [B, units] mask (0 or 1 / (1 − rate)) fed per step. */
   | { kind: "dropout"; rate: number; units: number; seed: number };
+
+/** A BatchNorm layer in training mode: its weights and settings. */
+export interface TrainingBatchNorm {
+  gamma: WeightRef;
+  beta: WeightRef;
+  movingMean: WeightRef;
+  movingVariance: WeightRef;
+  epsilon: number;
+  momentum: number;
+}
 
 /** The activations CxrBatchNormAct applies after normalising (its `activation` attribute). */
 export type FusedActivation = "identity" | "relu" | "hard_swish";
