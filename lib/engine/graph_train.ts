@@ -264,7 +264,8 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
     let grads: Output[];
     let y = step.output;
     if (step.op.kind !== "batchNormAct" && recompute.can(step.output)) {
-      // A padding of a recomputed tensor: its recomputed copy is the one to differentiate.
+      // A step whose output is itself recomputed (a padding or squeeze-excite scaling of a
+      // BatchNorm output): its recomputed copy is the one to differentiate.
       y = recompute.get(step.output, dy)!;
       xs = xs.map((x) => ({
         input: x.input,
