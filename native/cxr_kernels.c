@@ -327,6 +327,19 @@ static void grad_input_pass(const void* v, int64_t r0, int64_t r1, int p) {
                   a->mean_g, a->mean_gx, a->act);
 }
 
+/*
+ * y = x · scale + offset per channel, from the batch's statistics: the one place this arithmetic
+ * lives, so the forward op, the recompute and the gradient's kink tests all see the same y, bit for
+ * bit.
+ */
+static void affine_from_stats(const float* gamma, const float* beta, const float* mean,
+                              const float* inv, int64_t C, float* scale, float* offset) {
+  for (int64_t c = 0; c < C; c++) {
+    scale[c] = gamma[c] * inv[c];
+    offset[c] = beta[c] - mean[c] * scale[c];
+  }
+}
+
 /* Output `index` of the context, float32, shaped like `like`; NULL with the status set else. */
 static TF_Tensor* allocate_like(TF_OpKernelContext* ctx, int index, const TF_Tensor* like,
                                 TF_Status* s) {
@@ -419,9 +432,8 @@ static void batch_norm_act(void* kernel, TF_OpKernelContext* ctx) {
     inv[c] = (float)(1.0 / sqrt(var + a->epsilon));
     new_mean[c] = (float)((1.0 - a->avg_factor) * mm[c] + a->avg_factor * (shift[c] + m));
     new_var[c] = (float)((1.0 - a->avg_factor) * mv[c] + a->avg_factor * unbiased);
-    scale[c] = gamma[c] * inv[c];
-    offset[c] = beta[c] - mean[c] * scale[c];
   }
+  affine_from_stats(gamma, beta, mean, inv, C, scale, offset);
   parallel_rows(normalise_pass, &pass, rows, threads);
   free(totals);
   free(work);
@@ -455,11 +467,7 @@ static void batch_norm_act_apply(void* kernel, TF_OpKernelContext* ctx) {
   const float *mean = TF_TensorData(in[3]), *inv = TF_TensorData(in[4]);
   float* scale = malloc(2 * C * sizeof(float));
   float* offset = scale + C;
-  for (int64_t c = 0; c < C; c++) {
-    /* The forward pass's own arithmetic (batch_norm_act). */
-    scale[c] = gamma[c] * inv[c];
-    offset[c] = beta[c] - mean[c] * scale[c];
-  }
+  affine_from_stats(gamma, beta, mean, inv, C, scale, offset);
   PassArgs pass = {.x = TF_TensorData(in[0]), .y = TF_TensorData(out[0]), .scale = scale,
                    .offset = offset, .C = C, .act = a->activation};
   parallel_rows(normalise_pass, &pass, rows, parts_for(total));
@@ -543,11 +551,7 @@ static void batch_norm_act_grad(void* kernel, TF_OpKernelContext* ctx) {
   float* work = malloc((size_t)threads * 2 * C * sizeof(float));
   float* scale = malloc(4 * C * sizeof(float));
   float *offset = scale + C, *mean_g = scale + 2 * C, *mean_gx = scale + 3 * C;
-  for (int64_t c = 0; c < C; c++) {
-    /* The forward pass's own arithmetic for y (see batch_norm_act). */
-    scale[c] = gamma[c] * inv[c];
-    offset[c] = beta[c] - mean[c] * scale[c];
-  }
+  affine_from_stats(gamma, beta, mean, inv, C, scale, offset);
   PassArgs pass = {.x = x, .dy = dy, .dx = dx, .mean = mean, .inv = inv, .scale = scale,
                    .offset = offset, .mean_g = mean_g, .mean_gx = mean_gx, .totals = totals,
                    .work = work, .C = C, .act = a->activation};
