@@ -216,20 +216,18 @@ function planLayer(
     case "DepthwiseConv2D":
       return planConvolution(layer, view, flavour);
     case "BatchNorm": {
-      const [gamma, beta, movingMean, movingVariance] = weights.map((w) => view.weight(w));
       if (flavour === "inference") return { op: { kind: "scaleShift", ...batchNormAffine(layer) } };
-      if (fusedKernels) return planFusedBatchNorm(layer, view);
-      return {
-        op: {
-          kind: "batchNorm",
-          gamma,
-          beta,
-          movingMean,
-          movingVariance,
-          epsilon: layer.epsilon,
-          momentum: layer.momentum,
-        },
+      const [gamma, beta, movingMean, movingVariance] = weights.map((w) => view.weight(w));
+      const bn: TrainingBatchNorm = {
+        gamma,
+        beta,
+        movingMean,
+        movingVariance,
+        epsilon: layer.epsilon,
+        momentum: layer.momentum,
       };
+      if (fusedKernels) return planFusedBatchNorm(layer, bn, view);
+      return { op: { kind: "batchNorm", ...bn } };
     }
     case "HardSwish":
       return { op: { kind: "hardSwish" } };
@@ -338,10 +336,7 @@ function planConvolution(layer: AnyLayer, view: ModelView, flavour: Flavour): Pl
  * A training-mode BatchNorm as one fused op, with the activation after it absorbed when it is
  * the BatchNorm's only reader and a plain ReLU or a hard-swish.
  */
-function planFusedBatchNorm(layer: AnyLayer, view: ModelView): Planned {
-  const [gamma, beta, movingMean, movingVariance] = (layer.weights as tf.LayerVariable[]).map((w) =>
-    view.weight(w)
-  );
+function planFusedBatchNorm(layer: AnyLayer, bn: TrainingBatchNorm, view: ModelView): Planned {
   const next = view.onlyConsumer(layer.name);
   const activation: FusedActivation = next?.getClassName() === "HardSwish"
     ? "hard_swish"
@@ -349,16 +344,7 @@ function planFusedBatchNorm(layer: AnyLayer, view: ModelView): Planned {
     ? "relu"
     : "identity";
   return {
-    op: {
-      kind: "batchNormAct",
-      gamma,
-      beta,
-      movingMean,
-      movingVariance,
-      epsilon: layer.epsilon,
-      momentum: layer.momentum,
-      activation,
-    },
+    op: { kind: "batchNormAct", ...bn, activation },
     absorbs: activation === "identity" ? [] : [next!.name],
   };
 }
