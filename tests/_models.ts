@@ -1,5 +1,10 @@
 /** Small MobileNetV3-Large models for tests: 64 px, the smallest convenient input (5 stride-2 stages). */
-import { buildMobileNetV3Large, KERAS_NORMALIZATION, tf } from "../lib/mod.ts";
+import {
+  buildMobileNetV3Large,
+  KERAS_NORMALIZATION,
+  tf,
+  TORCHVISION_IMAGENET_NORMALIZATION,
+} from "../lib/mod.ts";
 
 export const SMALL = 64;
 
@@ -11,6 +16,24 @@ export function small(numClasses = 3, seed = 1): tf.LayersModel {
     normalization: KERAS_NORMALIZATION,
     convention: "keras",
     seed,
+  });
+}
+
+/**
+ * A model at {@link SMALL} px for comparing training steps, in either convention: dropout 0.5 and
+ * BatchNorm momentum 0.9, so one step moves the dropout masks and the moving averages visibly.
+ */
+export function smallForTraining(convention: "keras" | "torchvision"): tf.LayersModel {
+  return buildMobileNetV3Large({
+    imageSize: SMALL,
+    numClasses: 3,
+    normalization: convention === "keras"
+      ? KERAS_NORMALIZATION
+      : TORCHVISION_IMAGENET_NORMALIZATION,
+    convention,
+    seed: 3,
+    batchNormMomentum: 0.9,
+    dropout: 0.5,
   });
 }
 

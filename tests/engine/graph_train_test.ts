@@ -6,8 +6,8 @@ import {
   KERAS_NORMALIZATION,
   liveSessions,
   tf,
-  TORCHVISION_IMAGENET_NORMALIZATION,
 } from "../../lib/mod.ts";
+import { smallForTraining } from "../_models.ts";
 
 await initBackend();
 
@@ -18,19 +18,7 @@ for (const convention of ["torchvision", "keras"] as const) {
     // Graph mode exists only with the native backend, which CI runs.
     ignore: tf.getBackend() !== "tensorflow",
     fn: async () => {
-      const make = () =>
-        buildMobileNetV3Large({
-          imageSize: 64,
-          numClasses: 3,
-          normalization: convention === "keras"
-            ? KERAS_NORMALIZATION
-            : TORCHVISION_IMAGENET_NORMALIZATION,
-          convention,
-          seed: 3,
-          batchNormMomentum: 0.9,
-          dropout: 0.5,
-        });
-      const [a, b] = [make(), make()];
+      const [a, b] = [smallForTraining(convention), smallForTraining(convention)];
       const before = a.weights.map((w) => w.read().dataSync().slice());
       const x = tf.randomUniform([6, 64, 64, 3], 0, 255, "float32", 5) as tf.Tensor4D;
       const labels = tf.tensor1d([0, 1, 2, 0, 1, 2], "int32");

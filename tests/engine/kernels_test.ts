@@ -1,19 +1,17 @@
 import assert from "node:assert/strict";
 import {
-  buildMobileNetV3Large,
   chooseKernels,
   createPredictor,
   createStepEngine,
   graphEnginesUnavailable,
   graphStepEngine,
   initBackend,
-  KERAS_NORMALIZATION,
   liveSessions,
   Rng,
   type StepEngine,
   tf,
-  TORCHVISION_IMAGENET_NORMALIZATION,
 } from "../../lib/mod.ts";
+import { smallForTraining } from "../_models.ts";
 import { DT_FLOAT, GraphSession, type HostTensor } from "../../lib/engine/tf_c.ts";
 import { GraphWriter } from "../../lib/engine/graph_def.ts";
 import { readFields } from "../../lib/engine/protobuf.ts";
@@ -156,18 +154,7 @@ Deno.test({
   },
 });
 
-const make = (convention: "keras" | "torchvision") =>
-  buildMobileNetV3Large({
-    imageSize: 64,
-    numClasses: 3,
-    normalization: convention === "keras"
-      ? KERAS_NORMALIZATION
-      : TORCHVISION_IMAGENET_NORMALIZATION,
-    convention,
-    seed: 3,
-    batchNormMomentum: 0.9,
-    dropout: 0.5,
-  });
+const make = smallForTraining;
 
 /**
  * Two steps of each engine on the same batch (the second with learning rate 0, as in
