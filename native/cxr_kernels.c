@@ -1,11 +1,12 @@
 /*
- * Fused CPU kernels for MobileNetV3's training step, registered in TensorFlow through its C API
- * (tensorflow/c/ops.h and kernels.h), loaded with TF_LoadLibrary (lib/engine/kernels.ts).
+ * Fused CPU kernels for MobileNetV3's training step (and two for inference), registered in
+ * TensorFlow through its C API (tensorflow/c/ops.h and kernels.h), loaded with TF_LoadLibrary
+ * (lib/engine/kernels.ts).
  * Built by `deno task setup` (scripts/setup/kernels.ts) with the system's C compiler; no C++ and
  * no TensorFlow C++ headers, so nothing here depends on the wheel's C++ ABI.
  *
- * Why: a BatchNorm in training mode followed by its activation is, with TensorFlow's kernels,
- * FusedBatchNormV3 and then 1 (ReLU) or 4 (hard-swish: add, relu6, two muls) element-wise ops,
+ * Why (BatchNorm): a BatchNorm in training mode followed by its activation is, with TensorFlow's
+ * kernels, FusedBatchNormV3 and then 1 (ReLU) or 4 (hard-swish: add, relu6, two muls) element-wise ops,
  * each a full pass over the activation, and as many again in the backward pass. They run at memory
  * speed (engine/profile.ts measured them at ~45 % of a 446 px step). Here the forward is two passes
  * (statistics; normalise and activate) and the backward two (the two channel sums; the input
@@ -20,6 +21,9 @@
  *   CxrBatchNormActGrad(dy, x, gamma, beta, batch_mean, batch_inv_std) -> dx, dgamma, dbeta
  *   CxrBatchNormActApply(x, gamma, beta, batch_mean, batch_inv_std) -> y (as the forward op's y)
  *   CxrHardSwish(x) -> x * relu6(x + 3) / 6, in one pass (inference only: it has no gradient)
+ *   CxrDepthwiseConv(x, filter) -> y, CxrDepthwiseConvGrad(dy, x, filter) -> dx, dfilter, and
+ *   CxrDepthwiseConvBiasAct(x, filter, bias) -> act(y + bias) for inference: depthwise
+ *   convolutions with their zero padding inside (see the section further down for why).
  */
 #include <math.h>
 #include <stdint.h>
@@ -588,6 +592,417 @@ static void copy_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s, const int* 
   TF_DeleteShapeHandle(h);
 }
 
+/*
+ * Depthwise convolution (channel multiplier 1) with its zero padding inside. TensorFlow's graph is
+ * Pad then DepthwiseConv2dNative, and oneDNN's filter gradient for it was the slowest op of the
+ * step (66 ms of 475 at 446 px, batch 4, where its forward took 20). Here each pass (forward, input
+ * gradient, filter gradient) reads the activations once, eight channels at a time (channels last:
+ * eight neighbouring floats), and the padding is never written out.
+ *
+ *   CxrDepthwiseConv(x [B, H, W, C], w [K, K, C, 1]) -> y [B, OH, OW, C]
+ *   CxrDepthwiseConvGrad(dy, x, w) -> dx, dw
+ * attributes: stride, paddings = [top, bottom, left, right]; OH = (H + top + bottom − K) / stride
+ * + 1, OW likewise. C must be at least 8 (MobileNetV3's depthwise layers have 16 to 960).
+ */
+typedef struct {
+  int64_t stride, pads[4];
+  int activation; /* CxrDepthwiseConvBiasAct's; ACT_IDENTITY for the others */
+} ConvAttrs;
+
+static void* create_conv_kernel(TF_OpKernelConstruction* ctx) {
+  ConvAttrs* a = calloc(1, sizeof *a);
+  TF_Status* s = TF_NewStatus();
+  TF_OpKernelConstruction_GetAttrInt64(ctx, "stride", &a->stride, s);
+  if (TF_GetCode(s) == TF_OK) {
+    TF_OpKernelConstruction_GetAttrInt64List(ctx, "paddings", a->pads, 4, s);
+  }
+  int ok = a->stride >= 1 && a->pads[0] >= 0 && a->pads[1] >= 0 && a->pads[2] >= 0 &&
+           a->pads[3] >= 0;
+  if (TF_GetCode(s) == TF_OK && !ok) {
+    TF_SetStatus(s, TF_INVALID_ARGUMENT,
+                 "CxrDepthwiseConv: stride must be at least 1 and paddings 4 values >= 0");
+  }
+  if (TF_GetCode(s) != TF_OK) TF_OpKernelConstruction_Failure(ctx, s);
+  TF_DeleteStatus(s);
+  return a;
+}
+
+static void* create_conv_act_kernel(TF_OpKernelConstruction* ctx) {
+  ConvAttrs* a = create_conv_kernel(ctx);
+  TF_Status* s = TF_NewStatus();
+  char name[32] = {0};
+  TF_OpKernelConstruction_GetAttrString(ctx, "activation", name, sizeof name - 1, s);
+  a->activation = strcmp(name, "relu") == 0 ? ACT_RELU
+                  : strcmp(name, "hard_swish") == 0 ? ACT_HARD_SWISH
+                                                    : ACT_IDENTITY;
+  if (TF_GetCode(s) != TF_OK) TF_OpKernelConstruction_Failure(ctx, s);
+  TF_DeleteStatus(s);
+  return a;
+}
+
+/*
+ * Eight floats as one vector (an AVX register; two SSE ones in the plain x86-64 version), read and
+ * written at any float's alignment; may_alias: they are the tensors' floats.
+ */
+typedef float v8 __attribute__((vector_size(32), aligned(4), may_alias));
+#define LOAD8(p) (*(const v8*)(p))
+#define STORE8(p, v) (*(v8*)(p) = (v))
+typedef int v8i __attribute__((vector_size(32)));
+
+/*
+ * activate() on eight lanes at once, in place, as the same arithmetic (a comparison is a lane
+ * mask). By pointer: a vector argument would be passed differently in the non-AVX version.
+ */
+static inline __attribute__((always_inline)) void activate8(v8* v, int act) {
+  const v8 y = *v;
+  if (act == ACT_RELU) *v = (v8)((v8i)y & (y > 0.0f));
+  if (act == ACT_HARD_SWISH) {
+    v8 t = y + 3.0f;
+    t = (v8)((v8i)t & (t > 0.0f));
+    const v8i below = t < 6.0f;
+    const v8 six = {6, 6, 6, 6, 6, 6, 6, 6};
+    t = (v8)(((v8i)t & below) | ((v8i)six & ~below));
+    *v = y * t * (1.0f / 6.0f);
+  }
+}
+
+/* One call's geometry and tensors. */
+typedef struct {
+  const float *x, *dy, *w, *bias; /* bias: CxrDepthwiseConvBiasAct's, else NULL */
+  float *y, *dx;
+  double* dw_parts; /* per part, the K·K·C sums of the filter gradient */
+  int64_t B, H, W, C, K, OH, OW, s, top, left;
+  int act; /* applied after the bias (forward only) */
+} ConvArgs;
+
+/*
+ * Channels go in blocks of eight: block k covers [8k, 8k + 8), except that when C is not a multiple
+ * of eight the last block starts at C − 8 and overlaps the one before. Blocks are taken in groups
+ * of up to four, each with its own accumulator, so that four multiply-adds are in flight (one
+ * accumulator waits ~4 cycles per step on the one before: measured 2-4x slower). A group that would
+ * run past the last block starts earlier and overlaps the previous group. The forward and
+ * input-gradient passes then write some channels twice with the same values; the filter gradient
+ * adds each channel once (see `fresh`).
+ */
+#define GROUP 4
+
+typedef struct {
+  int64_t c0[GROUP];   /* first channel of each block of the group */
+  int fresh[GROUP];    /* filter gradient: the first lane of each block not added already */
+} Group;
+
+/* The channel groups of C: their count, and group i in `g`. */
+static inline int64_t group_count(int64_t C) {
+  const int64_t blocks = (C + 7) / 8;
+  return (blocks + GROUP - 1) / GROUP;
+}
+
+static inline int group_of(int64_t i, int64_t C, Group* g) {
+  const int64_t blocks = (C + 7) / 8, size = blocks < GROUP ? blocks : GROUP;
+  const int64_t first = GROUP * i < blocks - size ? GROUP * i : blocks - size;
+  const int64_t done = GROUP * i; /* blocks before this group's own ones */
+  for (int j = 0; j < size; j++) {
+    const int64_t k = first + j;
+    g->c0[j] = 8 * k < C - 8 ? 8 * k : C - 8;
+    /* A block already covered by the previous group adds nothing; the overlapped last block adds
+     * only the channels the block before it does not have. */
+    g->fresh[j] = k < done ? 8 : k == blocks - 1 ? (int)(8 * blocks - C) : 0;
+  }
+  return (int)size;
+}
+
+/* The taps of one output (or input) position: offsets of the x (or dy) vectors and of the weights. */
+typedef struct {
+  int64_t data[32 * 32];
+  int64_t weight[32 * 32];
+  int n;
+} Taps;
+
+/*
+ * act(sum over the taps of data · weight + bias) for the G blocks of a group (bias may be NULL);
+ * G is a constant when inlined.
+ */
+static inline __attribute__((always_inline)) void gather_taps(
+    const float* restrict data, const float* restrict w, const float* restrict bias, int act,
+    const Taps* t, const Group* g, float* restrict out, const int G) {
+  v8 acc[GROUP] = {{0}};
+  for (int i = 0; i < t->n; i++) {
+    const float* dp = data + t->data[i];
+    const float* wp = w + t->weight[i];
+    for (int j = 0; j < G; j++) acc[j] += LOAD8(dp + g->c0[j]) * LOAD8(wp + g->c0[j]);
+  }
+  for (int j = 0; j < G; j++) {
+    if (bias) acc[j] += LOAD8(bias + g->c0[j]);
+    activate8(&acc[j], act);
+    STORE8(out + g->c0[j], acc[j]);
+  }
+}
+
+static inline __attribute__((always_inline)) void gather(
+    const float* restrict data, const float* restrict w, const float* restrict bias, int act,
+    const Taps* t, const Group* g, float* restrict out, int G) {
+  switch (G) {
+    case 4: gather_taps(data, w, bias, act, t, g, out, 4); break;
+    case 3: gather_taps(data, w, bias, act, t, g, out, 3); break;
+    case 2: gather_taps(data, w, bias, act, t, g, out, 2); break;
+    default: gather_taps(data, w, bias, act, t, g, out, 1); break;
+  }
+}
+
+/* Output rows [r0, r1) of the B·OH: each position sums its K·K taps (those inside the input). */
+VECTOR_VERSIONS static void dw_forward_rows(const ConvArgs* a, int64_t r0, int64_t r1) {
+  const int64_t C = a->C, K = a->K, groups = group_count(C);
+  Taps* t = malloc(sizeof *t);
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t b = r / a->OH, oh = r % a->OH;
+    for (int64_t ow = 0; ow < a->OW; ow++) {
+      t->n = 0;
+      for (int64_t kh = 0; kh < K; kh++) {
+        const int64_t ih = oh * a->s - a->top + kh;
+        if (ih < 0 || ih >= a->H) continue;
+        for (int64_t kw = 0; kw < K; kw++) {
+          const int64_t iw = ow * a->s - a->left + kw;
+          if (iw < 0 || iw >= a->W) continue;
+          t->data[t->n] = ((b * a->H + ih) * a->W + iw) * C;
+          t->weight[t->n++] = (kh * K + kw) * C;
+        }
+      }
+      float* out = a->y + (r * a->OW + ow) * C;
+      for (int64_t i = 0; i < groups; i++) {
+        Group g;
+        gather(a->x, a->w, a->bias, a->act, t, &g, out, group_of(i, C, &g));
+      }
+    }
+  }
+  free(t);
+}
+
+/* Input-gradient rows [r0, r1) of the B·H: each input position gathers the outputs it fed. */
+VECTOR_VERSIONS static void dw_input_grad_rows(const ConvArgs* a, int64_t r0, int64_t r1) {
+  const int64_t C = a->C, K = a->K, groups = group_count(C);
+  Taps* t = malloc(sizeof *t);
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t b = r / a->H, ih = r % a->H;
+    for (int64_t iw = 0; iw < a->W; iw++) {
+      t->n = 0;
+      for (int64_t kh = 0; kh < K; kh++) {
+        const int64_t u = ih + a->top - kh;
+        if (u < 0 || u % a->s || u / a->s >= a->OH) continue;
+        for (int64_t kw = 0; kw < K; kw++) {
+          const int64_t v = iw + a->left - kw;
+          if (v < 0 || v % a->s || v / a->s >= a->OW) continue;
+          t->data[t->n] = ((b * a->OH + u / a->s) * a->OW + v / a->s) * C;
+          t->weight[t->n++] = (kh * K + kw) * C;
+        }
+      }
+      float* out = a->dx + (r * a->W + iw) * C;
+      for (int64_t i = 0; i < groups; i++) {
+        Group g;
+        gather(a->dy, a->w, NULL, ACT_IDENTITY, t, &g, out, group_of(i, C, &g));
+      }
+    }
+  }
+  free(t);
+}
+
+/* sum over outputs [first, end) of one row of x · dy for the G blocks of a group, added to dw. */
+static inline __attribute__((always_inline)) void correlate(
+    const float* restrict xp, int64_t xstep, const float* restrict dyp, int64_t C, int64_t n,
+    const Group* g, double* restrict dw, const int G) {
+  v8 acc[GROUP] = {{0}};
+  for (int64_t i = 0; i < n; i++) {
+    const float* xi = xp + i * xstep;
+    const float* di = dyp + i * C;
+    for (int j = 0; j < G; j++) acc[j] += LOAD8(xi + g->c0[j]) * LOAD8(di + g->c0[j]);
+  }
+  for (int j = 0; j < G; j++) {
+    for (int l = g->fresh[j]; l < 8; l++) dw[g->c0[j] + l] += acc[j][l];
+  }
+}
+
+/*
+ * Filter-gradient sums over output rows [r0, r1) of the B·OH, into `dw` (K·K·C doubles): float
+ * within a row (at most OW terms per tap), double across rows (a 446 px batch has ~200,000).
+ */
+VECTOR_VERSIONS static void dw_filter_grad_rows(const ConvArgs* a, int64_t r0, int64_t r1,
+                                                double* restrict dw) {
+  const int64_t C = a->C, K = a->K, groups = group_count(C);
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t b = r / a->OH, oh = r % a->OH;
+    const float* dyr = a->dy + r * a->OW * C;
+    for (int64_t kh = 0; kh < K; kh++) {
+      const int64_t ih = oh * a->s - a->top + kh;
+      if (ih < 0 || ih >= a->H) continue;
+      const float* xr = a->x + (b * a->H + ih) * a->W * C;
+      for (int64_t kw = 0; kw < K; kw++) {
+        /* The outputs whose tap (kh, kw) falls inside the row: 0 <= ow·s − left + kw < W. */
+        const int64_t first = kw >= a->left ? 0 : (a->left - kw + a->s - 1) / a->s;
+        const int64_t reach = a->W - 1 + a->left - kw;
+        int64_t end = reach < 0 ? 0 : reach / a->s + 1;
+        if (end > a->OW) end = a->OW;
+        if (end <= first) continue;
+        const float* xp = xr + (first * a->s - a->left + kw) * C;
+        const float* dyp = dyr + first * C;
+        double* dwp = dw + (kh * K + kw) * C;
+        for (int64_t i = 0; i < groups; i++) {
+          Group g;
+          switch (group_of(i, C, &g)) {
+            case 4: correlate(xp, a->s * C, dyp, C, end - first, &g, dwp, 4); break;
+            case 3: correlate(xp, a->s * C, dyp, C, end - first, &g, dwp, 3); break;
+            case 2: correlate(xp, a->s * C, dyp, C, end - first, &g, dwp, 2); break;
+            default: correlate(xp, a->s * C, dyp, C, end - first, &g, dwp, 1); break;
+          }
+        }
+      }
+    }
+  }
+}
+
+static void dw_forward_pass(const void* v, int64_t r0, int64_t r1, int p) {
+  (void)p;
+  dw_forward_rows(v, r0, r1);
+}
+
+static void dw_input_grad_pass(const void* v, int64_t r0, int64_t r1, int p) {
+  (void)p;
+  dw_input_grad_rows(v, r0, r1);
+}
+
+static void dw_filter_grad_pass(const void* v, int64_t r0, int64_t r1, int p) {
+  const ConvArgs* a = v;
+  dw_filter_grad_rows(a, r0, r1, a->dw_parts + (size_t)p * a->K * a->K * a->C);
+}
+
+/* A pass's parts: TensorFlow's threads are busy with other ops too, so by the work, not rows. */
+static int conv_parts(const ConvArgs* a, int64_t positions) {
+  return parts_for(positions * a->C * a->K * a->K / 4);
+}
+
+/*
+ * The geometry from x [B, H, W, C], w [K, K, C, 1] and the attributes; 0 with the status set when
+ * the shapes do not fit together.
+ */
+static int conv_geometry(const TF_Tensor* x, const TF_Tensor* w, const ConvAttrs* at,
+                         ConvArgs* a, TF_Status* s) {
+  int ok = TF_NumDims(x) == 4 && TF_NumDims(w) == 4;
+  if (ok) {
+    a->B = TF_Dim(x, 0), a->H = TF_Dim(x, 1), a->W = TF_Dim(x, 2), a->C = TF_Dim(x, 3);
+    a->K = TF_Dim(w, 0), a->s = at->stride, a->top = at->pads[0], a->left = at->pads[2];
+    ok = TF_Dim(w, 1) == a->K && TF_Dim(w, 2) == a->C && TF_Dim(w, 3) == 1 && a->C >= 8 &&
+         a->K >= 1 && a->K <= 32;
+  }
+  if (!ok) {
+    TF_SetStatus(s, TF_INVALID_ARGUMENT,
+                 "CxrDepthwiseConv: x must be [B, H, W, C] with C >= 8 and w [K, K, C, 1] with "
+                 "K <= 32");
+    return 0;
+  }
+  a->OH = (a->H + at->pads[0] + at->pads[1] - a->K) / a->s + 1;
+  a->OW = (a->W + at->pads[2] + at->pads[3] - a->K) / a->s + 1;
+  if (a->H + at->pads[0] + at->pads[1] < a->K || a->W + at->pads[2] + at->pads[3] < a->K) {
+    TF_SetStatus(s, TF_INVALID_ARGUMENT, "CxrDepthwiseConv: the kernel is larger than the input");
+    return 0;
+  }
+  return 1;
+}
+
+/* CxrDepthwiseConv, and CxrDepthwiseConvBiasAct (a third input, the bias, and an activation). */
+static void depthwise_conv(void* kernel, TF_OpKernelContext* ctx) {
+  const ConvAttrs* at = kernel;
+  TF_Status* s = TF_NewStatus();
+  TF_Tensor* in[3] = {0};
+  TF_Tensor* out[1] = {0};
+  ConvArgs a = {0};
+  const int n_in = TF_NumInputs(ctx);
+  if (!get_inputs(ctx, in, n_in, s) || !conv_geometry(in[0], in[1], at, &a, s)) goto done;
+  if (n_in == 3 && TF_TensorElementCount(in[2]) != a.C) {
+    TF_SetStatus(s, TF_INVALID_ARGUMENT,
+                 "CxrDepthwiseConvBiasAct: the bias needs one value per channel");
+    goto done;
+  }
+  a.bias = n_in == 3 ? TF_TensorData(in[2]) : NULL;
+  a.act = at->activation;
+  int64_t dims[4] = {a.B, a.OH, a.OW, a.C};
+  int64_t n = a.B * a.OH * a.OW * a.C;
+  out[0] = TF_AllocateOutput(ctx, 0, TF_FLOAT, dims, 4, n * sizeof(float), s);
+  if (TF_GetCode(s) != TF_OK || n == 0) goto done;
+  a.x = TF_TensorData(in[0]), a.w = TF_TensorData(in[1]), a.y = TF_TensorData(out[0]);
+  parallel_rows(dw_forward_pass, &a, a.B * a.OH, conv_parts(&a, a.B * a.OH * a.OW));
+done:
+  if (TF_GetCode(s) != TF_OK) TF_OpKernelContext_Failure(ctx, s);
+  delete_all(in, 3);
+  delete_all(out, 1);
+  TF_DeleteStatus(s);
+}
+
+static void depthwise_conv_grad(void* kernel, TF_OpKernelContext* ctx) {
+  TF_Status* s = TF_NewStatus();
+  TF_Tensor* in[3] = {0};
+  TF_Tensor* out[2] = {0};
+  ConvArgs a = {0};
+  if (!get_inputs(ctx, in, 3, s) || !conv_geometry(in[1], in[2], kernel, &a, s)) goto done;
+  const TF_Tensor* dy = in[0];
+  if (TF_NumDims(dy) != 4 || TF_Dim(dy, 0) != a.B || TF_Dim(dy, 1) != a.OH ||
+      TF_Dim(dy, 2) != a.OW || TF_Dim(dy, 3) != a.C) {
+    TF_SetStatus(s, TF_INVALID_ARGUMENT,
+                 "CxrDepthwiseConvGrad: dy's shape is not the convolution's output shape");
+    goto done;
+  }
+  out[0] = allocate_like(ctx, 0, in[1], s);
+  if (TF_GetCode(s) == TF_OK) out[1] = allocate_like(ctx, 1, in[2], s);
+  if (TF_GetCode(s) != TF_OK) goto done;
+  a.dy = TF_TensorData(dy), a.x = TF_TensorData(in[1]), a.w = TF_TensorData(in[2]);
+  a.dx = TF_TensorData(out[0]);
+  float* dw = TF_TensorData(out[1]);
+  const int64_t taps = a.K * a.K * a.C;
+  if (a.B * a.H * a.W > 0) {
+    parallel_rows(dw_input_grad_pass, &a, a.B * a.H, conv_parts(&a, a.B * a.H * a.W));
+  }
+  int parts = conv_parts(&a, a.B * a.OH * a.OW);
+  a.dw_parts = calloc((size_t)parts * taps, sizeof(double));
+  if (a.B * a.OH > 0) parallel_rows(dw_filter_grad_pass, &a, a.B * a.OH, parts);
+  for (int64_t i = 0; i < taps; i++) {
+    double sum = 0;
+    for (int p = 0; p < parts; p++) sum += a.dw_parts[(size_t)p * taps + i];
+    dw[i] = (float)sum;
+  }
+  free(a.dw_parts);
+done:
+  if (TF_GetCode(s) != TF_OK) TF_OpKernelContext_Failure(ctx, s);
+  delete_all(in, 3);
+  delete_all(out, 2);
+  TF_DeleteStatus(s);
+}
+
+/* [B, ?, ?, C]: the spatial size depends on attributes, which the C API's shape functions cannot
+ * read; the kernel checks the rest. */
+static void conv_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
+  TF_ShapeHandle *x = TF_NewShapeHandle(), *part = TF_NewShapeHandle();
+  TF_ShapeHandle* out = TF_NewShapeHandle();
+  TF_ShapeInferenceContextGetInput(ctx, 0, x, s);
+  if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextWithRank(ctx, x, 4, x, s);
+  if (TF_GetCode(s) == TF_OK) {
+    TF_ShapeHandle* unknown = TF_ShapeInferenceContextVectorFromSize(ctx, -1);
+    TF_ShapeHandle* two = TF_NewShapeHandle();
+    TF_ShapeInferenceContextConcatenateShapes(ctx, unknown, unknown, two, s);
+    TF_ShapeInferenceContextSubshape(ctx, x, 0, 1, part, s);
+    if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextConcatenateShapes(ctx, part, two, out, s);
+    if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextSubshape(ctx, x, 3, 4, part, s);
+    if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextConcatenateShapes(ctx, out, part, out, s);
+    if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 0, out, s);
+    TF_DeleteShapeHandle(unknown);
+    TF_DeleteShapeHandle(two);
+  }
+  TF_DeleteShapeHandle(x);
+  TF_DeleteShapeHandle(part);
+  TF_DeleteShapeHandle(out);
+}
+
+static void conv_grad_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
+  static const int pairs[] = {0, 1, 1, 2};
+  copy_shapes(ctx, s, pairs, 2);
+}
+
 static void forward_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
   static const int pairs[] = {0, 0, 1, 1, 2, 1, 3, 1, 4, 1};
   copy_shapes(ctx, s, pairs, 5);
@@ -603,24 +1018,24 @@ static void grad_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
   copy_shapes(ctx, s, pairs, 3);
 }
 
-static void add_attrs(TF_OpDefinitionBuilder* b) {
-  TF_OpDefinitionBuilderAddAttr(b, "epsilon: float = 0.001");
-  TF_OpDefinitionBuilderAddAttr(b, "exponential_avg_factor: float = 1.0");
-  TF_OpDefinitionBuilderAddAttr(b, "activation: {'identity', 'relu', 'hard_swish'} = 'identity'");
-}
+static const char* const batch_norm_attrs[] = {
+    "epsilon: float = 0.001", "exponential_avg_factor: float = 1.0",
+    "activation: {'identity', 'relu', 'hard_swish'} = 'identity'", NULL};
+static const char* const conv_attrs[] = {"stride: int = 1", "paddings: list(int)", NULL};
 
 static void register_op(const char* name, const char* const* inputs, int n_in,
-                        const char* const* outputs, int n_out,
+                        const char* const* outputs, int n_out, const char* const* attrs,
                         void (*shapes)(TF_ShapeInferenceContext*, TF_Status*),
+                        void* (*create)(TF_OpKernelConstruction*),
                         void (*compute)(void*, TF_OpKernelContext*), TF_Status* s) {
   TF_OpDefinitionBuilder* b = TF_NewOpDefinitionBuilder(name);
   for (int i = 0; i < n_in; i++) TF_OpDefinitionBuilderAddInput(b, inputs[i]);
   for (int i = 0; i < n_out; i++) TF_OpDefinitionBuilderAddOutput(b, outputs[i]);
-  add_attrs(b);
+  for (int i = 0; attrs[i]; i++) TF_OpDefinitionBuilderAddAttr(b, attrs[i]);
   TF_OpDefinitionBuilderSetShapeInferenceFunction(b, shapes);
   TF_RegisterOpDefinition(b, s);
   if (TF_GetCode(s) != TF_OK) return;
-  TF_KernelBuilder* k = TF_NewKernelBuilder(name, "CPU", create_kernel, compute, delete_kernel);
+  TF_KernelBuilder* k = TF_NewKernelBuilder(name, "CPU", create, compute, delete_kernel);
   TF_RegisterKernelBuilder(name, k, s);
 }
 
@@ -638,19 +1053,42 @@ __attribute__((constructor)) static void register_kernels(void) {
                                          "batch_mean: float", "batch_inv_std: float"};
   static const char* const apply_out[] = {"y: float"};
   TF_Status* s = TF_NewStatus();
-  register_op("CxrBatchNormAct", fwd_in, 5, fwd_out, 5, forward_shapes, batch_norm_act, s);
+  register_op("CxrBatchNormAct", fwd_in, 5, fwd_out, 5, batch_norm_attrs, forward_shapes,
+              create_kernel, batch_norm_act, s);
   if (TF_GetCode(s) == TF_OK) {
-    register_op("CxrBatchNormActGrad", grad_in, 6, grad_out, 3, grad_shapes,
-                batch_norm_act_grad, s);
+    register_op("CxrBatchNormActGrad", grad_in, 6, grad_out, 3, batch_norm_attrs, grad_shapes,
+                create_kernel, batch_norm_act_grad, s);
   }
   if (TF_GetCode(s) == TF_OK) {
     static const char* const hs_in[] = {"x: float"};
     static const char* const hs_out[] = {"y: float"};
-    register_op("CxrHardSwish", hs_in, 1, hs_out, 1, apply_shapes, hard_swish, s);
+    static const char* const no_attrs[] = {NULL};
+    register_op("CxrHardSwish", hs_in, 1, hs_out, 1, no_attrs, apply_shapes, NULL, hard_swish, s);
   }
   if (TF_GetCode(s) == TF_OK) {
-    register_op("CxrBatchNormActApply", apply_in, 5, apply_out, 1, apply_shapes,
-                batch_norm_act_apply, s);
+    register_op("CxrBatchNormActApply", apply_in, 5, apply_out, 1, batch_norm_attrs,
+                apply_shapes, create_kernel, batch_norm_act_apply, s);
+  }
+  if (TF_GetCode(s) == TF_OK) {
+    static const char* const dw_in[] = {"x: float", "filter: float"};
+    static const char* const dw_out[] = {"y: float"};
+    register_op("CxrDepthwiseConv", dw_in, 2, dw_out, 1, conv_attrs, conv_shapes,
+                create_conv_kernel, depthwise_conv, s);
+  }
+  if (TF_GetCode(s) == TF_OK) {
+    static const char* const dwa_in[] = {"x: float", "filter: float", "bias: float"};
+    static const char* const dwa_out[] = {"y: float"};
+    static const char* const conv_act_attrs[] = {
+        "stride: int = 1", "paddings: list(int)",
+        "activation: {'identity', 'relu', 'hard_swish'} = 'identity'", NULL};
+    register_op("CxrDepthwiseConvBiasAct", dwa_in, 3, dwa_out, 1, conv_act_attrs, conv_shapes,
+                create_conv_act_kernel, depthwise_conv, s);
+  }
+  if (TF_GetCode(s) == TF_OK) {
+    static const char* const dwg_in[] = {"dy: float", "x: float", "filter: float"};
+    static const char* const dwg_out[] = {"dx: float", "dfilter: float"};
+    register_op("CxrDepthwiseConvGrad", dwg_in, 3, dwg_out, 2, conv_attrs, conv_grad_shapes,
+                create_conv_kernel, depthwise_conv_grad, s);
   }
   TF_DeleteStatus(s);
 }

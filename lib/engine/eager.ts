@@ -105,6 +105,7 @@ function stepFunction(
     }
     case "batchNorm":
     case "batchNormAct":
+    case "depthwise":
     case "dropout":
       // Training-flavour steps; the eager engine trains through the layers model itself.
       throw new Error(`eager predictor: "${op.kind}" is a training step`);

@@ -149,6 +149,12 @@ export function fusedAttrs(op: Extract<Op, { kind: "batchNormAct" }>): Record<st
   };
 }
 
+/** The attributes CxrDepthwiseConv and CxrDepthwiseConvGrad share (native/cxr_kernels.c). */
+export function depthwiseAttrs(op: Extract<Op, { kind: "depthwise" }>): Record<string, Attr> {
+  const [[top, bottom], [left, right]] = op.padding;
+  return { stride: { i: op.stride }, paddings: { ints: [top, bottom, left, right] } };
+}
+
 /** Emit the nodes of one step; returns the name of its output (node or node:index). */
 export function emitStep(
   g: GraphWriter,
@@ -190,6 +196,19 @@ export function emitStep(
         });
       }
       return op.relu ? g.op(name, "Relu", [out]) : out;
+    }
+    case "depthwise": {
+      const kernel = ctx.weight(g, `${name}/kernel`, op.kernel);
+      if (!op.bias && op.activation === "identity") {
+        return g.node(name, "CxrDepthwiseConv", [x, kernel], depthwiseAttrs(op));
+      }
+      const bias = op.bias
+        ? ctx.weight(g, `${name}/bias`, op.bias)
+        : channelwise("bias", new Float32Array(op.kernel.shape[2]));
+      return g.node(name, "CxrDepthwiseConvBiasAct", [x, kernel, bias], {
+        ...depthwiseAttrs(op),
+        activation: { s: op.activation },
+      });
     }
     case "batchNorm": {
       if (!ctx.assign) throw new Error(`emitStep: ${name} is a training step`);

@@ -18,10 +18,11 @@ import { configProto, sessionSettings } from "./session_config.ts";
 
 /**
  * The GraphDef of `model` in inference mode: input `x` [-1, H, W, C] (0..255), output `logits`;
- * with `fusedHardSwish`, hard-swish as the fused kernels' one-pass op (loaded by kernels.ts).
+ * with `fusedKernels`, the fused kernels' ops (loaded by kernels.ts): hard-swish in one pass, and
+ * depthwise convolutions with their padding, folded BatchNorm and activation in one op.
  */
-export function inferenceGraph(model: tf.LayersModel, fusedHardSwish = false): Uint8Array {
-  const plan = planModel(model, "inference");
+export function inferenceGraph(model: tf.LayersModel, fusedKernels = false): Uint8Array {
+  const plan = planModel(model, "inference", { fusedKernels });
   const g = new GraphWriter();
   const nodeOf = new Map<string, string>([[
     plan.input,
@@ -35,7 +36,10 @@ export function inferenceGraph(model: tf.LayersModel, fusedHardSwish = false): U
     });
     nodeOf.set(
       step.name,
-      emitStep(g, `model/${step.name}`, step.op, inputs, { ...constantWeights, fusedHardSwish }),
+      emitStep(g, `model/${step.name}`, step.op, inputs, {
+        ...constantWeights,
+        fusedHardSwish: fusedKernels,
+      }),
     );
   }
   g.op("logits", "Identity", [nodeOf.get(plan.output)!]);

@@ -16,7 +16,13 @@
  */
 import { tf } from "../backend.ts";
 import { argmaxRows } from "../maths.ts";
-import { type EmitContext, emitStep, fusedAttrs, GraphWriter } from "./graph_def.ts";
+import {
+  depthwiseAttrs,
+  type EmitContext,
+  emitStep,
+  fusedAttrs,
+  GraphWriter,
+} from "./graph_def.ts";
 import { hostTensor } from "./graph_predictor.ts";
 import { chooseKernels, type KernelChoice } from "./kernels.ts";
 import { planModel, type Step } from "./plan.ts";
@@ -230,8 +236,9 @@ function buildSession(session: GraphSession, built: TrainingGraph, momentum: num
 /**
  * The loss's gradients for the trainable weights, written step by step from the output back:
  * TensorFlow's own gradients (TF_AddGradients) for each standard step, given the gradient flowing
- * into its output, and CxrBatchNormActGrad for each fused one (TensorFlow's C API cannot register
- * a gradient for an op, so TF_AddGradients cannot go through it). Where a tensor feeds several
+ * into its output, and our gradient op for each fused one, CxrBatchNormActGrad or
+ * CxrDepthwiseConvGrad (TensorFlow's C API cannot register a gradient for an op, so
+ * TF_AddGradients cannot go through it). Where a tensor feeds several
  * steps (residual and squeeze-excite branches) their contributions are summed before its producer
  * is reached, which reverse order guarantees. The same numbers as one TF_AddGradients over the
  * whole graph (a test checks the training step against the eager one).
@@ -263,7 +270,9 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
     if (xs.length + step.weights.length === 0) return;
     let grads: Output[];
     let y = step.output;
-    if (step.op.kind !== "batchNormAct" && recompute.can(step.output)) {
+    // Steps with a gradient op of our own, fed the inputs directly.
+    const own = step.op.kind === "batchNormAct" || step.op.kind === "depthwise";
+    if (!own && recompute.can(step.output)) {
       // A step whose output is itself recomputed (a padding or squeeze-excite scaling of a
       // BatchNorm output): its recomputed copy is the one to differentiate.
       y = recompute.get(step.output, dy)!;
@@ -271,7 +280,7 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
         input: x.input,
         cut: recompute.get(x.input, dy) ?? step.cuts[step.inputs.indexOf(x.input)],
       }));
-    } else if (step.op.kind !== "batchNormAct" && step.inputs.some((i) => recompute.can(i))) {
+    } else if (!own && step.inputs.some((i) => recompute.can(i))) {
       // Differentiate a copy that reads recomputed inputs, so that no gradient op reads (and
       // keeps alive) the forward pass's BatchNorm outputs.
       const copy = copyStep(
@@ -288,6 +297,11 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
       const gx = xs.length ? [g[0]] : [];
       const byWeight = new Map([[step.op.gamma.modelIndex, g[1]], [step.op.beta.modelIndex, g[2]]]);
       grads = [...gx, ...step.weights.map((w) => byWeight.get(w)!)];
+    } else if (step.op.kind === "depthwise") {
+      // The recomputed BatchNorm output where there is one, so the forward one is not kept.
+      const x = recompute.get(step.inputs[0], dy) ?? step.inputs[0];
+      const [dx, dw] = depthwiseGradient(session, step, dy, x);
+      grads = [...(xs.length ? [dx] : []), ...step.weights.map(() => dw)];
     } else {
       grads = session.addGradients(
         `grad/${k}`,
@@ -406,6 +420,28 @@ function fusedGradient(session: GraphSession, step: EmittedStep, dy: Output): Ou
     [inputs[5], session.output(`${step.node}:4`)],
   ]);
   return [0, 1, 2].map((i) => session.output(`${name}:${i}`));
+}
+
+/** CxrDepthwiseConvGrad for a depthwise step, fed the gradient `dy` and its input `x`: [dx, dw]. */
+function depthwiseGradient(
+  session: GraphSession,
+  step: EmittedStep,
+  dy: Output,
+  x: string,
+): Output[] {
+  const op = step.op as Extract<Step["op"], { kind: "depthwise" }>;
+  const name = `grad/${step.node}`;
+  const g = new GraphWriter();
+  const inputs = ["dy", "x", "filter"].map((n) =>
+    g.node(`${name}/in/${n}`, "Placeholder", [], { dtype: { type: DT_FLOAT } })
+  );
+  g.node(name, "CxrDepthwiseConvGrad", inputs, depthwiseAttrs(op));
+  session.import(g.bytes(), [
+    [inputs[0], dy],
+    [inputs[1], session.output(x)],
+    [inputs[2], session.output(`var_read/${op.kernel.modelIndex}`)],
+  ]);
+  return [0, 1].map((i) => session.output(`${name}:${i}`));
 }
 
 /** The sum of several gradients of one tensor (AddN), added to the graph as `name`. */

@@ -49,6 +49,22 @@ export type Op =
    * after it as one op, CxrBatchNormAct (native/cxr_kernels.c), with its own gradient op.
    */
   | ({ kind: "batchNormAct"; activation: FusedActivation } & TrainingBatchNorm)
+  /**
+   * With the fused kernels: a depthwise convolution (channel multiplier 1) with its zero padding
+   * inside (a ZeroPadding2D before it absorbed, or "same" at stride 1). Training: CxrDepthwiseConv,
+   * with its own gradient op; inference: CxrDepthwiseConvBiasAct, the BatchNorm after it folded
+   * in (as for "conv") and the ReLU or hard-swish after that applied before the output is written
+   * (native/cxr_kernels.c).
+   */
+  | {
+    kind: "depthwise";
+    kernel: WeightRef;
+    bias?: WeightRef;
+    activation: FusedActivation;
+    stride: number;
+    /** [[top, bottom], [left, right]] */
+    padding: [[number, number], [number, number]];
+  }
   /** Inference flavour: a BatchNorm that follows no convolution, as `x · scale + shift`. */
   | { kind: "scaleShift"; scale: Float32Array; shift: Float32Array }
   | { kind: "hardSwish" }
@@ -107,10 +123,14 @@ export class PlanError extends Error {
 // deno-lint-ignore no-explicit-any
 type AnyLayer = any;
 
+/** The layers whose outputs feed `layer`. */
+function inboundLayers(layer: AnyLayer): AnyLayer[] {
+  return layer.inboundNodes?.[0]?.inboundLayers ?? [];
+}
+
 /** Names of the layers whose outputs feed `layer`. */
 function inboundNames(layer: AnyLayer): string[] {
-  const node = layer.inboundNodes?.[0];
-  return node ? node.inboundLayers.map((l: AnyLayer) => l.name) : [];
+  return inboundLayers(layer).map((l: AnyLayer) => l.name);
 }
 
 /** The activation of a Conv2D/Dense/Activation layer's config, as an op or "identity". */
@@ -214,6 +234,9 @@ function planLayer(
       return { op: { kind: "normalize", spec: { mean: layer.mean, std: layer.std } } };
     case "Conv2D":
     case "DepthwiseConv2D":
+      if (fusedKernels && fusableDepthwise(layer, flavour)) {
+        return planFusedDepthwise(layer, view, flavour);
+      }
       return planConvolution(layer, view, flavour);
     case "BatchNorm": {
       if (flavour === "inference") return { op: { kind: "scaleShift", ...batchNormAffine(layer) } };
@@ -241,8 +264,14 @@ function planLayer(
       if (cls === "Activation" && activationOf(layer) === "identity") return "identity";
       throw unknown(layer);
     }
-    case "ZeroPadding2D":
+    case "ZeroPadding2D": {
+      // With the fused kernels a depthwise convolution pads inside (planFusedDepthwise).
+      const next = view.onlyConsumer(layer.name);
+      if (fusedKernels && next && fusableDepthwise(next, flavour)) {
+        return "identity";
+      }
       return { op: { kind: "pad", padding: layer.padding } };
+    }
     case "GlobalAveragePooling2D":
       return { op: { kind: "globalMean" } };
     case "Reshape":
@@ -327,6 +356,73 @@ function planConvolution(layer: AnyLayer, view: ModelView, flavour: Flavour): Pl
       strides: layer.strides as [number, number],
       padding: layer.padding as "same" | "valid",
       relu,
+    },
+    absorbs,
+  };
+}
+
+/**
+ * Whether the fused kernels compute `layer`: a DepthwiseConv2D with multiplier 1, no activation,
+ * equal strides, at least 8 channels (the kernel's vector width), "valid" padding or "same" at
+ * stride 1 with an odd kernel (its padding then does not depend on the size), and no bias in
+ * training (the gradient op has no bias gradient).
+ */
+function fusableDepthwise(layer: AnyLayer, flavour: Flavour): boolean {
+  if (layer.getClassName() !== "DepthwiseConv2D") return false;
+  const [sh, sw] = layer.strides as number[];
+  const [kh, kw] = layer.kernelSize as number[];
+  const dilation = [layer.dilationRate].flat();
+  const channels = (layer.weights as tf.LayerVariable[])[0].shape[2] as number;
+  return layer.depthMultiplier === 1 && (flavour === "inference" || !layer.useBias) &&
+    activationOf(layer) === "identity" &&
+    sh === sw && kh === kw && dilation.every((d: number) => d === 1) &&
+    layer.dataFormat === "channelsLast" && channels >= 8 &&
+    (layer.padding === "valid" || (layer.padding === "same" && sh === 1 && kh % 2 === 1));
+}
+
+/**
+ * A depthwise convolution with its padding inside (fused kernels): a ZeroPadding2D right before it
+ * (planLayer made that the identity) or "same" padding's (k − 1) / 2. In the inference flavour
+ * the BatchNorm after it is folded in and a ReLU or hard-swish after that absorbed.
+ */
+function planFusedDepthwise(layer: AnyLayer, view: ModelView, flavour: Flavour): Planned {
+  const k = (layer.kernelSize as number[])[0];
+  const before = inboundLayers(layer)[0];
+  let padding: [[number, number], [number, number]];
+  if (layer.padding === "same") {
+    const p = (k - 1) / 2;
+    padding = [[p, p], [p, p]];
+  } else if (
+    before?.getClassName() === "ZeroPadding2D" && view.onlyConsumer(before.name) === layer
+  ) {
+    padding = before.padding;
+  } else padding = [[0, 0], [0, 0]];
+  const weights = layer.weights as tf.LayerVariable[];
+  let kernel = view.weight(weights[0]);
+  let bias = layer.useBias ? view.weight(weights[1]) : undefined;
+  let activation: FusedActivation = "identity";
+  const absorbs: string[] = [];
+  if (flavour === "inference") {
+    let last = layer.name;
+    const next = view.onlyConsumer(layer.name);
+    if (next?.getClassName() === "BatchNorm") {
+      ({ kernel, bias } = foldBatchNorm(kernel, bias, next));
+      absorbs.push(next.name);
+      last = next.name;
+    }
+    const after = view.onlyConsumer(last);
+    if (after?.getClassName() === "HardSwish") activation = "hard_swish";
+    else if (after && reluMax(after) === null) activation = "relu";
+    if (activation !== "identity") absorbs.push(after.name);
+  }
+  return {
+    op: {
+      kind: "depthwise",
+      kernel,
+      bias,
+      activation,
+      stride: (layer.strides as number[])[0],
+      padding,
     },
     absorbs,
   };

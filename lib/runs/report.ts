@@ -108,13 +108,13 @@ function engineText(s: RunSummary): string {
 }
 
 /**
- * Which BatchNorm kernels trained the model, as a clause; epochs of a resumed run that ran other
- * kernels are named (a run never differs silently).
+ * Which kernels trained the model (the fused ones or TensorFlow's), as a clause; epochs of a resumed
+ * run that ran other kernels are named (a run never differs silently).
  */
 function kernelsText(s: RunSummary): string | undefined {
   if (!s.kernels) return undefined;
   const now = s.kernels.kind === "fused"
-    ? `BatchNorm and its activation as the project's fused kernels (${s.kernels.detail})`
+    ? `BatchNorm and its activation, and the depthwise convolutions, as the project's fused kernels (${s.kernels.detail})`
     : `BatchNorm as TensorFlow's own kernels (${s.kernels.detail})`;
   const other = s.history.filter((h) => h.kernels && h.kernels !== s.kernels!.kind);
   if (other.length === 0) return now;

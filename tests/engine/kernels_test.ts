@@ -12,7 +12,7 @@ import {
   tf,
 } from "../../lib/mod.ts";
 import { smallForTraining } from "../_models.ts";
-import { DT_FLOAT, GraphSession, type HostTensor } from "../../lib/engine/tf_c.ts";
+import { DT_FLOAT, DT_INT32, GraphSession, type HostTensor } from "../../lib/engine/tf_c.ts";
 import { GraphWriter } from "../../lib/engine/graph_def.ts";
 import { readFields } from "../../lib/engine/protobuf.ts";
 
@@ -150,6 +150,146 @@ Deno.test({
         }
       }
     }
+    assert.equal(liveSessions(), 0);
+  },
+});
+
+/** TensorFlow's ops for `activation` after `x`, as graph_def.ts emits them (hard-swish: 4 ops). */
+function emitActivation(g: GraphWriter, name: string, x: string, activation: string): string {
+  if (activation === "relu") return g.op(name, "Relu", [x]);
+  if (activation !== "hard_swish") return x;
+  const shifted = g.op(`${name}/plus3`, "AddV2", [
+    x,
+    g.floatConst(`${name}/three`, [], Float32Array.of(3)),
+  ]);
+  const clipped = g.op(`${name}/relu6`, "Relu6", [shifted]);
+  const sixth = g.op(`${name}/sigmoid`, "Mul", [
+    clipped,
+    g.floatConst(`${name}/sixth`, [], Float32Array.of(1 / 6)),
+  ]);
+  return g.op(name, "Mul", [x, sixth]);
+}
+
+/**
+ * TensorFlow's Pad + DepthwiseConv2dNative (as the graph engines emit a padded depthwise step)
+ * with TF_AddGradients, and CxrDepthwiseConv with CxrDepthwiseConvGrad, fed the same x and dy:
+ * each output of each; and the inference op, CxrDepthwiseConvBiasAct, against TensorFlow's
+ * convolution + BiasAdd + each activation.
+ */
+function runDepthwiseBoth(
+  shape: number[],
+  kernel: number,
+  stride: number,
+  paddings: [number, number, number, number],
+) {
+  const [batch, height, width, channels] = shape;
+  const rng = Rng.stream(1, "depthwise-test", shape.join("x"), kernel, stride, paddings.join());
+  const [top, bottom, left, right] = paddings;
+  const outShape = [
+    batch,
+    Math.floor((height + top + bottom - kernel) / stride) + 1,
+    Math.floor((width + left + right - kernel) / stride) + 1,
+    channels,
+  ];
+  const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
+  const g = new GraphWriter();
+  g.placeholder("x", shape);
+  g.placeholder("dy", outShape);
+  g.floatConst("w", [kernel, kernel, channels, 1], values(rng, kernel * kernel * channels, 1));
+  const pads = g.intConst("pads", [4, 2], [0, 0, top, bottom, left, right, 0, 0]);
+  const padded = g.op("pad", "Pad", ["x", pads], { Tpaddings: { type: DT_INT32 } });
+  g.op("standard", "DepthwiseConv2dNative", [padded, "w"], {
+    strides: { ints: [1, stride, stride, 1] },
+    padding: { s: "VALID" },
+    data_format: { s: "NHWC" },
+    dilations: { ints: [1, 1, 1, 1] },
+    explicit_paddings: { ints: [] },
+  });
+  const attrs = { stride: { i: stride }, paddings: { ints: paddings } };
+  g.node("fused", "CxrDepthwiseConv", ["x", "w"], attrs);
+  g.node("fused_grad", "CxrDepthwiseConvGrad", ["dy", "x", "w"], attrs);
+  // Biases around zero, so that the activations' kinks are crossed.
+  g.floatConst("b", [channels], values(rng, channels, 1));
+  const biased = g.op("biased", "BiasAdd", ["standard", "b"], { data_format: { s: "NHWC" } });
+  const withActivation = ACTIVATIONS.map((activation) => {
+    const standard = emitActivation(g, `standard_${activation}`, biased, activation);
+    const fused = g.node(`fused_${activation}`, "CxrDepthwiseConvBiasAct", ["x", "w", "b"], {
+      ...attrs,
+      activation: { s: activation },
+    });
+    return { name: `y (bias, ${activation})`, standard, fused };
+  });
+  const session = new GraphSession();
+  try {
+    session.import(g.bytes());
+    const grads = session.addGradients(
+      "grad",
+      [session.output("standard")],
+      [session.output("x"), session.output("w")],
+      [session.output("dy")],
+    );
+    session.start();
+    const fetched = session.run([
+      [session.output("x"), { values: values(rng, size(shape), 2), shape }],
+      [session.output("dy"), { values: values(rng, size(outShape), 1), shape: outShape }],
+    ], [
+      session.output("standard"),
+      ...grads,
+      ...["fused", "fused_grad:0", "fused_grad:1"].map((n) => session.output(n)),
+      ...withActivation.flatMap((a) => [session.output(a.standard), session.output(a.fused)]),
+    ]);
+    return [
+      ...["y", "dx", "dw"].map((name, i) => ({
+        name,
+        standard: fetched[i],
+        fused: fetched[i + 3],
+      })),
+      ...withActivation.map((a, i) => ({
+        name: a.name,
+        standard: fetched[6 + 2 * i],
+        fused: fetched[7 + 2 * i],
+      })),
+    ];
+  } finally {
+    session.close();
+  }
+}
+
+Deno.test({
+  name:
+    "kernels: CxrDepthwiseConv and its gradient compute what TensorFlow's Pad + depthwise convolution and their gradients do (y, dx, dw) to 1e-5, and CxrDepthwiseConvBiasAct what they do followed by BiasAdd and each activation, on odd shapes and channel counts, strides 1 to 3, uneven padding and batch 1",
+  ignore: !native,
+  fn: () => {
+    assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
+    // Channel counts around the vector width (8) and its groups of four (32): one block, a block
+    // that overlaps, groups of 1 to 4 blocks, a group that overlaps the one before.
+    const cases: [number[], number, number, [number, number, number, number]][] = [
+      [[1, 5, 7, 8], 3, 1, [1, 1, 1, 1]],
+      [[2, 9, 8, 13], 3, 2, [0, 1, 0, 1]], // Keras's stride-2 padding
+      [[1, 11, 10, 21], 5, 2, [2, 2, 2, 2]], // torchvision's
+      [[3, 6, 6, 16], 5, 1, [2, 2, 2, 2]],
+      [[1, 12, 13, 72], 5, 2, [1, 2, 1, 2]],
+      [[2, 1, 1, 9], 3, 1, [1, 1, 1, 1]], // one pixel: only the centre tap is inside
+      [[1, 4, 4, 8], 3, 3, [0, 0, 2, 1]], // taps that skip input columns
+      [[2, 6, 5, 40], 3, 1, [1, 1, 1, 1]],
+      [[1, 7, 7, 24], 3, 2, [1, 1, 1, 1]],
+      [[2, 5, 5, 45], 5, 1, [2, 2, 2, 2]],
+      [[1, 3, 3, 8], 3, 1, [0, 0, 0, 0]], // no padding: one output
+    ];
+    for (const [shape, kernel, stride, paddings] of cases) {
+      for (const { name, standard, fused } of runDepthwiseBoth(shape, kernel, stride, paddings)) {
+        const error = relativeError(standard, fused);
+        assert.ok(
+          error <= 1e-5,
+          `${shape} k${kernel} s${stride} pads ${paddings}: ${name} differs by ${error}`,
+        );
+      }
+    }
+    // Fewer than 8 channels is refused, with what is wrong.
+    assert.throws(
+      () => runDepthwiseBoth([1, 4, 4, 7], 3, 1, [1, 1, 1, 1]),
+      /CxrDepthwiseConv: x must be \[B, H, W, C\] with C >= 8/,
+    );
     assert.equal(liveSessions(), 0);
   },
 });
@@ -296,7 +436,7 @@ function graphNodes(bytes: Uint8Array): { name: string; op: string; inputs: stri
 
 Deno.test({
   name:
-    "kernels: with the fused kernels no gradient op reads a BatchNorm's forward output (the backward pass recomputes it, after the gradient that needs it), so the forward pass need not keep it",
+    "kernels: with the fused kernels no gradient op reads a BatchNorm's forward output (the backward pass recomputes it, after the gradient that needs it), so the forward pass need not keep it; depthwise convolutions are fused with their padding",
   ignore: !native,
   fn: () => {
     for (const convention of ["torchvision", "keras"] as const) {
@@ -328,6 +468,19 @@ Deno.test({
         const copy = nodes.find((n) => n.name === `grad/recompute/${bn.name}`);
         assert.equal(copy?.op, "CxrBatchNormActApply", bn.name);
         assert.ok(copy.inputs.some((i) => i.startsWith("^grad/")), `${copy.name} waits`);
+      }
+      // Every depthwise convolution is the fused one, its padding inside (no Pad but the
+      // torchvision stem's, on the input image), differentiated from the recomputed input.
+      const depthwise = nodes.filter((n) => n.op === "CxrDepthwiseConv");
+      assert.equal(depthwise.length, 15, `${convention}: every depthwise convolution is fused`);
+      assert.deepEqual(
+        nodes.filter((n) => n.op === "Pad" && n.name.startsWith("model/")).map((n) => n.name),
+        convention === "torchvision" ? ["model/conv_pad"] : [],
+      );
+      for (const conv of depthwise) {
+        const grad = nodes.find((n) => n.name === `grad/${conv.name}`);
+        assert.equal(grad?.op, "CxrDepthwiseConvGrad", conv.name);
+        assert.match(grad.inputs[1], /^grad\/recompute\/model\/.*_bn$/, conv.name);
       }
     }
   },

@@ -9,7 +9,7 @@ import {
   tf,
 } from "../../lib/mod.ts";
 import { BatchNorm } from "../../lib/model/layers.ts";
-import { small } from "../_models.ts";
+import { small, smallForTraining } from "../_models.ts";
 
 await initBackend();
 
@@ -101,5 +101,72 @@ Deno.test("plan: MobileNetV3's inference plan folds every BatchNorm; its trainin
   ).sort((a, b) => a - b);
   assert.deepEqual(used, model.weights.map((_, i) => i));
   assert.equal(inference.outputUnits, 3);
+  model.dispose();
+});
+
+Deno.test("plan: with the fused kernels a depthwise convolution takes its padding inside (Keras's uneven stride-2 padding, torchvision's even one, 'same'), in inference its BatchNorm and activation too; one the kernel cannot compute stays as it was", () => {
+  for (const convention of ["keras", "torchvision"] as const) {
+    const model = smallForTraining(convention);
+    const fused = planModel(model, "training", { fusedKernels: true });
+    const standard = planModel(model, "training");
+    const depthwise = fused.steps.flatMap((s) => s.op.kind === "depthwise" ? [{ ...s.op, s }] : []);
+    assert.equal(depthwise.length, 15);
+    assert.equal(standard.steps.filter((s) => s.op.kind === "depthwise").length, 0);
+    // No ZeroPadding2D step is left but torchvision's on the input image.
+    assert.deepEqual(
+      fused.steps.filter((s) => s.op.kind === "pad").map((s) => s.name),
+      convention === "torchvision" ? ["conv_pad"] : [],
+    );
+    for (const op of depthwise) {
+      const layer = model.getLayer(op.s.name) as unknown as { kernelSize: number[] };
+      const k = layer.kernelSize[0];
+      const half = (k - 1) / 2;
+      const expected = op.stride === 1 || convention === "torchvision"
+        ? [[half, half], [half, half]]
+        : [[half - 1, half], [half - 1, half]]; // Keras's correct_pad
+      assert.deepEqual(op.padding, expected, op.s.name);
+      // It reads the BatchNorm before the padding (the padding layer is gone).
+      assert.match(op.s.inputs[0], /_bn$/, op.s.name);
+    }
+    // Inference: the BatchNorm folded in and the activation after it absorbed (MobileNetV3-Large:
+    // blocks 0-5 ReLU, 6-14 hard-swish), the padding inside as in training.
+    const inference = planModel(model, "inference", { fusedKernels: true }).steps
+      .flatMap((s) => s.op.kind === "depthwise" ? [s.op] : []);
+    assert.deepEqual(
+      inference.map((op) => op.activation),
+      [...Array(6).fill("relu"), ...Array(9).fill("hard_swish")],
+    );
+    assert.ok(inference.every((op) => op.bias !== undefined));
+    assert.deepEqual(inference.map((op) => op.padding), depthwise.map((op) => op.padding));
+    assert.equal(
+      planModel(model, "inference").steps.filter((s) => s.op.kind === "depthwise").length,
+      0,
+    );
+    // Every weight is still used exactly once.
+    const used = fused.steps.flatMap((s) =>
+      Object.values(s.op).filter((v) => v && typeof v === "object" && "modelIndex" in v)
+        .map((v) => (v as { modelIndex: number }).modelIndex)
+    ).sort((a, b) => a - b);
+    assert.deepEqual(used, model.weights.map((_, i) => i));
+    model.dispose();
+  }
+  // Fewer channels than the kernel's vector width, or a bias: the standard convolution (and pad).
+  const input = tf.input({ shape: [8, 8, 4], name: "input" });
+  let x = tf.layers.zeroPadding2d({ padding: [[0, 1], [0, 1]], name: "pad" }).apply(input);
+  x = tf.layers.depthwiseConv2d({
+    kernelSize: 3,
+    strides: 2,
+    padding: "valid",
+    useBias: false,
+    name: "narrow",
+  }).apply(x);
+  x = tf.layers.conv2d({ filters: 8, kernelSize: 1, name: "widen" }).apply(x);
+  x = tf.layers.depthwiseConv2d({ kernelSize: 3, padding: "same", useBias: true, name: "biased" })
+    .apply(x);
+  const model = tf.model({ inputs: input, outputs: x as tf.SymbolicTensor });
+  const kinds = planModel(model, "training", { fusedKernels: true }).steps.map((s) =>
+    `${s.name}:${s.op.kind}`
+  );
+  assert.deepEqual(kinds, ["pad:pad", "narrow:conv", "widen:conv", "biased:conv"]);
   model.dispose();
 });

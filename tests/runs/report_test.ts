@@ -114,7 +114,7 @@ Deno.test("report: which BatchNorm kernels trained the model, and epochs of a re
   assert.doesNotMatch(line(), /kernels/, "runs before kernels were recorded say nothing");
   assert.match(
     line({ kernels: { kind: "fused", detail: "cxr_kernels-0123abcd.so" } }),
-    /; BatchNorm and its activation as the project's fused kernels \(cxr_kernels-0123abcd\.so\)/,
+    /; BatchNorm and its activation, and the depthwise convolutions, as the project's fused kernels \(cxr_kernels-0123abcd\.so\)/,
   );
   assert.match(
     line({ kernels: { kind: "standard", detail: "asked for" } }),
