@@ -783,16 +783,22 @@ VECTOR_VERSIONS static void dw_input_grad_rows(const ConvArgs* a, int64_t r0, in
   Taps* t = malloc(sizeof *t);
   for (int64_t r = r0; r < r1; r++) {
     const int64_t b = r / a->H, ih = r % a->H;
+    /* The kernel rows that reach this input row: ih = oh·s − top + kh for a whole oh. */
+    int64_t rows[32], first_out[32];
+    int n_rows = 0;
+    for (int64_t kh = (ih + a->top) % a->s; kh < K && kh <= ih + a->top; kh += a->s) {
+      const int64_t oh = (ih + a->top - kh) / a->s;
+      if (oh < a->OH) rows[n_rows] = kh, first_out[n_rows++] = (b * a->OH + oh) * a->OW;
+    }
     for (int64_t iw = 0; iw < a->W; iw++) {
       t->n = 0;
-      for (int64_t kh = 0; kh < K; kh++) {
-        const int64_t u = ih + a->top - kh;
-        if (u < 0 || u % a->s || u / a->s >= a->OH) continue;
-        for (int64_t kw = 0; kw < K; kw++) {
-          const int64_t v = iw + a->left - kw;
-          if (v < 0 || v % a->s || v / a->s >= a->OW) continue;
-          t->data[t->n] = ((b * a->OH + u / a->s) * a->OW + v / a->s) * C;
-          t->weight[t->n++] = (kh * K + kw) * C;
+      /* Likewise the kernel columns: kw ≡ iw + left (mod s), one division per position. */
+      const int64_t kw0 = (iw + a->left) % a->s, ow0 = (iw + a->left - kw0) / a->s;
+      for (int i = 0; i < n_rows; i++) {
+        for (int64_t kw = kw0, ow = ow0; kw < K && ow >= 0; kw += a->s, ow--) {
+          if (ow >= a->OW) continue;
+          t->data[t->n] = (first_out[i] + ow) * C;
+          t->weight[t->n++] = (rows[i] * K + kw) * C;
         }
       }
       float* out = a->dx + (r * a->W + iw) * C;
