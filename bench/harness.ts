@@ -28,7 +28,7 @@ export const TFJS_OPTIONS: Record<string, Record<string, string>> = {
   },
   "threads-2-1": { COVID_CXR_THREADS: "2,1" },
   "threads-1-2": { COVID_CXR_THREADS: "1,2" },
-  // The training step with TensorFlow's own BatchNorm kernels, beside the fused ones (the default
+  // The training step with TensorFlow's own kernels, beside the fused ones (the default
   // where setup built them): the bench shows both unless told otherwise.
   "standard-kernels": { COVID_CXR_KERNELS: "standard" },
 };

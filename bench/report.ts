@@ -103,7 +103,7 @@ export interface ProfileMeasurement {
   top: { op: string; ms: number; calls: number }[];
   cost: { macs: { pointwise: number; depthwise: number; dense: number }; activations: number };
   bandwidthGBs: number;
-  /** Which BatchNorm kernels the profiled step ran (lib/engine/kernels.ts). */
+  /** Which kernels the profiled step ran (fused or standard) (lib/engine/kernels.ts). */
   kernels?: { kind: string; detail: string };
 }
 
@@ -127,7 +127,9 @@ export function renderProfile(m: ProfileMeasurement, configuration = "tfjs"): st
   return [
     `# Where a training step's time goes: ${configuration} (${m.size} px, batch ${m.batch})`,
     "",
-    `BatchNorm kernels: ${m.kernels ? `${m.kernels.kind} (${m.kernels.detail})` : "not recorded"}.`,
+    `Kernels (BatchNorm + activation, depthwise convolutions): ${
+      m.kernels ? `${m.kernels.kind} (${m.kernels.detail})` : "not recorded"
+    }.`,
     "",
     `Untraced step: ${stepMs.toFixed(0)} ms (${perImage.toFixed(0)} ms/image). TensorFlow's ` +
     `step stats (a traced step; ops on the two threads can overlap, so their sum, ` +

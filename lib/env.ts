@@ -95,8 +95,9 @@ export const VARIABLES = {
   COVID_CXR_KERNELS: {
     kind: choice("auto", "fused", "standard"),
     default: "auto",
-    meaning: "the graph training step's BatchNorm + activation: `standard` (TensorFlow's own " +
-      "kernels), `fused` (fail unless the project's fused kernels load); `auto` uses them when built",
+    meaning: "the graph engines' BatchNorm + activation and depthwise convolutions: `standard` " +
+      "(TensorFlow's own kernels), `fused` (fail unless the project's fused kernels load); `auto` " +
+      "uses them when built",
   },
   COVID_CXR_PRECISION: {
     kind: choice("fp32", "bf16"),

@@ -903,12 +903,14 @@ static int conv_geometry(const TF_Tensor* x, const TF_Tensor* w, const ConvAttrs
                  "K <= 32");
     return 0;
   }
-  a->OH = (a->H + at->pads[0] + at->pads[1] - a->K) / a->s + 1;
-  a->OW = (a->W + at->pads[2] + at->pads[3] - a->K) / a->s + 1;
-  if (a->H + at->pads[0] + at->pads[1] < a->K || a->W + at->pads[2] + at->pads[3] < a->K) {
-    TF_SetStatus(s, TF_INVALID_ARGUMENT, "CxrDepthwiseConv: the kernel is larger than the input");
+  const int64_t rows = a->H + at->pads[0] + at->pads[1], cols = a->W + at->pads[2] + at->pads[3];
+  if (rows < a->K || cols < a->K) {
+    TF_SetStatus(s, TF_INVALID_ARGUMENT,
+                 "CxrDepthwiseConv: the kernel is larger than the padded input");
     return 0;
   }
+  a->OH = (rows - a->K) / a->s + 1;
+  a->OW = (cols - a->K) / a->s + 1;
   return 1;
 }
 

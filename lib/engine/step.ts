@@ -43,6 +43,6 @@ export interface StepEngineOptions {
   numClasses: number;
   /** Momentum buffers of an interrupted run (by position; not disposed here). */
   optimizerWeights?: NamedTensor[];
-  /** The graph engine's BatchNorm kernels (kernels.ts; default COVID_CXR_KERNELS, else auto). */
+  /** The graph engines' kernels, fused or TensorFlow's (kernels.ts; default COVID_CXR_KERNELS, else auto). */
   kernels?: "auto" | "fused" | "standard";
 }

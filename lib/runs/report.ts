@@ -98,7 +98,9 @@ function engineText(s: RunSummary): string {
     how(
       s.inferenceEngine,
       `predictions run as one TensorFlow graph${
-        s.inferenceKernels?.kind === "fused" ? " (hard-swish as the fused kernel)" : ""
+        s.inferenceKernels?.kind === "fused"
+          ? " (hard-swish and the depthwise convolutions as the fused kernels)"
+          : ""
       }`,
       "predictions run op by op (eager)",
     ),

@@ -70,7 +70,7 @@ export interface TrainResult {
   bestDir: string;
   /** How the training steps ran (lib/engine/select.ts). */
   engine: EngineKind;
-  /** Which BatchNorm kernels they used (lib/engine/kernels.ts). */
+  /** Which kernels they used, fused or standard (lib/engine/kernels.ts). */
   kernels: KernelChoice;
 }
 

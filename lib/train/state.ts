@@ -24,7 +24,7 @@ export interface EpochRecord {
   seconds: number;
   /** The process's peak resident memory by the end of the epoch, in MB (lib/memory.ts). */
   peakRssMB: number;
-  /** Which BatchNorm kernels the epoch's steps ran (lib/engine/kernels.ts); absent before 2026-12. */
+  /** Which kernels the epoch's steps ran (lib/engine/kernels.ts); absent before 2026-12. */
   kernels?: "fused" | "standard";
 }
 

@@ -93,10 +93,19 @@ Deno.test({
       assert.match(fused, /# Where a training step's time goes: tfjs \(64 px, batch 2\)/);
       // Setup builds the fused kernels (CI included); the default configuration runs them.
       const built = fs.existsSync(kernelLibrary().file);
-      assert.match(fused, built ? /BatchNorm kernels: fused \(cxr_kernels-/ : /standard/);
+      assert.match(
+        fused,
+        built
+          ? /Kernels \(BatchNorm \+ activation, depthwise convolutions\): fused \(cxr_kernels-/
+          : /standard/,
+      );
       if (built) assert.match(fused, /\| CxrBatchNormActGrad \| [\d.]+ \| \d+ \|/);
+      if (built) assert.match(fused, /\| CxrDepthwiseConvGrad \| [\d.]+ \| \d+ \|/);
       assert.match(standard, /: tfjs\+standard-kernels \(64 px, batch 2\)/);
-      assert.match(standard, /BatchNorm kernels: standard \(asked for\)/);
+      assert.match(
+        standard,
+        /Kernels \(BatchNorm \+ activation, depthwise convolutions\): standard \(asked for\)/,
+      );
       assert.match(standard, /FusedBatchNormGradV3/);
       for (const section of [fused, standard]) {
         assert.match(section, /\| pointwise \/ full convolution \| [\d.]+ \|/);
