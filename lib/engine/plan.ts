@@ -334,17 +334,12 @@ function planConvolution(layer: AnyLayer, view: ModelView, flavour: Flavour): Pl
   let relu = activation === "relu";
   const absorbs: string[] = [];
   if (flavour === "inference" && !relu) {
-    let last = layer.name;
-    const next = view.onlyConsumer(layer.name);
-    if (next?.getClassName() === "BatchNorm") {
-      ({ kernel, bias } = foldBatchNorm(kernel, bias, next));
-      absorbs.push(next.name);
-      last = next.name;
-    }
-    const after = view.onlyConsumer(last);
-    if (after && reluMax(after) === null) {
+    const folded = foldFollowingBatchNorm(layer, view, kernel, bias);
+    ({ kernel, bias } = folded);
+    absorbs.push(...folded.absorbs);
+    if (folded.next && reluMax(folded.next) === null) {
       relu = true;
-      absorbs.push(after.name);
+      absorbs.push(folded.next.name);
     }
   }
   return {
@@ -403,14 +398,10 @@ function planFusedDepthwise(layer: AnyLayer, view: ModelView, flavour: Flavour):
   let activation: FusedActivation = "identity";
   const absorbs: string[] = [];
   if (flavour === "inference") {
-    let last = layer.name;
-    const next = view.onlyConsumer(layer.name);
-    if (next?.getClassName() === "BatchNorm") {
-      ({ kernel, bias } = foldBatchNorm(kernel, bias, next));
-      absorbs.push(next.name);
-      last = next.name;
-    }
-    const after = view.onlyConsumer(last);
+    const folded = foldFollowingBatchNorm(layer, view, kernel, bias);
+    ({ kernel, bias } = folded);
+    absorbs.push(...folded.absorbs);
+    const after = folded.next;
     if (after?.getClassName() === "HardSwish") activation = "hard_swish";
     else if (after && reluMax(after) === null) activation = "relu";
     if (activation !== "identity") absorbs.push(after.name);
@@ -485,6 +476,26 @@ function batchNormAffine(bn: AnyLayer): { scale: Float32Array; shift: Float32Arr
   const scale = gamma.map((g, c) => g / Math.sqrt(variance[c] + bn.epsilon));
   const shift = beta.map((b, c) => b - mean[c] * scale[c]);
   return { scale, shift };
+}
+
+/**
+ * Inference: the BatchNorm reading only `layer`'s output folded into `layer`'s kernel and bias (when
+ * there is one), and `next`, the single layer reading the result, for the caller to absorb an
+ * activation.
+ */
+function foldFollowingBatchNorm(
+  layer: AnyLayer,
+  view: ModelView,
+  kernel: WeightRef,
+  bias: WeightRef | undefined,
+): { kernel: WeightRef; bias?: WeightRef; absorbs: string[]; next?: AnyLayer } {
+  const bn = view.onlyConsumer(layer.name);
+  if (bn?.getClassName() !== "BatchNorm") return { kernel, bias, absorbs: [], next: bn };
+  return {
+    ...foldBatchNorm(kernel, bias, bn),
+    absorbs: [bn.name],
+    next: view.onlyConsumer(bn.name),
+  };
 }
 
 /** Fold the BatchNorm `bn` into the convolution before it (see the header). */
