@@ -123,17 +123,27 @@ function relativeError(a: HostTensor, b: HostTensor, atLeast = 0): number {
 
 Deno.test({
   name:
-    "kernels: CxrBatchNormAct and its gradient compute what TensorFlow's BatchNorm + activation and their gradients do (forward, moving averages, dx, dgamma, dbeta) to 1e-5, on odd shapes, batch 1 and channels of one or two values",
+    "kernels: CxrBatchNormAct and its gradient compute what TensorFlow's BatchNorm + activation and their gradients do (forward, moving averages, dx, dgamma, dbeta) to 1e-5, on odd shapes, batch 1, channels of one or two values and a tensor split between threads",
   ignore: !native,
   fn: () => {
     assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
-    // Channel counts that are not multiples of the vector width, single images, single rows.
-    const shapes = [[1, 1, 1, 8], [2, 1, 1, 8], [1, 3, 5, 7], [2, 7, 5, 13], [3, 11, 9, 33], [
-      1,
-      1,
-      9,
-      16,
-    ], [4, 17, 17, 3]];
+    // Channel counts that are not multiples of the vector width, single images, single rows; and
+    // one tensor of 2 M values, which the kernels split between two threads (on 2 or more cores).
+    const shapes = [
+      [1, 1, 1, 8],
+      [2, 1, 1, 8],
+      [1, 3, 5, 7],
+      [2, 7, 5, 13],
+      [3, 11, 9, 33],
+      [
+        1,
+        1,
+        9,
+        16,
+      ],
+      [4, 17, 17, 3],
+      [4, 64, 64, 130],
+    ];
     for (const shape of shapes) {
       for (const activation of ACTIVATIONS) {
         const { dy, outputs } = runBoth(shape, activation, 1);
@@ -141,7 +151,11 @@ Deno.test({
           // dx is a difference of terms the size of dy·γ/σ, which cancel to ~0 when a channel has
           // two values (both normalise to ±1 whatever they are): rounding is relative to the terms.
           const error = name === "dx"
-            ? relativeError(standard, fused, Math.max(...Array.from(dy.values, Math.abs)))
+            ? relativeError(
+              standard,
+              fused,
+              Array.from(dy.values).reduce((m, v) => Math.max(m, Math.abs(v)), 0),
+            )
             : relativeError(standard, fused);
           assert.ok(
             error <= 1e-5,
@@ -257,7 +271,7 @@ function runDepthwiseBoth(
 
 Deno.test({
   name:
-    "kernels: CxrDepthwiseConv and its gradient compute what TensorFlow's Pad + depthwise convolution and their gradients do (y, dx, dw) to 1e-5, and CxrDepthwiseConvBiasAct what they do followed by BiasAdd and each activation, on odd shapes and channel counts, strides 1 to 3, uneven padding and batch 1",
+    "kernels: CxrDepthwiseConv and its gradient compute what TensorFlow's Pad + depthwise convolution and their gradients do (y, dx, dw) to 1e-5, and CxrDepthwiseConvBiasAct what they do followed by BiasAdd and each activation, on odd shapes and channel counts, strides 1 to 3, uneven padding, batch 1 and tensors split between threads",
   ignore: !native,
   fn: () => {
     assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
@@ -275,6 +289,9 @@ Deno.test({
       [[1, 7, 7, 24], 3, 2, [1, 1, 1, 1]],
       [[2, 5, 5, 45], 5, 1, [2, 2, 2, 2]],
       [[1, 3, 3, 8], 3, 1, [0, 0, 0, 0]], // no padding: one output
+      // Large enough for the kernels to split the rows between two threads.
+      [[4, 64, 64, 64], 3, 2, [0, 1, 0, 1]],
+      [[4, 48, 48, 72], 5, 1, [2, 2, 2, 2]],
     ];
     for (const [shape, kernel, stride, paddings] of cases) {
       for (const { name, standard, fused } of runDepthwiseBoth(shape, kernel, stride, paddings)) {
