@@ -17,6 +17,7 @@
 import { tf } from "../backend.ts";
 import { argmaxRows } from "../maths.ts";
 import {
+  type Attr,
   depthwiseAttrs,
   type EmitContext,
   emitStep,
@@ -345,25 +346,24 @@ function recomputer(session: GraphSession, steps: EmittedStep[]) {
     const s = producer.get(tensor)!;
     let copy: string;
     if (s.op.kind === "batchNormAct") {
-      const name = `grad/recompute/${s.node}`;
-      const g = new GraphWriter();
-      const inputs = ["x", "gamma", "beta", "mean", "inv_std"].map((n) =>
-        g.node(`${name}/in/${n}`, "Placeholder", [], { dtype: { type: DT_FLOAT } })
+      copy = `grad/recompute/${s.node}`;
+      // Not before the backward pass gets here (`after`): its inputs are ready early in the
+      // forward pass, and TensorFlow runs an op as soon as they are, which would keep the copy as
+      // long as the original (measured: no memory saved without this dependency).
+      importOp(
+        session,
+        copy,
+        "CxrBatchNormActApply",
+        [
+          session.output(s.inputs[0]),
+          session.output(`var_read/${s.op.gamma.modelIndex}`),
+          session.output(`var_read/${s.op.beta.modelIndex}`),
+          session.output(`${s.node}:3`),
+          session.output(`${s.node}:4`),
+        ],
+        fusedAttrs(s.op),
+        { after },
       );
-      // Not before the backward pass gets here: its inputs are ready early in the forward pass,
-      // and TensorFlow runs an op as soon as they are, which would keep the copy as long as the
-      // original (measured: no memory saved without this dependency).
-      const wait = g.node(`${name}/after`, "NoOp", [], {});
-      g.node(name, "CxrBatchNormActApply", [...inputs, `^${wait}`], fusedAttrs(s.op));
-      session.import(g.bytes(), [
-        [`^${wait}`, after],
-        [inputs[0], session.output(s.inputs[0])],
-        [inputs[1], session.output(`var_read/${s.op.gamma.modelIndex}`)],
-        [inputs[2], session.output(`var_read/${s.op.beta.modelIndex}`)],
-        [inputs[3], session.output(`${s.node}:3`)],
-        [inputs[4], session.output(`${s.node}:4`)],
-      ]);
-      copy = name;
     } else {
       const inputs = s.inputs.map((i, j) => get(i, after) ?? s.cuts[j]);
       copy = copyStep(session, `grad/recompute/${s.node}`, s, inputs).output;
@@ -404,22 +404,21 @@ function copyStep(
 /** CxrBatchNormActGrad for a fused step, fed the gradient `dy`: [dx, dgamma, dbeta]. */
 function fusedGradient(session: GraphSession, step: EmittedStep, dy: Output): Output[] {
   const op = step.op as Extract<Step["op"], { kind: "batchNormAct" }>;
-  const name = `grad/${step.node}`;
-  const g = new GraphWriter();
-  const inputs = ["dy", "x", "gamma", "beta", "mean", "inv_std"].map((n) =>
-    g.node(`${name}/in/${n}`, "Placeholder", [], { dtype: { type: DT_FLOAT } })
+  return importOp(
+    session,
+    `grad/${step.node}`,
+    "CxrBatchNormActGrad",
+    [
+      dy,
+      session.output(step.inputs[0]),
+      session.output(`var_read/${op.gamma.modelIndex}`),
+      session.output(`var_read/${op.beta.modelIndex}`),
+      session.output(`${step.node}:3`),
+      session.output(`${step.node}:4`),
+    ],
+    fusedAttrs(op),
+    { outputs: 3 },
   );
-  g.node(name, "CxrBatchNormActGrad", inputs, fusedAttrs(op));
-  const [x] = step.inputs;
-  session.import(g.bytes(), [
-    [inputs[0], dy],
-    [inputs[1], session.output(x)],
-    [inputs[2], session.output(`var_read/${op.gamma.modelIndex}`)],
-    [inputs[3], session.output(`var_read/${op.beta.modelIndex}`)],
-    [inputs[4], session.output(`${step.node}:3`)],
-    [inputs[5], session.output(`${step.node}:4`)],
-  ]);
-  return [0, 1, 2].map((i) => session.output(`${name}:${i}`));
 }
 
 /** CxrDepthwiseConvGrad for a depthwise step, fed the gradient `dy` and its input `x`: [dx, dw]. */
@@ -430,29 +429,52 @@ function depthwiseGradient(
   x: string,
 ): Output[] {
   const op = step.op as Extract<Step["op"], { kind: "depthwise" }>;
-  const name = `grad/${step.node}`;
-  const g = new GraphWriter();
-  const inputs = ["dy", "x", "filter"].map((n) =>
-    g.node(`${name}/in/${n}`, "Placeholder", [], { dtype: { type: DT_FLOAT } })
+  return importOp(
+    session,
+    `grad/${step.node}`,
+    "CxrDepthwiseConvGrad",
+    [
+      dy,
+      session.output(x),
+      session.output(`var_read/${op.kernel.modelIndex}`),
+    ],
+    depthwiseAttrs(op),
+    { outputs: 2 },
   );
-  g.node(name, "CxrDepthwiseConvGrad", inputs, depthwiseAttrs(op));
-  session.import(g.bytes(), [
-    [inputs[0], dy],
-    [inputs[1], session.output(x)],
-    [inputs[2], session.output(`var_read/${op.kernel.modelIndex}`)],
-  ]);
-  return [0, 1].map((i) => session.output(`${name}:${i}`));
 }
 
 /** The sum of several gradients of one tensor (AddN), added to the graph as `name`. */
 function sumOutputs(session: GraphSession, name: string, parts: Output[]): Output {
+  return importOp(session, name, "AddN", parts, {
+    N: { i: parts.length },
+    T: { type: DT_FLOAT },
+  })[0];
+}
+
+/**
+ * One op added to the session's graph: `type`, named `name`, reading `inputs` (float tensors
+ * already in the graph; placeholders mapped onto them at import) and, with `after`, not run before
+ * that tensor exists. Returns its first `outputs` outputs (default 1).
+ */
+function importOp(
+  session: GraphSession,
+  name: string,
+  type: string,
+  inputs: Output[],
+  attrs: Record<string, Attr>,
+  { outputs = 1, after }: { outputs?: number; after?: Output } = {},
+): Output[] {
   const g = new GraphWriter();
-  const inputs = parts.map((_, i) =>
+  const placeholders = inputs.map((_, i) =>
     g.node(`${name}/in/${i}`, "Placeholder", [], { dtype: { type: DT_FLOAT } })
   );
-  g.op(name, "AddN", inputs, { N: { i: parts.length } });
-  session.import(g.bytes(), inputs.map((n, i) => [n, parts[i]]));
-  return session.output(name);
+  const wait = after ? [`^${g.node(`${name}/after`, "NoOp", [], {})}`] : [];
+  g.node(name, type, [...placeholders, ...wait], attrs);
+  session.import(g.bytes(), [
+    ...wait.map((w): [string, Output] => [w, after!]),
+    ...placeholders.map((p, i): [string, Output] => [p, inputs[i]]),
+  ]);
+  return Array.from({ length: outputs }, (_, i) => session.output(`${name}:${i}`));
 }
 
 /**
