@@ -6,9 +6,9 @@
  * no TensorFlow C++ headers, so nothing here depends on the wheel's C++ ABI.
  *
  * Why (BatchNorm): a BatchNorm in training mode followed by its activation is, with TensorFlow's
- * kernels, FusedBatchNormV3 and then 1 (ReLU) or 4 (hard-swish: add, relu6, two muls) element-wise ops,
- * each a full pass over the activation, and as many again in the backward pass. They run at memory
- * speed (engine/profile.ts measured them at ~45 % of a 446 px step). Here the forward is two passes
+ * kernels, FusedBatchNormV3 and then 1 (ReLU) or 4 (hard-swish: add, relu6, two muls) element-wise
+ * ops, each a full pass over the activation, and as many again in the backward pass. They run at
+ * memory speed (engine/profile.ts measured them at ~45 % of a 446 px step). Here the forward is two passes
  * (statistics; normalise and activate) and the backward two (the two channel sums; the input
  * gradient), and the only tensor kept for the backward pass is the BatchNorm's input.
  *
@@ -242,11 +242,11 @@ VECTOR_VERSIONS static void grad_input_rows(
  * thread started for the call takes each other one, then they are joined. No pool that waits
  * spinning between calls: an OpenMP team did, and took a core from the convolutions that ran next
  * (they were 50 % slower with OpenMP in the library, measured). Tensors under a million values run
- * on the calling thread alone: TensorFlow often has another op ready for the other core (the
- * backward pass's weight and input gradients are independent), and starting a thread costs some
- * tens of microseconds. Measured in one process, alternating step by step at 446 px: batch 1 8 %
- * faster than with splits from 64 K values (142 against 155 ms per image), batch 4 and 16 the same;
- * from 4 M values batch 4 was 4 % slower.
+ * on the calling thread alone. Measured in one process, alternating step by step at 446 px: batch 1
+ * 8 % faster than with splits from 64 K values (142 against 155 ms per image), batch 4 and 16 the
+ * same; from 4 M values batch 4 was 4 % slower. Why, not traced: starting a thread costs some tens
+ * of microseconds, and TensorFlow may have another op ready for the other core (the backward
+ * pass's weight and input gradients are independent).
  */
 #define MAX_PARTS 8
 #define MIN_ELEMENTS_PER_PART (1024 * 1024)
@@ -715,7 +715,7 @@ static inline int group_of(int64_t i, int64_t C, Group* g) {
   return (int)size;
 }
 
-/* The taps of one output (or input) position: offsets of the x (or dy) vectors and of the weights. */
+/* The taps of one output (or input) position: offsets of the x (or dy) vectors and the weights'. */
 typedef struct {
   int64_t data[32 * 32];
   int64_t weight[32 * 32];
