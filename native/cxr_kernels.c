@@ -8,8 +8,8 @@
  * Why (BatchNorm): a BatchNorm in training mode followed by its activation is, with TensorFlow's
  * kernels, FusedBatchNormV3 and then 1 (ReLU) or 4 (hard-swish: add, relu6, two muls) element-wise
  * ops, each a full pass over the activation, and as many again in the backward pass. They run at
- * memory speed (engine/profile.ts measured them at ~45 % of a 446 px step). Here the forward is two passes
- * (statistics; normalise and activate) and the backward two (the two channel sums; the input
+ * memory speed (engine/profile.ts measured them at ~45 % of a 446 px step). Here the forward is two
+ * passes (statistics; normalise and activate) and the backward two (the two channel sums; the input
  * gradient), and the only tensor kept for the backward pass is the BatchNorm's input.
  *
  * Ops (float32, channels last: the last dimension is the channel):
