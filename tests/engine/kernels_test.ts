@@ -13,7 +13,7 @@ import {
 } from "../../lib/mod.ts";
 import { smallForTraining } from "../_models.ts";
 import { DT_FLOAT, DT_INT32, GraphSession, type HostTensor } from "../../lib/engine/tf_c.ts";
-import { GraphWriter } from "../../lib/engine/graph_def.ts";
+import { constantWeights, emitStep, GraphWriter } from "../../lib/engine/graph_def.ts";
 import { readFields } from "../../lib/engine/protobuf.ts";
 
 await initBackend();
@@ -54,18 +54,7 @@ function runBoth(shape: number[], activation: typeof ACTIVATIONS[number], seed: 
     data_format: { s: "NHWC" },
     is_training: { b: true },
   });
-  let y = "bn:0";
-  if (activation === "relu") y = g.op("relu", "Relu", [y]);
-  if (activation === "hard_swish") {
-    // As graph_def.ts emits a hard-swish step.
-    const shifted = g.op("hs/plus3", "AddV2", [y, g.floatConst("three", [], Float32Array.of(3))]);
-    const clipped = g.op("hs/relu6", "Relu6", [shifted]);
-    const sixth = g.op("hs/sigmoid", "Mul", [
-      clipped,
-      g.floatConst("sixth", [], Float32Array.of(1 / 6)),
-    ]);
-    y = g.op("hs", "Mul", [y, sixth]);
-  }
+  const y = emitActivation(g, "act", "bn:0", activation);
   const attrs = {
     epsilon: { f: EPSILON },
     exponential_avg_factor: { f: AVERAGE },
@@ -168,20 +157,16 @@ Deno.test({
   },
 });
 
-/** TensorFlow's ops for `activation` after `x`, as graph_def.ts emits them (hard-swish: 4 ops). */
-function emitActivation(g: GraphWriter, name: string, x: string, activation: string): string {
-  if (activation === "relu") return g.op(name, "Relu", [x]);
-  if (activation !== "hard_swish") return x;
-  const shifted = g.op(`${name}/plus3`, "AddV2", [
-    x,
-    g.floatConst(`${name}/three`, [], Float32Array.of(3)),
-  ]);
-  const clipped = g.op(`${name}/relu6`, "Relu6", [shifted]);
-  const sixth = g.op(`${name}/sigmoid`, "Mul", [
-    clipped,
-    g.floatConst(`${name}/sixth`, [], Float32Array.of(1 / 6)),
-  ]);
-  return g.op(name, "Mul", [x, sixth]);
+/** TensorFlow's ops for `activation` after `x`: the graph engines' own step (graph_def.ts). */
+function emitActivation(
+  g: GraphWriter,
+  name: string,
+  x: string,
+  activation: typeof ACTIVATIONS[number],
+): string {
+  if (activation === "identity") return x;
+  const op = activation === "relu" ? { kind: "relu" as const } : { kind: "hardSwish" as const };
+  return emitStep(g, name, op, [x], constantWeights);
 }
 
 /**
@@ -518,13 +503,7 @@ Deno.test({
     ]);
     const g = new GraphWriter();
     g.placeholder("x", [x.length]);
-    const shifted = g.op("plus3", "AddV2", ["x", g.floatConst("three", [], Float32Array.of(3))]);
-    const clipped = g.op("relu6", "Relu6", [shifted]);
-    const sixth = g.op("sigmoid", "Mul", [
-      clipped,
-      g.floatConst("sixth", [], Float32Array.of(1 / 6)),
-    ]);
-    g.op("standard", "Mul", ["x", sixth]);
+    emitActivation(g, "standard", "x", "hard_swish");
     g.node("fused", "CxrHardSwish", ["x"], {});
     const session = new GraphSession();
     try {
