@@ -247,9 +247,14 @@ VECTOR_VERSIONS static void grad_input_rows(
  * same; from 4 M values batch 4 was 4 % slower. Why, not traced: starting a thread costs some tens
  * of microseconds, and TensorFlow may have another op ready for the other core (the backward
  * pass's weight and input gradients are independent).
+ * The ops only predictions use (CxrDepthwiseConvBiasAct, CxrHardSwish) split from a quarter of
+ * that: a forward pass is one chain, with no other op ready for the other core. Measured the same
+ * way at batch 1: 27.3 against 25.5 ms per image (from a million values and from 256 K; 512 K and
+ * 128 K within 0.3 ms of 256 K); batch 4 the same.
  */
 #define MAX_PARTS 8
 #define MIN_ELEMENTS_PER_PART (1024 * 1024)
+#define MIN_ELEMENTS_PER_PART_PREDICTING (256 * 1024)
 
 /* One pass of a kernel over rows [r0, r1), as part `part` of the split. */
 typedef void (*RowsFn)(const void* args, int64_t r0, int64_t r1, int part);
@@ -269,14 +274,14 @@ static void* run_job(void* p) {
   return NULL;
 }
 
-/* How many parts to split `elements` values into on this machine. */
-static int parts_for(int64_t elements) {
+/* How many parts to split `elements` values into on this machine, at least `least` in each. */
+static int parts_for(int64_t elements, int64_t least) {
   static int cpus = 0;
   if (cpus == 0) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     cpus = n < 1 ? 1 : n > MAX_PARTS ? MAX_PARTS : (int)n;
   }
-  int64_t by_size = elements / MIN_ELEMENTS_PER_PART;
+  int64_t by_size = elements / least;
   return by_size < 1 ? 1 : by_size < cpus ? (int)by_size : cpus;
 }
 
@@ -417,7 +422,7 @@ static void batch_norm_act(void* kernel, TF_OpKernelContext* ctx) {
   float *new_mean = TF_TensorData(out[1]), *new_var = TF_TensorData(out[2]);
   float *mean = TF_TensorData(out[3]), *inv = TF_TensorData(out[4]);
 
-  int threads = parts_for(total);
+  int threads = parts_for(total, MIN_ELEMENTS_PER_PART);
   double* totals = calloc((size_t)threads * 2 * C, sizeof(double));
   float* work = malloc((size_t)threads * 2 * C * sizeof(float));
   float* scale = malloc(2 * C * sizeof(float));
@@ -478,7 +483,7 @@ static void batch_norm_act_apply(void* kernel, TF_OpKernelContext* ctx) {
   affine_from_stats(gamma, beta, mean, inv, C, scale, offset);
   PassArgs pass = {.x = TF_TensorData(in[0]), .y = TF_TensorData(out[0]), .scale = scale,
                    .offset = offset, .C = C, .act = a->activation};
-  parallel_rows(normalise_pass, &pass, rows, parts_for(total));
+  parallel_rows(normalise_pass, &pass, rows, parts_for(total, MIN_ELEMENTS_PER_PART));
   free(scale);
 done:
   if (TF_GetCode(s) != TF_OK) TF_OpKernelContext_Failure(ctx, s);
@@ -519,7 +524,8 @@ static void hard_swish(void* kernel, TF_OpKernelContext* ctx) {
   out[0] = TF_ForwardInputOrAllocateOutput(ctx, &candidate, 1, 0, dims, nd, &forwarded, s);
   if (TF_GetCode(s) != TF_OK || total == 0) goto done;
   PassArgs pass = {.x = TF_TensorData(in[0]), .y = TF_TensorData(out[0])};
-  parallel_rows(hard_swish_pass, &pass, total, parts_for(total));
+  parallel_rows(hard_swish_pass, &pass, total,
+                parts_for(total, MIN_ELEMENTS_PER_PART_PREDICTING));
 done:
   if (TF_GetCode(s) != TF_OK) TF_OpKernelContext_Failure(ctx, s);
   delete_all(in, 1);
@@ -554,7 +560,7 @@ static void batch_norm_act_grad(void* kernel, TF_OpKernelContext* ctx) {
   float* dx = TF_TensorData(out[0]);
   float *dgamma = TF_TensorData(out[1]), *dbeta = TF_TensorData(out[2]);
 
-  int threads = parts_for(total);
+  int threads = parts_for(total, MIN_ELEMENTS_PER_PART);
   double* totals = calloc((size_t)threads * 2 * C, sizeof(double));
   float* work = malloc((size_t)threads * 2 * C * sizeof(float));
   float* scale = malloc(4 * C * sizeof(float));
@@ -884,8 +890,8 @@ static void dw_filter_grad_pass(const void* v, int64_t r0, int64_t r1, int p) {
 }
 
 /* A pass's parts: TensorFlow's threads are busy with other ops too, so by the work, not rows. */
-static int conv_parts(const ConvArgs* a, int64_t positions) {
-  return parts_for(positions * a->C * a->K * a->K / 4);
+static int conv_parts(const ConvArgs* a, int64_t positions, int64_t least) {
+  return parts_for(positions * a->C * a->K * a->K / 4, least);
 }
 
 /*
@@ -939,7 +945,8 @@ static void depthwise_conv(void* kernel, TF_OpKernelContext* ctx) {
   out[0] = TF_AllocateOutput(ctx, 0, TF_FLOAT, dims, 4, n * sizeof(float), s);
   if (TF_GetCode(s) != TF_OK || n == 0) goto done;
   a.x = TF_TensorData(in[0]), a.w = TF_TensorData(in[1]), a.y = TF_TensorData(out[0]);
-  parallel_rows(dw_forward_pass, &a, a.B * a.OH, conv_parts(&a, a.B * a.OH * a.OW));
+  const int64_t least = n_in == 3 ? MIN_ELEMENTS_PER_PART_PREDICTING : MIN_ELEMENTS_PER_PART;
+  parallel_rows(dw_forward_pass, &a, a.B * a.OH, conv_parts(&a, a.B * a.OH * a.OW, least));
 done:
   if (TF_GetCode(s) != TF_OK) TF_OpKernelContext_Failure(ctx, s);
   delete_all(in, 3);
@@ -968,9 +975,10 @@ static void depthwise_conv_grad(void* kernel, TF_OpKernelContext* ctx) {
   float* dw = TF_TensorData(out[1]);
   const int64_t taps = a.K * a.K * a.C;
   if (a.B * a.H * a.W > 0) {
-    parallel_rows(dw_input_grad_pass, &a, a.B * a.H, conv_parts(&a, a.B * a.H * a.W));
+    parallel_rows(dw_input_grad_pass, &a, a.B * a.H,
+                  conv_parts(&a, a.B * a.H * a.W, MIN_ELEMENTS_PER_PART));
   }
-  int parts = conv_parts(&a, a.B * a.OH * a.OW);
+  int parts = conv_parts(&a, a.B * a.OH * a.OW, MIN_ELEMENTS_PER_PART);
   a.dw_parts = calloc((size_t)parts * taps, sizeof(double));
   if (a.B * a.OH > 0) parallel_rows(dw_filter_grad_pass, &a, a.B * a.OH, parts);
   for (int64_t i = 0; i < taps; i++) {

@@ -274,7 +274,9 @@ Deno.test({
       [[1, 7, 7, 24], 3, 2, [1, 1, 1, 1]],
       [[2, 5, 5, 45], 5, 1, [2, 2, 2, 2]],
       [[1, 3, 3, 8], 3, 1, [0, 0, 0, 0]], // no padding: one output
-      // Large enough for the kernels to split the rows between two threads.
+      // Large enough for the kernels to split the rows between two threads; the first only for
+      // the op predictions use (CxrDepthwiseConvBiasAct splits from a quarter of the work).
+      [[1, 64, 64, 64], 3, 1, [1, 1, 1, 1]],
       [[4, 64, 64, 64], 3, 2, [0, 1, 0, 1]],
       [[4, 48, 48, 72], 5, 1, [2, 2, 2, 2]],
     ];
@@ -490,17 +492,17 @@ Deno.test({
 
 Deno.test({
   name:
-    "kernels: CxrHardSwish computes the hard-swish TensorFlow's four ops compute, at the kinks and in place",
+    "kernels: CxrHardSwish computes the hard-swish TensorFlow's four ops compute, at the kinks, in place and on a tensor split between threads",
   ignore: !native,
   fn: () => {
     assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
     const rng = Rng.stream(7, "hard-swish");
-    // The kinks (±3), zero, both flat ends, and a size that is not a multiple of the vectors.
+    // The kinks (±3), zero, both flat ends, and a size that is not a multiple of the vectors nor
+    // small: over 512 K values, split between two threads (on 2 or more cores).
     const values = Float32Array.from([-3, 3, 0, -6, 6, -3.0000002, 2.9999998, 1e-30]);
-    const x = Float32Array.from([
-      ...values,
-      ...Array.from({ length: 1001 }, () => rng.uniform(-8, 8)),
-    ]);
+    const x = new Float32Array(values.length + 600_001);
+    x.set(values);
+    for (let i = values.length; i < x.length; i++) x[i] = rng.uniform(-8, 8);
     const g = new GraphWriter();
     g.placeholder("x", [x.length]);
     emitActivation(g, "standard", "x", "hard_swish");
