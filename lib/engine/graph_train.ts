@@ -239,10 +239,11 @@ function buildSession(session: GraphSession, built: TrainingGraph, momentum: num
  * TensorFlow's own gradients (TF_AddGradients) for each standard step, given the gradient flowing
  * into its output, and our gradient op for each fused one, CxrBatchNormActGrad or
  * CxrDepthwiseConvGrad (TensorFlow's C API cannot register a gradient for an op, so
- * TF_AddGradients cannot go through it). Where a tensor feeds several
- * steps (residual and squeeze-excite branches) their contributions are summed before its producer
- * is reached, which reverse order guarantees. The same numbers as one TF_AddGradients over the
- * whole graph (a test checks the training step against the eager one).
+ * TF_AddGradients cannot go through it); a pointwise convolution's kernel gradient is a matrix
+ * product (pointwiseKernelGradient). Where a tensor feeds several steps (residual and
+ * squeeze-excite branches) their contributions are summed before its producer is reached, which
+ * reverse order guarantees. The same numbers as one TF_AddGradients over the whole graph, to
+ * rounding (a test checks the training step against the eager one).
  *
  * TF_AddGradients gives total derivatives: asked for a step's output with respect to its inputs, it
  * would also follow every path between them (a squeeze-excite gate is computed from the tensor it
@@ -271,16 +272,15 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
     if (xs.length + step.weights.length === 0) return;
     let grads: Output[];
     let y = step.output;
+    let reads = step.cuts; // what the differentiated step reads, input by input
     // Steps with a gradient op of our own, fed the inputs directly.
     const own = step.op.kind === "batchNormAct" || step.op.kind === "depthwise";
     if (!own && recompute.can(step.output)) {
       // A step whose output is itself recomputed (a padding or squeeze-excite scaling of a
       // BatchNorm output): its recomputed copy is the one to differentiate.
       y = recompute.get(step.output, dy)!;
-      xs = xs.map((x) => ({
-        input: x.input,
-        cut: recompute.get(x.input, dy) ?? step.cuts[step.inputs.indexOf(x.input)],
-      }));
+      reads = step.inputs.map((i, j) => recompute.get(i, dy) ?? step.cuts[j]);
+      xs = xs.map((x) => ({ input: x.input, cut: reads[step.inputs.indexOf(x.input)] }));
     } else if (!own && step.inputs.some((i) => recompute.can(i))) {
       // Differentiate a copy that reads recomputed inputs, so that no gradient op reads (and
       // keeps alive) the forward pass's BatchNorm outputs.
@@ -291,7 +291,8 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
         step.inputs.map((i, j) => recompute.get(i, dy) ?? step.cuts[j]),
       );
       y = copy.output;
-      xs = xs.map((x) => ({ input: x.input, cut: copy.inputs[step.inputs.indexOf(x.input)] }));
+      reads = copy.inputs;
+      xs = xs.map((x) => ({ input: x.input, cut: reads[step.inputs.indexOf(x.input)] }));
     }
     if (step.op.kind === "batchNormAct") {
       const g = fusedGradient(session, step, dy);
@@ -303,6 +304,14 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
       const x = recompute.get(step.inputs[0], dy) ?? step.inputs[0];
       const [dx, dw] = depthwiseGradient(session, step, dy, x);
       grads = [...(xs.length ? [dx] : []), ...step.weights.map(() => dw)];
+    } else if (isPointwise(step.op) && step.weights.length === 1) {
+      // TensorFlow's gradient for the input; the kernel's as one matrix product (below).
+      const x = xs.length ? out(xs[0].cut) : undefined;
+      const dx = x ? session.addGradients(`grad/${k}`, [out(y)], [x], [dy]) : [];
+      grads = [
+        ...dx,
+        pointwiseKernelGradient(session, `grad/${step.node}/kernel`, step, dy, reads[0]),
+      ];
     } else {
       grads = session.addGradients(
         `grad/${k}`,
@@ -441,6 +450,41 @@ function depthwiseGradient(
     depthwiseAttrs(op),
     { outputs: 2 },
   );
+}
+
+/** A 1×1 convolution with stride 1 and nothing after it: a matrix product per position. */
+function isPointwise(op: Step["op"]): op is Extract<Step["op"], { kind: "conv" }> {
+  return op.kind === "conv" && !op.depthwise && !op.bias && !op.relu &&
+    op.kernel.shape[0] === 1 && op.kernel.shape[1] === 1 && op.strides.every((s) => s === 1);
+}
+
+/**
+ * The kernel gradient of a pointwise convolution (isPointwise) as one matrix product, xᵀ·dy over
+ * all positions ([B·H·W, Cin]ᵀ · [B·H·W, Cout]), where TensorFlow's gradient is a
+ * Conv2DBackpropFilter. Same sums in another order. Measured on the eleven largest pointwise
+ * convolutions of MobileNetV3-Large at 446 px, alone in a session: 17.8 → 11.8 ms at batch 1,
+ * 49.0 → 40.3 ms at batch 4 (the input gradient as a product was no faster, so it stays TF's).
+ */
+function pointwiseKernelGradient(
+  session: GraphSession,
+  name: string,
+  step: EmittedStep,
+  dy: Output,
+  input: string,
+): Output {
+  const [, , cin, cout] = (step.op as Extract<Step["op"], { kind: "conv" }>).kernel.shape;
+  const g = new GraphWriter();
+  const fed = (n: string) =>
+    g.node(`${name}/${n}`, "Placeholder", [], { dtype: { type: DT_FLOAT } });
+  const rows = (t: string, columns: number) =>
+    g.op(`${t}/rows`, "Reshape", [t, g.intConst(`${t}/shape`, [2], [-1, columns])]);
+  const product = g.op(`${name}/product`, "MatMul", [rows(fed("x"), cin), rows(fed("dy"), cout)], {
+    transpose_a: { b: true },
+    transpose_b: { b: false },
+  });
+  g.op(name, "Reshape", [product, g.intConst(`${name}/shape`, [4], [1, 1, cin, cout])]);
+  session.import(g.bytes(), [[`${name}/x`, session.output(input)], [`${name}/dy`, dy]]);
+  return session.output(name);
 }
 
 /** The sum of several gradients of one tensor (AddN), added to the graph as `name`. */

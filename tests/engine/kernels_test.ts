@@ -440,7 +440,7 @@ function graphNodes(bytes: Uint8Array): { name: string; op: string; inputs: stri
 
 Deno.test({
   name:
-    "kernels: with the fused kernels no gradient op reads a BatchNorm's forward output (the backward pass recomputes it, after the gradient that needs it), so the forward pass need not keep it; depthwise convolutions are fused with their padding",
+    "kernels: with the fused kernels no gradient op reads a BatchNorm's forward output (the backward pass recomputes it, after the gradient that needs it), so the forward pass need not keep it; depthwise convolutions are fused with their padding; pointwise kernel gradients are matrix products",
   ignore: !native,
   fn: () => {
     for (const convention of ["torchvision", "keras"] as const) {
@@ -485,6 +485,17 @@ Deno.test({
         const grad = nodes.find((n) => n.name === `grad/${conv.name}`);
         assert.equal(grad?.op, "CxrDepthwiseConvGrad", conv.name);
         assert.match(grad.inputs[1], /^grad\/recompute\/model\/.*_bn$/, conv.name);
+      }
+      // The kernel gradient of every pointwise convolution (1×1, no bias: all 30 but the squeeze-
+      // excite ones) is one matrix product, and it is what the optimizer applies.
+      const products = nodes.filter((n) => n.op === "MatMul" && n.name.endsWith("/kernel/product"));
+      assert.equal(products.length, 30, `${convention}: pointwise kernel gradients`);
+      for (const product of products) {
+        const gradient = product.name.replace(/\/product$/, "");
+        assert.ok(
+          nodes.some((n) => n.name.startsWith("opt/") && n.inputs.includes(gradient)),
+          `${gradient} feeds the optimizer`,
+        );
       }
     }
   },
