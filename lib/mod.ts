@@ -240,6 +240,7 @@ export {
   type Plan,
   PlanError,
   planModel,
+  POINTWISE_KERNEL_PRODUCT,
   type Precision,
   type Predictor,
   profileByKind,

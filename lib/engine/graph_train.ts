@@ -37,6 +37,7 @@ import {
   type Output,
 } from "./tf_c.ts";
 import { configProto, sessionSettings, tracingRunOptions } from "./session_config.ts";
+import { POINTWISE_KERNEL_PRODUCT } from "./profile.ts";
 
 /** One plan step as emitted: its output and input tensors and the trainable weights it reads. */
 interface EmittedStep {
@@ -310,7 +311,7 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
       const dx = x ? session.addGradients(`grad/${k}`, [out(y)], [x], [dy]) : [];
       grads = [
         ...dx,
-        pointwiseKernelGradient(session, `grad/${step.node}/kernel`, step, dy, reads[0]),
+        pointwiseKernelGradient(session, `grad/${step.node}`, step, dy, reads[0]),
       ];
     } else {
       grads = session.addGradients(
@@ -466,21 +467,27 @@ function isPointwise(op: Step["op"]): op is Extract<Step["op"], { kind: "conv" }
  * 49.0 → 40.3 ms at batch 4 (the input gradient as a product was no faster, so it stays TF's).
  * In the training step, alternating in one process: batch 4 104.7 → 100.3 ms per image; batch 1
  * 118.8 → 117.2, as these gradients are off its critical path (the input gradients' chain).
+ * Added as `<prefix>/kernel`, the product itself as `<prefix>` + POINTWISE_KERNEL_PRODUCT (the
+ * profile tells it from the classifier's MatMul by that name).
  */
 function pointwiseKernelGradient(
   session: GraphSession,
-  name: string,
+  prefix: string,
   step: EmittedStep,
   dy: Output,
   input: string,
 ): Output {
   const [, , cin, cout] = (step.op as Extract<Step["op"], { kind: "conv" }>).kernel.shape;
   const g = new GraphWriter();
+  const name = `${prefix}/kernel`;
   const fed = (n: string) =>
     g.node(`${name}/${n}`, "Placeholder", [], { dtype: { type: DT_FLOAT } });
   const rows = (t: string, columns: number) =>
     g.op(`${t}/rows`, "Reshape", [t, g.intConst(`${t}/shape`, [2], [-1, columns])]);
-  const product = g.op(`${name}/product`, "MatMul", [rows(fed("x"), cin), rows(fed("dy"), cout)], {
+  const product = g.op(`${prefix}${POINTWISE_KERNEL_PRODUCT}`, "MatMul", [
+    rows(fed("x"), cin),
+    rows(fed("dy"), cout),
+  ], {
     transpose_a: { b: true },
     transpose_b: { b: false },
   });

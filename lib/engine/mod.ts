@@ -47,6 +47,7 @@ export {
   opKind,
   opPhase,
   type OpTiming,
+  POINTWISE_KERNEL_PRODUCT,
   profileByKind,
   type ProfileRow,
   readStepStats,

@@ -48,12 +48,25 @@ export function readStepStats(metadata: Uint8Array): OpTiming[] {
   return ops.map((o) => ({ ...o, startMicros: o.startMicros - first }));
 }
 
-/** The kind of work an op does, by its type (oneDNN's rewritten names included). */
-export function opKind(op: string): string {
+/**
+ * How the graph training step names a pointwise convolution's kernel gradient, a MatMul
+ * (graph_train.ts, pointwiseKernelGradient): `grad/<step>/kernel` + this.
+ */
+export const POINTWISE_KERNEL_PRODUCT = "/kernel/product";
+
+/**
+ * The kind of work an op does, by its type (oneDNN's rewritten names included) and, for a matrix
+ * product, its node's name (a pointwise convolution's kernel gradient is one).
+ */
+export function opKind(op: string, node = ""): string {
   const o = op.replace(/^_Mkl(Native)?/, "").replace(/^_/, "");
   if (/Depthwise/.test(o)) return "depthwise convolution";
   if (/Conv2D/.test(o)) return "pointwise / full convolution";
-  if (/MatMul/.test(o)) return "dense (classifier)";
+  if (/MatMul/.test(o)) {
+    return node.endsWith(POINTWISE_KERNEL_PRODUCT)
+      ? "pointwise / full convolution"
+      : "dense (classifier)";
+  }
   if (/BatchNorm/.test(o)) return "batch norm";
   if (/ApplyMomentum|Assign|ReadVariable|VarHandle|VariableV2/.test(o)) {
     return "optimizer and variables";
@@ -97,7 +110,7 @@ export function profileByKind(steps: readonly OpTiming[][]): ProfileRow[] {
   for (const ops of steps) {
     for (const o of ops) {
       if (o.op === "_SOURCE" || o.node === "_SOURCE") continue;
-      const kind = opKind(o.op);
+      const kind = opKind(o.op, o.node);
       const r = rows.get(kind) ??
         { kind, ms: 0, share: 0, ops: 0, forwardMs: 0, backwardMs: 0 };
       const ms = o.micros / 1000 / steps.length;

@@ -7,6 +7,7 @@ import {
   graphStepEngine,
   initBackend,
   liveSessions,
+  POINTWISE_KERNEL_PRODUCT,
   Rng,
   type StepEngine,
   tf,
@@ -488,7 +489,9 @@ Deno.test({
       }
       // The kernel gradient of every pointwise convolution (1×1, no bias: all 30 but the squeeze-
       // excite ones) is one matrix product, and it is what the optimizer applies.
-      const products = nodes.filter((n) => n.op === "MatMul" && n.name.endsWith("/kernel/product"));
+      const products = nodes.filter((n) =>
+        n.op === "MatMul" && n.name.endsWith(POINTWISE_KERNEL_PRODUCT)
+      );
       assert.equal(products.length, 30, `${convention}: pointwise kernel gradients`);
       for (const product of products) {
         const gradient = product.name.replace(/\/product$/, "");

@@ -6,6 +6,7 @@ import {
   KERAS_NORMALIZATION,
   modelCost,
   opKind,
+  POINTWISE_KERNEL_PRODUCT,
   profileByKind,
   readStepStats,
   tf,
@@ -70,6 +71,12 @@ Deno.test("profile: ops are sorted into kinds of work by their type, oneDNN's na
     "MatMul": "dense (classifier)",
   };
   for (const [op, kind] of Object.entries(kinds)) assert.equal(opKind(op), kind, op);
+  // A pointwise convolution's kernel gradient is a matrix product (graph_train.ts), by its name.
+  assert.equal(
+    opKind("_MklMatMul", `grad/model/expanded_conv_1_expand${POINTWISE_KERNEL_PRODUCT}`),
+    "pointwise / full convolution",
+  );
+  assert.equal(opKind("_MklMatMul", "model/Logits"), "dense (classifier)");
 });
 
 Deno.test({
