@@ -109,6 +109,14 @@ export class GraphWriter {
     return this.node(name, "Placeholder", [], { dtype: { type: DT_FLOAT }, shape: { shape } });
   }
 
+  /**
+   * A placeholder of no fixed shape that an import maps onto a tensor already in the session (a
+   * graph added piece by piece: gradients, recomputations, the optimizer).
+   */
+  standIn(name: string, dtype = DT_FLOAT): string {
+    return this.node(name, "Placeholder", [], { dtype: { type: dtype } });
+  }
+
   /** A float op: every op used here takes its element type as attribute T. */
   op(name: string, op: string, inputs: string[], attrs: Record<string, Attr> = {}): string {
     return this.node(name, op, inputs, { T: { type: DT_FLOAT }, ...attrs });

@@ -148,16 +148,14 @@ function trainingGraph(
 function optimizerGraph(trainable: number[], momentum: number): Uint8Array {
   const g = new GraphWriter();
   // Stand-ins that the import maps onto the gradients, variables and learning rate.
-  const placeholder = (name: string, dtype: number) =>
-    g.node(name, "Placeholder", [], { dtype: { type: dtype } });
-  const lr = placeholder("opt/lr", DT_FLOAT);
+  const lr = g.standIn("opt/lr", DT_FLOAT);
   const m = g.floatConst("opt/momentum", [], Float32Array.of(momentum));
   const applies = trainable.map((i) =>
     g.node(`opt/apply/${i}`, "ResourceApplyMomentum", [
-      placeholder(`opt/var/${i}`, DT_RESOURCE),
-      placeholder(`opt/accum/${i}`, DT_RESOURCE),
+      g.standIn(`opt/var/${i}`, DT_RESOURCE),
+      g.standIn(`opt/accum/${i}`, DT_RESOURCE),
       lr,
-      placeholder(`opt/grad/${i}`, DT_FLOAT),
+      g.standIn(`opt/grad/${i}`, DT_FLOAT),
       m,
     ], {
       T: { type: DT_FLOAT },
@@ -397,10 +395,7 @@ function copyStep(
   const g = new GraphWriter();
   const map: [string, Output][] = [];
   const placeholder = (name: string, source: string) => {
-    map.push([
-      g.node(name, "Placeholder", [], { dtype: { type: DT_FLOAT } }),
-      session.output(source),
-    ]);
+    map.push([g.standIn(name), session.output(source)]);
     return name;
   };
   const fed = inputs.map((t, j) => placeholder(`${prefix}/in${j}`, t));
@@ -480,8 +475,7 @@ function pointwiseKernelGradient(
   const [, , cin, cout] = (step.op as Extract<Step["op"], { kind: "conv" }>).kernel.shape;
   const g = new GraphWriter();
   const name = `${prefix}/kernel`;
-  const fed = (n: string) =>
-    g.node(`${name}/${n}`, "Placeholder", [], { dtype: { type: DT_FLOAT } });
+  const fed = (n: string) => g.standIn(`${name}/${n}`);
   const rows = (t: string, columns: number) =>
     g.op(`${t}/rows`, "Reshape", [t, g.intConst(`${t}/shape`, [2], [-1, columns])]);
   const product = g.op(`${prefix}${POINTWISE_KERNEL_PRODUCT}`, "MatMul", [
@@ -518,9 +512,7 @@ function importOp(
   { outputs = 1, after }: { outputs?: number; after?: Output } = {},
 ): Output[] {
   const g = new GraphWriter();
-  const placeholders = inputs.map((_, i) =>
-    g.node(`${name}/in/${i}`, "Placeholder", [], { dtype: { type: DT_FLOAT } })
-  );
+  const placeholders = inputs.map((_, i) => g.standIn(`${name}/in/${i}`));
   const wait = after ? [`^${g.node(`${name}/after`, "NoOp", [], {})}`] : [];
   g.node(name, type, [...placeholders, ...wait], attrs);
   session.import(g.bytes(), [
