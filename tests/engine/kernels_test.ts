@@ -174,13 +174,15 @@ function emitActivation(
  * TensorFlow's Pad + DepthwiseConv2dNative (as the graph engines emit a padded depthwise step)
  * with TF_AddGradients, and CxrDepthwiseConv with CxrDepthwiseConvGrad, fed the same x and dy:
  * each output of each; and the inference op, CxrDepthwiseConvBiasAct, against TensorFlow's
- * convolution + BiasAdd + each activation.
+ * convolution + BiasAdd + each activation. `cacheBytes` is the fused ops' cache_bytes attribute
+ * (0: the machine's cache), which chooses their loop order.
  */
 function runDepthwiseBoth(
   shape: number[],
   kernel: number,
   stride: number,
   paddings: [number, number, number, number],
+  cacheBytes = 0,
 ) {
   const [batch, height, width, channels] = shape;
   const rng = Rng.stream(1, "depthwise-test", shape.join("x"), kernel, stride, paddings.join());
@@ -205,7 +207,11 @@ function runDepthwiseBoth(
     dilations: { ints: [1, 1, 1, 1] },
     explicit_paddings: { ints: [] },
   });
-  const attrs = { stride: { i: stride }, paddings: { ints: paddings } };
+  const attrs = {
+    stride: { i: stride },
+    paddings: { ints: paddings },
+    cache_bytes: { i: cacheBytes },
+  };
   g.node("fused", "CxrDepthwiseConv", ["x", "w"], attrs);
   g.node("fused_grad", "CxrDepthwiseConvGrad", ["dy", "x", "w"], attrs);
   // Biases around zero, so that the activations' kinks are crossed.
@@ -257,7 +263,7 @@ function runDepthwiseBoth(
 
 Deno.test({
   name:
-    "kernels: CxrDepthwiseConv and its gradient compute what TensorFlow's Pad + depthwise convolution and their gradients do (y, dx, dw) to 1e-5, and CxrDepthwiseConvBiasAct what they do followed by BiasAdd and each activation, on odd shapes and channel counts, strides 1 to 3, uneven padding, batch 1 and tensors split between threads",
+    "kernels: CxrDepthwiseConv and its gradient compute what TensorFlow's Pad + depthwise convolution and their gradients do (y, dx, dw) to 1e-5, and CxrDepthwiseConvBiasAct what they do followed by BiasAdd and each activation, on odd shapes and channel counts, strides 1 to 3, uneven padding, kernels of 3, 5 and 7, batch 1, tensors split between threads and both loop orders",
   ignore: !native,
   fn: () => {
     assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
@@ -280,14 +286,33 @@ Deno.test({
       [[1, 64, 64, 64], 3, 1, [1, 1, 1, 1]],
       [[4, 64, 64, 64], 3, 2, [0, 1, 0, 1]],
       [[4, 48, 48, 72], 5, 1, [2, 2, 2, 2]],
+      // Rows long enough for strips of eight and of four positions with some left over, stride 2
+      // (the input gradient's strips run over every other column), and a kernel of 7 (the filter
+      // gradient's general loop; 3 and 5 have their own).
+      [[2, 7, 29, 13], 3, 1, [1, 1, 1, 1]],
+      [[1, 5, 31, 16], 3, 2, [0, 1, 0, 1]],
+      [[2, 6, 23, 21], 5, 2, [2, 2, 2, 2]],
+      [[1, 9, 19, 24], 7, 1, [3, 3, 3, 3]],
     ];
+    // Each case twice: planned for this machine's cache (these tensors fit: strips, channels block
+    // by block) and for a 1-byte cache (every tensor is "larger": position by position).
     for (const [shape, kernel, stride, paddings] of cases) {
-      for (const { name, standard, fused } of runDepthwiseBoth(shape, kernel, stride, paddings)) {
-        const error = relativeError(standard, fused);
-        assert.ok(
-          error <= 1e-5,
-          `${shape} k${kernel} s${stride} pads ${paddings}: ${name} differs by ${error}`,
-        );
+      for (const cacheBytes of [0, 1]) {
+        for (
+          const { name, standard, fused } of runDepthwiseBoth(
+            shape,
+            kernel,
+            stride,
+            paddings,
+            cacheBytes,
+          )
+        ) {
+          const error = relativeError(standard, fused);
+          assert.ok(
+            error <= 1e-5,
+            `${shape} k${kernel} s${stride} pads ${paddings} cache ${cacheBytes}: ${name} differs by ${error}`,
+          );
+        }
       }
     }
     // Fewer than 8 channels is refused, with what is wrong.
