@@ -141,16 +141,26 @@ export function sameSettings(
   b: RunConfig,
   ignore: (keyof RunConfig)[] = [],
 ): boolean {
+  return settingDifferences(a, b, ignore).length === 0;
+}
+
+/**
+ * Pure: the settings two configurations disagree on (a setting only one of them has counts), apart
+ * from `ignore`, in `b`'s order then `a`'s.
+ */
+export function settingDifferences(
+  a: RunConfig,
+  b: RunConfig,
+  ignore: (keyof RunConfig)[] = [],
+): (keyof RunConfig)[] {
   const canonical = (v: unknown): unknown =>
     Array.isArray(v) ? v.map(canonical) : v && typeof v === "object"
       ? Object.fromEntries(
         Object.keys(v).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])]),
       )
       : v;
-  const strip = (c: RunConfig) => {
-    const copy: Record<string, unknown> = { ...c };
-    for (const k of ignore) delete copy[k];
-    return JSON.stringify(canonical(copy));
-  };
-  return strip(a) === strip(b);
+  const keys = [...new Set([...Object.keys(b), ...Object.keys(a)])] as (keyof RunConfig)[];
+  return keys.filter((k) =>
+    !ignore.includes(k) && JSON.stringify(canonical(a[k])) !== JSON.stringify(canonical(b[k]))
+  );
 }

@@ -27,6 +27,7 @@ export {
   type RunConfig,
   runConfig,
   sameSettings,
+  settingDifferences,
 } from "./config.ts";
 export { PROJECT_ROOT, projectCacheDir, projectPath, userCacheDir } from "./paths.ts";
 export {
@@ -426,6 +427,7 @@ export {
   loadRun,
   loadSweep,
   metricsTable,
+  mixedCodeNote,
   type Outcomes,
   outputsRoot,
   pairedTable,
@@ -434,6 +436,7 @@ export {
   renderReport,
   resolveRunDir,
   resumableRun,
+  reuseDifferences,
   reuseOrTrainRun,
   RunError,
   runExperiment,

@@ -18,7 +18,16 @@ export function codeVersion(): string {
       return out.success ? new TextDecoder().decode(out.stdout).trim() : undefined;
     };
     const head = run("rev-parse", "--short", "HEAD");
-    const dirty = run("status", "--porcelain", "--untracked-files=no", "--", "lib", "scripts");
+    // The code a run's numbers depend on: the library, the tasks and the fused kernels' C source.
+    const dirty = run(
+      "status",
+      "--porcelain",
+      "--untracked-files=no",
+      "--",
+      "lib",
+      "scripts",
+      "native",
+    );
     cached = head ? `${head}${dirty ? "+dirty" : ""}` : "unknown";
   } catch {
     cached = "unknown";

@@ -80,6 +80,8 @@ export {
 } from "./calibration_report.ts";
 export {
   loadSweep,
+  mixedCodeNote,
+  reuseDifferences,
   runSweep,
   type Spread,
   spread,

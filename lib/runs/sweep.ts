@@ -4,7 +4,10 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { type RunConfig, runConfig } from "../config.ts";
+import { type RunConfig, runConfig, settingDifferences } from "../config.ts";
+import { resolveDataDir } from "../data/mod.ts";
+import { UserError } from "../errors.ts";
+import { codeVersion } from "../provenance.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../files.ts";
 import { percent } from "../format.ts";
 import { type Table, table } from "../tables.ts";
@@ -58,7 +61,7 @@ export function summarizeSweep(runs: readonly RunSummary[]): Record<string, Spre
 
 const pct = (v: number) => percent(v);
 
-/** One row per seed: accuracy with its 95 % interval, macro F1, best epoch. */
+/** One row per seed: accuracy with its 95 % interval, macro F1, best epoch, the code that ran it. */
 export function sweepRunsTable(runs: readonly RunSummary[]): Table {
   return table(runs.map((r) => ({
     seed: r.config.seed,
@@ -69,7 +72,46 @@ export function sweepRunsTable(runs: readonly RunSummary[]): Table {
     }`,
     "macro F1": r.test.macro.f1,
     "best epoch": r.bestEpoch,
+    code: r.codeVersion,
   })));
+}
+
+/**
+ * Pure: when the seeds did not all run the same code (or the same kernels), a sentence saying
+ * which ran what; else undefined.
+ */
+export function mixedCodeNote(runs: readonly RunSummary[]): string | undefined {
+  const how = (r: RunSummary) =>
+    `\`${r.codeVersion}\`${r.kernels ? `, ${r.kernels.kind} kernels` : ""}`;
+  if (new Set(runs.map(how)).size < 2) return undefined;
+  return `The seeds did not all run the same code (${
+    runs.map((r) => `seed ${r.config.seed}: ${how(r)}`).join("; ")
+  }): a difference between them may come from the code, not only from the seed.`;
+}
+
+/**
+ * Pure: why a seed's finished run cannot stand in for the run this sweep would make (its settings
+ * other than the seed, its data set, the external set the sweep asks for); empty when it can.
+ */
+export function reuseDifferences(
+  run: RunSummary,
+  want: { config: RunConfig; dataRoot: string; external?: string },
+): string[] {
+  const show = (v: unknown) => v === undefined ? "(not recorded)" : JSON.stringify(v);
+  const out = settingDifferences(run.config, want.config, ["seed"]).map((k) =>
+    `${k}: ${show(run.config[k])} there, ${show(want.config[k])} now`
+  );
+  if (path.resolve(run.dataRoot) !== path.resolve(want.dataRoot)) {
+    out.push(`data: ${run.dataRoot} there, ${path.resolve(want.dataRoot)} now`);
+  }
+  const external = run.external?.folder;
+  if (
+    want.external &&
+    (!external || path.resolve(external) !== path.resolve(want.external))
+  ) {
+    out.push(`external set: ${external ?? "none"} there, ${path.resolve(want.external)} now`);
+  }
+  return out;
 }
 
 /** Mean ± sd and range of every metric. */
@@ -108,6 +150,7 @@ export function renderSweepReport(s: SweepResult): string {
     "",
     sweepRunsTable(s.runs).toMarkdown(),
     "",
+    ...(mixedCodeNote(s.runs) ? [`> ${mixedCodeNote(s.runs)}`, ""] : []),
     "## Spread of the test metrics",
     "",
     sweepSpreadTable(s.summary).toMarkdown(),
@@ -125,6 +168,8 @@ export function renderSweepReport(s: SweepResult): string {
 /**
  * Run the method once per seed into `<outputs>/<sweep>/seed<N>/`. Seeds already finished there are
  * not run again, and an interrupted seed resumes, so re-running the same command continues a sweep.
+ * A finished seed run with other settings (the folder's name holds only some of them) or on other
+ * data is refused, not mixed in; one run by other code is reused and the report says so.
  */
 export async function runSweep(
   seeds: readonly number[],
@@ -141,13 +186,30 @@ export async function runSweep(
       `sweep_${config.imageSize}px_${weights}${mask}_${config.epochs}ep_seeds${seeds.join("-")}`,
     );
   fs.mkdirSync(sweepDir, { recursive: true });
+  const dataRoot = resolveDataDir(opts.data);
   const runs: RunSummary[] = [];
   for (const seed of seeds) {
     const dir = path.join(sweepDir, `seed${seed}`);
     let run: FinishedRun;
     if (fs.existsSync(path.join(dir, "summary.json"))) {
-      log(`Seed ${seed}: finished before, reusing ${dir}`);
       run = loadRun(dir);
+      const differences = reuseDifferences(run.summary, {
+        config: { ...config, seed },
+        dataRoot,
+        external: opts.external,
+      });
+      if (differences.length > 0) {
+        throw new UserError(
+          `Seed ${seed} finished before in ${dir}, but not as this sweep would run it (${
+            differences.join("; ")
+          }); a sweep changes only the seed. Keep that run by moving ${dir} aside (or run this ` +
+            "sweep into another folder with --out), then run the command again.",
+        );
+      }
+      const code = run.summary.codeVersion === codeVersion()
+        ? ""
+        : ` (by code ${run.summary.codeVersion}; this is ${codeVersion()})`;
+      log(`Seed ${seed}: finished before${code}, reusing ${dir}`);
     } else if (fs.existsSync(path.join(dir, "state", "state.json"))) {
       log(`Seed ${seed}: resuming ${dir}`);
       await runExperiment({ ...opts, resume: dir, outputs: sweepDir, markLatest: false });
