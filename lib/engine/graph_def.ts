@@ -157,7 +157,10 @@ export function fusedAttrs(op: Extract<Op, { kind: "batchNormAct" }>): Record<st
   };
 }
 
-/** The attributes CxrDepthwiseConv and CxrDepthwiseConvGrad share (native/cxr_kernels.c). */
+/**
+ * The attributes CxrDepthwiseConv and its gradient ops share (native/cxr_kernels.c); the input
+ * gradient's adds `input_size`.
+ */
 export function depthwiseAttrs(op: Extract<Op, { kind: "depthwise" }>): Record<string, Attr> {
   const [[top, bottom], [left, right]] = op.padding;
   return { stride: { i: op.stride }, paddings: { ints: [top, bottom, left, right] } };

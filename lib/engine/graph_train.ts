@@ -236,10 +236,10 @@ function buildSession(session: GraphSession, built: TrainingGraph, momentum: num
 /**
  * The loss's gradients for the trainable weights, written step by step from the output back:
  * TensorFlow's own gradients (TF_AddGradients) for each standard step, given the gradient flowing
- * into its output, and our gradient op for each fused one, CxrBatchNormActGrad or
- * CxrDepthwiseConvGrad (TensorFlow's C API cannot register a gradient for an op, so
- * TF_AddGradients cannot go through it); a pointwise convolution's kernel gradient is a matrix
- * product (pointwiseKernelGradient). Where a tensor feeds several steps (residual and
+ * into its output, and our gradient ops for each fused one, CxrBatchNormActGrad or
+ * CxrDepthwiseConvInputGrad and …FilterGrad (TensorFlow's C API cannot register a gradient for an
+ * op, so TF_AddGradients cannot go through it); a pointwise convolution's kernel gradient is a
+ * matrix product (pointwiseKernelGradient). Where a tensor feeds several steps (residual and
  * squeeze-excite branches) their contributions are summed before its producer is reached, which
  * reverse order guarantees. The same numbers as one TF_AddGradients over the whole graph, to
  * rounding (a test checks the training step against the eager one).
@@ -301,8 +301,8 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
     } else if (step.op.kind === "depthwise") {
       // The recomputed BatchNorm output where there is one, so the forward one is not kept.
       const x = recompute.get(step.inputs[0], dy) ?? step.inputs[0];
-      const [dx, dw] = depthwiseGradient(session, step, dy, x);
-      grads = [...(xs.length ? [dx] : []), ...step.weights.map(() => dw)];
+      const { dx, dw } = depthwiseGradients(session, step, dy, x, xs.length > 0);
+      grads = [...(dx ? [dx] : []), ...step.weights.map(() => dw)];
     } else if (isPointwise(step.op) && step.weights.length === 1) {
       // TensorFlow's gradient for the input; the kernel's as one matrix product (below).
       const x = xs.length ? out(xs[0].cut) : undefined;
@@ -335,8 +335,9 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
 /**
  * The backward pass's copies of tensors the forward pass need not keep: each fused BatchNorm's
  * output (CxrBatchNormActApply from its input and batch statistics, which are kept anyway), a
- * padding of one, and a squeeze-excite scaling of one (the gate is small and kept). `can(t)`: whether `t` is one; `get(t, after)`: its copy, added to the graph once,
- * when first asked for, made to wait for `after` (the gradient that first needs it).
+ * padding of one, and a squeeze-excite scaling of one (the gate is small and kept). `can(t)`:
+ * whether `t` is one; `get(t, after)`: its copy, added to the graph once, when first asked for,
+ * made to wait for `after` (the gradient that first needs it).
  */
 function recomputer(session: GraphSession, steps: EmittedStep[]) {
   const producer = new Map(steps.map((s) => [s.output, s]));
@@ -426,26 +427,34 @@ function fusedGradient(session: GraphSession, step: EmittedStep, dy: Output): Ou
   );
 }
 
-/** CxrDepthwiseConvGrad for a depthwise step, fed the gradient `dy` and its input `x`: [dx, dw]. */
-function depthwiseGradient(
+/**
+ * A depthwise step's gradients, fed the gradient `dy` and its input `x`, as two ops: the input's
+ * (when `withInput`) from `dy` and the filter alone, so that it does not wait for `x` (recomputed)
+ * and the filter's, which does, can run beside the chain of input gradients (native/cxr_kernels.c).
+ */
+function depthwiseGradients(
   session: GraphSession,
   step: EmittedStep,
   dy: Output,
   x: string,
-): Output[] {
+  withInput: boolean,
+): { dx?: Output; dw: Output } {
   const op = step.op as Extract<Step["op"], { kind: "depthwise" }>;
-  return importOp(
+  const filter = session.output(`var_read/${op.kernel.modelIndex}`);
+  const [dx] = withInput
+    ? importOp(session, `grad/${step.node}/input`, "CxrDepthwiseConvInputGrad", [dy, filter], {
+      ...depthwiseAttrs(op),
+      input_size: { ints: op.inputSize },
+    })
+    : [];
+  const [dw] = importOp(
     session,
-    `grad/${step.node}`,
-    "CxrDepthwiseConvGrad",
-    [
-      dy,
-      session.output(x),
-      session.output(`var_read/${op.kernel.modelIndex}`),
-    ],
+    `grad/${step.node}/filter`,
+    "CxrDepthwiseConvFilterGrad",
+    [dy, session.output(x), filter],
     depthwiseAttrs(op),
-    { outputs: 2 },
   );
+  return { dx, dw };
 }
 
 /** A 1×1 convolution with stride 1 and nothing after it: a matrix product per position. */

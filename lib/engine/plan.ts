@@ -64,6 +64,8 @@ export type Op =
     stride: number;
     /** [[top, bottom], [left, right]] */
     padding: [[number, number], [number, number]];
+    /** [height, width] of its input (before the padding): the input gradient op's output size. */
+    inputSize: [number, number];
   }
   /** Inference flavour: a BatchNorm that follows no convolution, as `x · scale + shift`. */
   | { kind: "scaleShift"; scale: Float32Array; shift: Float32Array }
@@ -384,6 +386,7 @@ function planFusedDepthwise(layer: AnyLayer, view: ModelView, flavour: Flavour):
   const k = (layer.kernelSize as number[])[0];
   const before = inboundLayers(layer)[0];
   let padding: [[number, number], [number, number]];
+  let input = layer;
   if (layer.padding === "same") {
     const p = (k - 1) / 2;
     padding = [[p, p], [p, p]];
@@ -391,7 +394,12 @@ function planFusedDepthwise(layer: AnyLayer, view: ModelView, flavour: Flavour):
     before?.getClassName() === "ZeroPadding2D" && view.onlyConsumer(before.name) === layer
   ) {
     padding = before.padding;
+    input = before;
   } else padding = [[0, 0], [0, 0]];
+  const [, height, width] = input.inboundNodes?.[0]?.inputTensors?.[0]?.shape ?? [];
+  if (!(height > 0 && width > 0)) {
+    throw new PlanError(`Cannot plan ${layer.name}: its input's height and width are not fixed`);
+  }
   const weights = layer.weights as tf.LayerVariable[];
   let kernel = view.weight(weights[0]);
   let bias = layer.useBias ? view.weight(weights[1]) : undefined;
@@ -414,6 +422,7 @@ function planFusedDepthwise(layer: AnyLayer, view: ModelView, flavour: Flavour):
       activation,
       stride: (layer.strides as number[])[0],
       padding,
+      inputSize: [height, width],
     },
     absorbs,
   };

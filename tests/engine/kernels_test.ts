@@ -172,8 +172,8 @@ function emitActivation(
 
 /**
  * TensorFlow's Pad + DepthwiseConv2dNative (as the graph engines emit a padded depthwise step)
- * with TF_AddGradients, and CxrDepthwiseConv with CxrDepthwiseConvGrad, fed the same x and dy:
- * each output of each; and the inference op, CxrDepthwiseConvBiasAct, against TensorFlow's
+ * with TF_AddGradients, and CxrDepthwiseConv with CxrDepthwiseConvInputGrad and …FilterGrad, fed
+ * the same x and dy: each output of each; and the inference op, CxrDepthwiseConvBiasAct, against TensorFlow's
  * convolution + BiasAdd + each activation. `cacheBytes` is the fused ops' cache_bytes attribute
  * (0: the machine's cache), which chooses their loop order.
  */
@@ -213,7 +213,11 @@ function runDepthwiseBoth(
     cache_bytes: { i: cacheBytes },
   };
   g.node("fused", "CxrDepthwiseConv", ["x", "w"], attrs);
-  g.node("fused_grad", "CxrDepthwiseConvGrad", ["dy", "x", "w"], attrs);
+  g.node("fused_dx", "CxrDepthwiseConvInputGrad", ["dy", "w"], {
+    ...attrs,
+    input_size: { ints: [height, width] },
+  });
+  g.node("fused_dw", "CxrDepthwiseConvFilterGrad", ["dy", "x", "w"], attrs);
   // Biases around zero, so that the activations' kinks are crossed.
   g.floatConst("b", [channels], values(rng, channels, 1));
   const biased = g.op("biased", "BiasAdd", ["standard", "b"], { data_format: { s: "NHWC" } });
@@ -241,7 +245,7 @@ function runDepthwiseBoth(
     ], [
       session.output("standard"),
       ...grads,
-      ...["fused", "fused_grad:0", "fused_grad:1"].map((n) => session.output(n)),
+      ...["fused", "fused_dx", "fused_dw"].map((n) => session.output(n)),
       ...withActivation.flatMap((a) => [session.output(a.standard), session.output(a.fused)]),
     ]);
     return [
@@ -508,9 +512,14 @@ Deno.test({
         convention === "torchvision" ? ["model/conv_pad"] : [],
       );
       for (const conv of depthwise) {
-        const grad = nodes.find((n) => n.name === `grad/${conv.name}`);
-        assert.equal(grad?.op, "CxrDepthwiseConvGrad", conv.name);
-        assert.match(grad.inputs[1], /^grad\/recompute\/model\/.*_bn$/, conv.name);
+        // Its filter gradient reads the recomputed input; its input gradient does not read the
+        // input at all, so the chain of input gradients never waits for a recomputation.
+        const filter = nodes.find((n) => n.name === `grad/${conv.name}/filter`);
+        assert.equal(filter?.op, "CxrDepthwiseConvFilterGrad", conv.name);
+        assert.match(filter.inputs[1], /^grad\/recompute\/model\/.*_bn$/, conv.name);
+        const input = nodes.find((n) => n.name === `grad/${conv.name}/input`);
+        assert.equal(input?.op, "CxrDepthwiseConvInputGrad", conv.name);
+        assert.ok(!input.inputs.some((i) => /recompute/.test(i)), `${input.name}: ${input.inputs}`);
       }
       // The kernel gradient of every pointwise convolution (1×1, no bias: all 30 but the squeeze-
       // excite ones) is one matrix product, and it is what the optimizer applies.
