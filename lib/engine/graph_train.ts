@@ -272,8 +272,10 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
     let grads: Output[];
     let y = step.output;
     let reads = step.cuts; // what the differentiated step reads, input by input
-    // Steps with a gradient op of our own, fed the inputs directly.
-    const own = step.op.kind === "batchNormAct" || step.op.kind === "depthwise";
+    // Steps whose gradients are written here (ops of our own, or pointwise convolutions), fed the
+    // inputs directly.
+    const pointwise = isPointwise(step.op) && step.weights.length === 1;
+    const own = step.op.kind === "batchNormAct" || step.op.kind === "depthwise" || pointwise;
     if (!own && recompute.can(step.output)) {
       // A step whose output is itself recomputed (a padding or squeeze-excite scaling of a
       // BatchNorm output): its recomputed copy is the one to differentiate.
@@ -303,13 +305,13 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
       const x = recompute.get(step.inputs[0], dy) ?? step.inputs[0];
       const { dx, dw } = depthwiseGradients(session, step, dy, x, xs.length > 0);
       grads = [...(dx ? [dx] : []), ...step.weights.map(() => dw)];
-    } else if (isPointwise(step.op) && step.weights.length === 1) {
-      // TensorFlow's gradient for the input; the kernel's as one matrix product (below).
-      const x = xs.length ? out(xs[0].cut) : undefined;
-      const dx = x ? session.addGradients(`grad/${k}`, [out(y)], [x], [dy]) : [];
+    } else if (pointwise) {
+      // The input's gradient from dy and the kernel alone; the kernel's as one matrix product
+      // with the recomputed input where there is one (below).
+      const x = recompute.get(step.inputs[0], dy) ?? step.cuts[0];
       grads = [
-        ...dx,
-        pointwiseKernelGradient(session, `grad/${step.node}`, step, dy, reads[0]),
+        ...(xs.length ? [pointwiseInputGradient(session, `grad/${step.node}`, step, dy)] : []),
+        pointwiseKernelGradient(session, `grad/${step.node}`, step, dy, x),
       ];
     } else {
       grads = session.addGradients(
@@ -496,6 +498,41 @@ function pointwiseKernelGradient(
   });
   g.op(name, "Reshape", [product, g.intConst(`${name}/shape`, [4], [1, 1, cin, cout])]);
   session.import(g.bytes(), [[`${name}/x`, session.output(input)], [`${name}/dy`, dy]]);
+  return session.output(name);
+}
+
+/**
+ * The input gradient of a pointwise convolution (isPointwise) as a convolution of dy with the
+ * kernel's transpose ([1, 1, Cout, Cin]), which reads neither the input nor its shape: TensorFlow's
+ * own gradient (Conv2DBackpropInput) takes the input's shape from the input, which the backward
+ * pass recomputes, so the chain of input gradients waited for each recomputation (the transpose
+ * reads only the kernel, and runs early). The same sums, to rounding. Added as `<prefix>/input`.
+ */
+function pointwiseInputGradient(
+  session: GraphSession,
+  prefix: string,
+  step: EmittedStep,
+  dy: Output,
+): Output {
+  const op = step.op as Extract<Step["op"], { kind: "conv" }>;
+  const g = new GraphWriter();
+  const name = `${prefix}/input`;
+  const transposed = g.op(`${name}/kernel`, "Transpose", [
+    g.standIn(`${name}/kernel/read`),
+    g.intConst(`${name}/kernel/perm`, [4], [0, 1, 3, 2]),
+  ], { Tperm: { type: DT_INT32 } });
+  g.op(name, "Conv2D", [g.standIn(`${name}/dy`), transposed], {
+    strides: { ints: [1, 1, 1, 1] },
+    padding: { s: "VALID" },
+    data_format: { s: "NHWC" },
+    dilations: { ints: [1, 1, 1, 1] },
+    explicit_paddings: { ints: [] },
+    use_cudnn_on_gpu: { b: true },
+  });
+  session.import(g.bytes(), [
+    [`${name}/kernel/read`, session.output(`var_read/${op.kernel.modelIndex}`)],
+    [`${name}/dy`, dy],
+  ]);
   return session.output(name);
 }
 

@@ -470,7 +470,7 @@ function graphNodes(bytes: Uint8Array): { name: string; op: string; inputs: stri
 
 Deno.test({
   name:
-    "kernels: with the fused kernels no gradient op reads a BatchNorm's forward output (the backward pass recomputes it, after the gradient that needs it), so the forward pass need not keep it; depthwise convolutions are fused with their padding; pointwise kernel gradients are matrix products",
+    "kernels: with the fused kernels no gradient op reads a BatchNorm's forward output (the backward pass recomputes it, after the gradient that needs it), so the forward pass need not keep it; depthwise convolutions are fused with their padding; pointwise kernel gradients are matrix products; no input gradient waits for a recomputation",
   ignore: !native,
   fn: () => {
     for (const convention of ["torchvision", "keras"] as const) {
@@ -533,6 +533,13 @@ Deno.test({
           nodes.some((n) => n.name.startsWith("opt/") && n.inputs.includes(gradient)),
           `${gradient} feeds the optimizer`,
         );
+        // Its input gradient is a convolution of dy with the transposed kernel: it reads neither
+        // the recomputed input nor its shape, so the chain of input gradients does not wait.
+        const input = nodes.find((n) => n.name === gradient.replace(/\/kernel$/, "/input"));
+        assert.equal(input?.op, "Conv2D", gradient);
+        assert.deepEqual(input.inputs.length, 2, input.name);
+        assert.ok(!input.inputs.some((i) => /recompute|Shape/.test(i)), `${input.inputs}`);
+        assert.equal(nodes.find((n) => n.name === input.inputs[1])?.op, "Transpose");
       }
     }
   },
