@@ -166,6 +166,22 @@ export function depthwiseAttrs(op: Extract<Op, { kind: "depthwise" }>): Record<s
   return { stride: { i: op.stride }, paddings: { ints: [top, bottom, left, right] } };
 }
 
+/** The attributes of TensorFlow's Conv2D (or DepthwiseConv2dNative) on NHWC tensors. */
+export function convAttrs(
+  [sh, sw]: [number, number],
+  padding: string,
+  depthwise = false,
+): Record<string, Attr> {
+  return {
+    strides: { ints: [1, sh, sw, 1] },
+    padding: { s: padding.toUpperCase() },
+    data_format: { s: "NHWC" },
+    dilations: { ints: [1, 1, 1, 1] },
+    explicit_paddings: { ints: [] },
+    ...(depthwise ? {} : { use_cudnn_on_gpu: { b: true } }),
+  };
+}
+
 /** Emit the nodes of one step; returns the name of its output (node or node:index). */
 export function emitStep(
   g: GraphWriter,
@@ -191,14 +207,7 @@ export function emitStep(
         op.bias || op.relu ? `${name}/conv` : name,
         op.depthwise ? "DepthwiseConv2dNative" : "Conv2D",
         [x, kernel],
-        {
-          strides: { ints: [1, sh, sw, 1] },
-          padding: { s: op.padding.toUpperCase() },
-          data_format: { s: "NHWC" },
-          dilations: { ints: [1, 1, 1, 1] },
-          explicit_paddings: { ints: [] },
-          ...(op.depthwise ? {} : { use_cudnn_on_gpu: { b: true } }),
-        },
+        convAttrs([sh, sw], op.padding, op.depthwise),
       );
       if (op.bias) {
         const bias = ctx.weight(g, `${name}/bias`, op.bias);

@@ -18,6 +18,7 @@ import { tf } from "../backend.ts";
 import { argmaxRows } from "../maths.ts";
 import {
   type Attr,
+  convAttrs,
   depthwiseAttrs,
   type EmitContext,
   emitStep,
@@ -521,14 +522,7 @@ function pointwiseInputGradient(
     g.standIn(`${name}/kernel/read`),
     g.intConst(`${name}/kernel/perm`, [4], [0, 1, 3, 2]),
   ], { Tperm: { type: DT_INT32 } });
-  g.op(name, "Conv2D", [g.standIn(`${name}/dy`), transposed], {
-    strides: { ints: [1, 1, 1, 1] },
-    padding: { s: "VALID" },
-    data_format: { s: "NHWC" },
-    dilations: { ints: [1, 1, 1, 1] },
-    explicit_paddings: { ints: [] },
-    use_cudnn_on_gpu: { b: true },
-  });
+  g.op(name, "Conv2D", [g.standIn(`${name}/dy`), transposed], convAttrs([1, 1], "valid"));
   session.import(g.bytes(), [
     [`${name}/kernel/read`, session.output(`var_read/${op.kernel.modelIndex}`)],
     [`${name}/dy`, dy],
