@@ -136,6 +136,7 @@ export interface SweepResult {
 export function renderSweepReport(s: SweepResult): string {
   const c = s.runs[0].config;
   const notPretrained = s.runs[0].weights.kind === "none";
+  const mixed = mixedCodeNote(s.runs);
   return [
     `# Seed sweep: ${s.runs.length} runs`,
     "",
@@ -150,7 +151,7 @@ export function renderSweepReport(s: SweepResult): string {
     "",
     sweepRunsTable(s.runs).toMarkdown(),
     "",
-    ...(mixedCodeNote(s.runs) ? [`> ${mixedCodeNote(s.runs)}`, ""] : []),
+    ...(mixed ? [`> ${mixed}`, ""] : []),
     "## Spread of the test metrics",
     "",
     sweepSpreadTable(s.summary).toMarkdown(),
