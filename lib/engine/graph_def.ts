@@ -63,14 +63,14 @@ export function shapeProto(dims: number[]): Bytes[] {
 
 /** TensorProto with the values as raw little-endian bytes. */
 function tensorProto(dtype: number, shape: number[], values: Float32Array | Int32Array): Bytes {
-  return concat([
+  return [
     intField(TENSOR.dtype, dtype),
     bytesField(TENSOR.tensor_shape, shapeProto(shape)),
     bytesField(
       TENSOR.tensor_content,
       new Uint8Array(values.buffer, values.byteOffset, values.byteLength),
     ),
-  ]);
+  ];
 }
 
 /** Builds a GraphDef node by node; node names are unique and say which step they belong to. */

@@ -12,7 +12,7 @@ import {
   tf,
   topOps,
 } from "../../lib/mod.ts";
-import { bytesField, intField, stringField } from "../../lib/engine/protobuf.ts";
+import { bytesField, concat, intField, stringField } from "../../lib/engine/protobuf.ts";
 import { pixels, small } from "../_models.ts";
 
 await initBackend();
@@ -30,7 +30,7 @@ function runMetadata(ops: { node: string; op: string; start: number; micros: num
     ])
   );
   const device = bytesField(1, [stringField(1, "/job:localhost/device:CPU:0"), ...nodeStats]);
-  return bytesField(1, [device]); // RunMetadata.step_stats
+  return concat(bytesField(1, [device])); // RunMetadata.step_stats
 }
 
 Deno.test("profile: step stats are read from a RunMetadata: op types from the timeline labels, kernel times from the nanoseconds", () => {

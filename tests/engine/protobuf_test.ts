@@ -52,3 +52,16 @@ Deno.test("protobuf: the reader gives back what the writer wrote, nested message
   );
   assert.throws(() => readFields(bytes.subarray(0, bytes.length - 1)), /truncated/);
 });
+
+Deno.test("protobuf: a message nested three deep is written with each level's length right", () => {
+  const payload = Uint8Array.from({ length: 300 }, (_, i) => i % 251);
+  const bytes = concat(bytesField(1, [intField(1, 7), bytesField(2, [bytesField(3, payload)])]));
+  const [outer] = readFields(bytes);
+  const [seven, middle] = readFields(outer.value as Uint8Array);
+  assert.equal(seven.value, 7n);
+  const [inner] = readFields(middle.value as Uint8Array);
+  assert.equal(inner.field, 3);
+  assert.deepEqual([...(inner.value as Uint8Array)], [...payload]);
+  // 300 bytes need a two-byte length; the levels above count it.
+  assert.equal(bytes.length, 1 + 2 + 2 + 1 + 2 + 303);
+});
