@@ -84,6 +84,11 @@ export async function evaluateModel(
     quiet?: boolean;
     /** Divide the logits by this before the softmax (temperature scaling; default 1). */
     temperature?: number;
+    /**
+     * A predictor of `model` to use (the caller disposes it): several evaluations of one model
+     * share one TensorFlow graph instead of building one each. Absent: one is made and freed.
+     */
+    predictor?: Predictor;
   },
 ): Promise<Evaluation> {
   await initBackend();
@@ -95,7 +100,7 @@ export async function evaluateModel(
     quiet: opts.quiet,
   });
   let done = 0;
-  const predictor = createPredictor(model);
+  const predictor = opts.predictor ?? createPredictor(model);
   try {
     for await (
       const batch of iterateBatches(items, { batchSize, cache: opts.cache, mask: opts.mask })
@@ -118,7 +123,7 @@ export async function evaluateModel(
       progress.update(++done);
     }
   } finally {
-    predictor.dispose();
+    if (!opts.predictor) predictor.dispose();
   }
   await progress.end();
   const metrics = computeMetrics(

@@ -5,6 +5,7 @@
  * that how a source stores its files (colour, alpha, bit depth, size) cannot tell the classes apart.
  */
 import type { tf } from "../backend.ts";
+import { createPredictor, type Predictor } from "../engine/mod.ts";
 import type { ImageCache } from "../data/mod.ts";
 import type { CheckpointMetadata } from "../model/mod.ts";
 import type { Evaluation } from "./evaluate.ts";
@@ -69,6 +70,8 @@ export async function evaluateExternal(
     batchSize?: number;
     maxPixels?: number;
     quiet?: boolean;
+    /** A predictor of `model` to use (the caller disposes it); absent: one for both passes. */
+    predictor?: Predictor;
   } = {},
 ): Promise<ExternalResult> {
   const passes: ExternalPass[] = [];
@@ -76,27 +79,32 @@ export async function evaluateExternal(
   let manifestWarnings: string[] = [];
   let columns: string[] = [];
   let first: FolderEvaluation | undefined;
-  for (const grayAt of [undefined, GRAY_SIZE]) {
-    const result = await evaluateFolder(model, meta, dir, { ...opts, grayAt });
-    first ??= result;
-    if (!manifest) {
-      const file = opts.manifest ?? findManifest(result.images.root);
-      manifest = file ? readManifest(file) : undefined;
-      if (manifest) manifestWarnings = checkManifestAgreement(manifest, result.images.items);
-      columns = manifest
-        ? (opts.columns ?? BREAKDOWN_COLUMNS).filter((c) => manifest!.columns.includes(c))
-        : [];
+  const predictor = opts.predictor ?? createPredictor(model);
+  try {
+    for (const grayAt of [undefined, GRAY_SIZE]) {
+      const result = await evaluateFolder(model, meta, dir, { ...opts, grayAt, predictor });
+      first ??= result;
+      if (!manifest) {
+        const file = opts.manifest ?? findManifest(result.images.root);
+        manifest = file ? readManifest(file) : undefined;
+        if (manifest) manifestWarnings = checkManifestAgreement(manifest, result.images.items);
+        columns = manifest
+          ? (opts.columns ?? BREAKDOWN_COLUMNS).filter((c) => manifest!.columns.includes(c))
+          : [];
+      }
+      const { predictions } = result.evaluation;
+      passes.push({
+        preprocessing: grayAt ? `gray ${grayAt}²` : "as stored",
+        evaluation: result.evaluation,
+        breakdowns: manifest
+          ? columns.flatMap((c) => breakdown(predictions, manifest!, c, meta.classNames))
+          : [],
+        probe: shortcutProbe(predictions, meta.classNames, { manifest }),
+        cache: result.cache,
+      });
     }
-    const { predictions } = result.evaluation;
-    passes.push({
-      preprocessing: grayAt ? `gray ${grayAt}²` : "as stored",
-      evaluation: result.evaluation,
-      breakdowns: manifest
-        ? columns.flatMap((c) => breakdown(predictions, manifest!, c, meta.classNames))
-        : [],
-      probe: shortcutProbe(predictions, meta.classNames, { manifest }),
-      cache: result.cache,
-    });
+  } finally {
+    if (!opts.predictor) predictor.dispose();
   }
   return {
     folder: first!.images.folder,

@@ -11,6 +11,7 @@ import {
   type CheckpointMetadata,
 } from "../model/mod.ts";
 import type { tf } from "../backend.ts";
+import type { Predictor } from "../engine/mod.ts";
 import { DatasetError } from "../data/mod.ts";
 import {
   evaluateModel,
@@ -39,6 +40,8 @@ export async function evaluateFolder(
     quiet?: boolean;
     /** Make every image 1-channel gray at this size before the model's preprocessing. */
     grayAt?: number;
+    /** A predictor of `model` to use (see evaluateModel; the caller disposes it). */
+    predictor?: Predictor;
   } = {},
 ): Promise<FolderEvaluation> {
   const images = await loadEvaluationImages(dir, meta.classNames);
@@ -78,6 +81,7 @@ export async function evaluateFolder(
     mask: checkpointInputMask(meta),
     quiet: opts.quiet,
     temperature: meta.calibration?.temperature,
+    predictor: opts.predictor,
   });
   return { evaluation, images: { ...images, items: dataset.test }, report, cache };
 }

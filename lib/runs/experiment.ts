@@ -31,7 +31,7 @@ import {
   type WeightsInfo,
 } from "../model/mod.ts";
 import { type EpochRecord, loadTrainingState, trainModel } from "../train/mod.ts";
-import { sessionSettings } from "../engine/mod.ts";
+import { createPredictor, sessionSettings } from "../engine/mod.ts";
 import {
   calibrationSummary,
   checkExternalSet,
@@ -432,12 +432,16 @@ async function evaluateBest(
   log: (line: string) => void,
 ): Promise<BestEvaluation> {
   const { model, meta } = await loadCheckpoint(bestDir);
+  // One graph for the validation, test and external sets: each graph built after training raised
+  // the run's memory peak (TensorFlow did not reuse the training's freed memory for it).
+  const predictor = createPredictor(model);
   const common = {
     cache: data.cache,
     numClasses: meta.classNames.length,
     batchSize: config.batchSize,
     mask: checkpointInputMask(meta),
     quiet: opts.quiet,
+    predictor,
   };
   const logitsOf = (e: Evaluation) => e.predictions.map((p) => p.logits);
   const labelsOf = (e: Evaluation) => e.predictions.map((p) => p.item.label);
@@ -466,6 +470,7 @@ async function evaluateBest(
         maxPixels: config.maxPixels,
         skipBad: opts.skipBad,
         quiet: opts.quiet,
+        predictor,
       });
     }
     const measured = [
@@ -486,6 +491,7 @@ async function evaluateBest(
       external,
     };
   } finally {
+    predictor.dispose();
     model.dispose();
   }
 }
