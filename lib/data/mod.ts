@@ -68,9 +68,16 @@ export {
   applyAugmentation,
   type AugmentationParams,
   jitterEffect,
+  type JitterStep,
   sampleAugmentation,
   toFloat,
 } from "./augment.ts";
 export { applyMask, LUNG_FIELD } from "./masks.ts";
-export { type Batch, batchCount, batchSummary, iterateBatches } from "./batches.ts";
+export {
+  type Batch,
+  type BatchAugmenter,
+  batchCount,
+  batchSummary,
+  iterateBatches,
+} from "./batches.ts";
 export { prepareData, type PreparedData } from "./prepare.ts";

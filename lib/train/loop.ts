@@ -30,6 +30,8 @@ import {
   createStepEngine,
   type EngineKind,
   type KernelChoice,
+  type NativeAugmenter,
+  nativeAugmenter,
 } from "../engine/mod.ts";
 import { learningRateAt } from "./schedule.ts";
 import {
@@ -162,6 +164,8 @@ export function trainModel(model: tf.LayersModel, opts: TrainOptions): Promise<T
 interface Training {
   model: tf.LayersModel;
   engine: Awaited<ReturnType<typeof createStepEngine>>;
+  /** The fused kernels' batch augmentation, where they run the step (the same results). */
+  augmenter?: NativeAugmenter;
   opts: TrainOptions;
   log: (line: string) => void;
   steps: number;
@@ -203,6 +207,7 @@ async function train(model: tf.LayersModel, opts: TrainOptions): Promise<TrainRe
   };
   if (resume) tf.dispose(resume.optimizerWeights.map((w) => w.tensor));
   try {
+    if (t.engine.kernels.kind === "fused") t.augmenter = nativeAugmenter();
     for (let epoch = (resume?.epoch ?? 0) + 1; epoch <= config.epochs; epoch++) {
       // An epoch a polite stop cut short picks up where it was.
       const partial = resume?.partial?.epoch === epoch ? resume.partial : undefined;
@@ -216,6 +221,7 @@ async function train(model: tf.LayersModel, opts: TrainOptions): Promise<TrainRe
       }
     }
   } finally {
+    t.augmenter?.dispose();
     t.engine.dispose();
   }
   return {
@@ -272,7 +278,11 @@ async function trainEpoch(t: Training, epoch: number, partial?: PartialEpoch): P
       batchSize: config.batchSize,
       cache: t.opts.cache,
       shuffle: Rng.stream(config.seed, "shuffle", epoch),
-      augment: { rng: Rng.stream(config.seed, "augment", epoch), options: config.augmentation },
+      augment: {
+        rng: Rng.stream(config.seed, "augment", epoch),
+        options: config.augmentation,
+        apply: t.augmenter?.apply,
+      },
       mask: config.inputMask,
       skip: sums.step,
     })
