@@ -31,7 +31,7 @@ import {
   type WeightsInfo,
 } from "../model/mod.ts";
 import { type EpochRecord, loadTrainingState, trainModel } from "../train/mod.ts";
-import { createPredictor, sessionSettings } from "../engine/mod.ts";
+import { createPredictor, type Predictor, sessionSettings } from "../engine/mod.ts";
 import {
   calibrationSummary,
   checkExternalSet,
@@ -434,7 +434,13 @@ async function evaluateBest(
   const { model, meta } = await loadCheckpoint(bestDir);
   // One graph for the validation, test and external sets: each graph built after training raised
   // the run's memory peak (TensorFlow did not reuse the training's freed memory for it).
-  const predictor = createPredictor(model);
+  let predictor: Predictor;
+  try {
+    predictor = createPredictor(model);
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
   const common = {
     cache: data.cache,
     numClasses: meta.classNames.length,
