@@ -28,6 +28,9 @@ export const KERNEL_CFLAGS: readonly string[] = [
   // Floating-point exceptions are never read; without this GCC keeps the kinks of ReLU and
   // hard-swish as branches and leaves the gradient loops scalar (3x slower, measured).
   "-fno-trapping-math",
+  // No fused multiply-adds where the source has a multiply then an add: the augmentation must give
+  // JavaScript's bits (GCC's ISO C mode does this already; clang contracts by default).
+  "-ffp-contract=off",
   "-std=c11",
   "-pthread",
   "-fPIC",
