@@ -30,7 +30,7 @@ import type { StepEngine, StepEngineOptions } from "./step.ts";
 export { type Predictor } from "./predictor.ts";
 export { chooseEngine, EngineError, type EngineKind, requestedEngine } from "./select.ts";
 export { chooseKernels, type KernelChoice } from "./kernels.ts";
-export { augmentationRow, type NativeAugmenter, nativeAugmenter } from "./augmenter.ts";
+export { type NativeAugmenter, nativeAugmenter } from "./augmenter.ts";
 export { kernelLibrary } from "./kernel_library.ts";
 export type {
   EncodedWeights,
