@@ -182,6 +182,41 @@ export function convAttrs(
   };
 }
 
+/**
+ * A 1×1 convolution of [B, 1, 1, Cin] (Op's `pooled`) as [B, Cin] · [Cin, Cout], then its bias
+ * and ReLU, reshaped back to [B, 1, 1, Cout]: the same sums; TensorFlow's gradients of these ops
+ * are matrix products too.
+ */
+function emitPooledConv(
+  g: GraphWriter,
+  name: string,
+  op: Extract<Op, { kind: "conv" }>,
+  x: string,
+  kernel: string,
+  ctx: EmitContext,
+): string {
+  const [, , cin, cout] = op.kernel.shape;
+  const reshape = (suffix: string, t: string, shape: number[]) =>
+    g.op(`${name}/${suffix}`, "Reshape", [
+      t,
+      g.intConst(`${name}/${suffix}/shape`, [shape.length], shape),
+    ], {
+      Tshape: { type: DT_INT32 },
+    });
+  let out = g.op(`${name}/matmul`, "MatMul", [
+    reshape("rows", x, [-1, cin]),
+    reshape("matrix", kernel, [cin, cout]),
+  ], { transpose_a: { b: false }, transpose_b: { b: false } });
+  if (op.bias) {
+    const bias = ctx.weight(g, `${name}/bias`, op.bias);
+    out = g.op(`${name}/biased`, "BiasAdd", [out, bias], { data_format: { s: "NHWC" } });
+  }
+  if (op.relu) out = g.op(`${name}/relu`, "Relu", [out]);
+  return g.op(name, "Reshape", [out, g.intConst(`${name}/shape`, [4], [-1, 1, 1, cout])], {
+    Tshape: { type: DT_INT32 },
+  });
+}
+
 /** Emit the nodes of one step; returns the name of its output (node or node:index). */
 export function emitStep(
   g: GraphWriter,
@@ -202,6 +237,7 @@ export function emitStep(
     }
     case "conv": {
       const kernel = ctx.weight(g, `${name}/kernel`, op.kernel);
+      if (op.pooled) return emitPooledConv(g, name, op, x, kernel, ctx);
       const [sh, sw] = op.strides;
       let out = g.op(
         op.bias || op.relu ? `${name}/conv` : name,

@@ -462,7 +462,7 @@ function depthwiseGradients(
 
 /** A 1×1 convolution with stride 1 and nothing after it: a matrix product per position. */
 function isPointwise(op: Step["op"]): op is Extract<Step["op"], { kind: "conv" }> {
-  return op.kind === "conv" && !op.depthwise && !op.bias && !op.relu &&
+  return op.kind === "conv" && !op.depthwise && !op.pooled && !op.bias && !op.relu &&
     op.kernel.shape[0] === 1 && op.kernel.shape[1] === 1 && op.strides.every((s) => s === 1);
 }
 

@@ -41,6 +41,12 @@ export type Op =
     strides: [number, number];
     padding: "same" | "valid";
     relu: boolean;
+    /**
+     * A 1×1 convolution of one position per image (squeeze-excite's pooled vector, [B, 1, 1, C]):
+     * the graphs compute it as a matrix product (graph_def.ts), which oneDNN's convolutions,
+     * forward and backward, took about half a millisecond a call to do.
+     */
+    pooled: boolean;
   }
   /** Training flavour: batch statistics, moving averages updated with `momentum` (Keras's). */
   | ({ kind: "batchNorm" } & TrainingBatchNorm)
@@ -344,6 +350,8 @@ function planConvolution(layer: AnyLayer, view: ModelView, flavour: Flavour): Pl
       absorbs.push(folded.next.name);
     }
   }
+  const [kh, kw] = kernel.shape;
+  const [, height, width] = layer.inboundNodes?.[0]?.inputTensors?.[0]?.shape ?? [];
   return {
     op: {
       kind: "conv",
@@ -353,6 +361,8 @@ function planConvolution(layer: AnyLayer, view: ModelView, flavour: Flavour): Pl
       strides: layer.strides as [number, number],
       padding: layer.padding as "same" | "valid",
       relu,
+      // One input position gives one output position whatever the stride or padding.
+      pooled: cls === "Conv2D" && kh === 1 && kw === 1 && height === 1 && width === 1,
     },
     absorbs,
   };

@@ -65,7 +65,7 @@ export function opKind(op: string, node = ""): string {
   if (/MatMul/.test(o)) {
     return node.endsWith(POINTWISE_KERNEL_PRODUCT)
       ? "pointwise / full convolution"
-      : "dense (classifier)";
+      : "dense (classifier, squeeze-excite)";
   }
   if (/BatchNorm/.test(o)) return "batch norm";
   if (/ApplyMomentum|Assign|ReadVariable|VarHandle|VariableV2/.test(o)) {

@@ -40,7 +40,25 @@ function everyOp(): tf.LayersModel {
   const bn2 = new BatchNorm({ name: "add_bn" }).apply(sum) as tf.SymbolicTensor;
   const pooled = tf.layers.globalAveragePooling2d({ name: "pool" }).apply(bn2);
   const reshaped = tf.layers.reshape({ targetShape: [1, 1, 4], name: "reshape" }).apply(pooled);
-  const gate = new HardSigmoid({ name: "gate" }).apply(reshaped);
+  // Squeeze-excite's two 1×1 convolutions of the pooled vector (planned `pooled`).
+  const squeeze = tf.layers.conv2d({
+    filters: 2,
+    kernelSize: 1,
+    useBias: true,
+    activation: "relu",
+    kernelInitializer: seed(4),
+    biasInitializer: tf.initializers.constant({ value: 0.2 }),
+    name: "squeeze",
+  }).apply(reshaped);
+  const excite = tf.layers.conv2d({
+    filters: 4,
+    kernelSize: 1,
+    useBias: true,
+    kernelInitializer: seed(5),
+    biasInitializer: tf.initializers.constant({ value: -0.1 }),
+    name: "excite",
+  }).apply(squeeze);
+  const gate = new HardSigmoid({ name: "gate" }).apply(excite);
   const scaled = tf.layers.multiply({ name: "mul" }).apply([bn2, gate as tf.SymbolicTensor]);
   const pooled2 = tf.layers.globalAveragePooling2d({ name: "pool2" }).apply(scaled);
   const out = tf.layers.dense({ units: 3, kernelInitializer: seed(3), name: "logits" })
@@ -53,7 +71,10 @@ Deno.test("graph_def: every op kind of the inference plan, written as graph node
   const x = tf.randomUniform([2, 9, 9, 3], 0, 255, "float32", 4) as tf.Tensor4D;
   // Non-trivial BatchNorm statistics.
   for (let i = 0; i < 2; i++) tf.tidy(() => model.apply(x, { training: true }) as tf.Tensor);
-  const kinds = new Set(planModel(model, "inference").steps.map((s) => s.op.kind));
+  const steps = planModel(model, "inference").steps;
+  const kinds = new Set(steps.map((s) => s.op.kind));
+  const pooled = steps.flatMap((s) => s.op.kind === "conv" ? [`${s.name}:${s.op.pooled}`] : []);
+  assert.deepEqual(pooled, ["conv:false", "dw:false", "squeeze:true", "excite:true"]);
   for (
     const k of [
       "normalize",

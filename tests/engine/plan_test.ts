@@ -104,6 +104,23 @@ Deno.test("plan: MobileNetV3's inference plan folds every BatchNorm; its trainin
   model.dispose();
 });
 
+Deno.test("plan: exactly squeeze-excite's 1×1 convolutions of the pooled vector are planned as matrix products, in both flavours", () => {
+  const model = small(3, 1);
+  const seConvs = model.layers.filter((l) => /squeeze_excite_conv/.test(l.name)).map((l) => l.name);
+  assert.equal(
+    seConvs.length,
+    16,
+    "MobileNetV3-Large: 8 squeeze-excite blocks, two convolutions each",
+  );
+  for (const flavour of ["inference", "training"] as const) {
+    const convs = planModel(model, flavour).steps.filter((s) => s.op.kind === "conv");
+    const pooled = convs.filter((s) => s.op.kind === "conv" && s.op.pooled).map((s) => s.name);
+    assert.deepEqual(pooled, seConvs, flavour);
+    assert.ok(convs.length > pooled.length, `${flavour}: the other convolutions stay convolutions`);
+  }
+  model.dispose();
+});
+
 Deno.test("plan: with the fused kernels a depthwise convolution takes its padding inside (Keras's uneven stride-2 padding, torchvision's even one, 'same'), in inference its BatchNorm and activation too; one the kernel cannot compute stays as it was", () => {
   for (const convention of ["keras", "torchvision"] as const) {
     const model = smallForTraining(convention);

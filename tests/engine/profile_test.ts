@@ -68,7 +68,7 @@ Deno.test("profile: ops are sorted into kinds of work by their type, oneDNN's na
     "Mean": "reductions and broadcasts (SE pooling, bias gradients)",
     "Transpose": "layout, copies and padding",
     "ResourceApplyMomentum": "optimizer and variables",
-    "MatMul": "dense (classifier)",
+    "MatMul": "dense (classifier, squeeze-excite)",
   };
   for (const [op, kind] of Object.entries(kinds)) assert.equal(opKind(op), kind, op);
   // A pointwise convolution's kernel gradient is a matrix product (graph_train.ts), by its name.
@@ -76,7 +76,7 @@ Deno.test("profile: ops are sorted into kinds of work by their type, oneDNN's na
     opKind("_MklMatMul", `grad/model/expanded_conv_1_expand${POINTWISE_KERNEL_PRODUCT}`),
     "pointwise / full convolution",
   );
-  assert.equal(opKind("_MklMatMul", "model/Logits"), "dense (classifier)");
+  assert.equal(opKind("_MklMatMul", "model/Logits"), "dense (classifier, squeeze-excite)");
 });
 
 Deno.test({
