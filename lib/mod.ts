@@ -244,6 +244,7 @@ export {
   type Plan,
   PlanError,
   planModel,
+  POINTWISE_INPUT_PRODUCT,
   POINTWISE_KERNEL_PRODUCT,
   type Precision,
   type Predictor,

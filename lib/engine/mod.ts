@@ -48,6 +48,7 @@ export {
   opKind,
   opPhase,
   type OpTiming,
+  POINTWISE_INPUT_PRODUCT,
   POINTWISE_KERNEL_PRODUCT,
   profileByKind,
   type ProfileRow,

@@ -53,17 +53,19 @@ export function readStepStats(metadata: Uint8Array): OpTiming[] {
  * (graph_train.ts, pointwiseKernelGradient): `grad/<step>/kernel` + this.
  */
 export const POINTWISE_KERNEL_PRODUCT = "/kernel/product";
+/** …and its input gradient, another MatMul (graph_train.ts, pointwiseInputGradient). */
+export const POINTWISE_INPUT_PRODUCT = "/input/product";
 
 /**
  * The kind of work an op does, by its type (oneDNN's rewritten names included) and, for a matrix
- * product, its node's name (a pointwise convolution's kernel gradient is one).
+ * product, its node's name (a pointwise convolution's kernel and input gradients are ones).
  */
 export function opKind(op: string, node = ""): string {
   const o = op.replace(/^_Mkl(Native)?/, "").replace(/^_/, "");
   if (/Depthwise/.test(o)) return "depthwise convolution";
   if (/Conv2D/.test(o)) return "pointwise / full convolution";
   if (/MatMul/.test(o)) {
-    return node.endsWith(POINTWISE_KERNEL_PRODUCT)
+    return node.endsWith(POINTWISE_KERNEL_PRODUCT) || node.endsWith(POINTWISE_INPUT_PRODUCT)
       ? "pointwise / full convolution"
       : "dense (classifier, squeeze-excite)";
   }

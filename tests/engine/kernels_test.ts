@@ -7,6 +7,7 @@ import {
   graphStepEngine,
   initBackend,
   liveSessions,
+  POINTWISE_INPUT_PRODUCT,
   POINTWISE_KERNEL_PRODUCT,
   Rng,
   type StepEngine,
@@ -533,13 +534,22 @@ Deno.test({
           nodes.some((n) => n.name.startsWith("opt/") && n.inputs.includes(gradient)),
           `${gradient} feeds the optimizer`,
         );
-        // Its input gradient is a convolution of dy with the transposed kernel: it reads neither
-        // the recomputed input nor its shape, so the chain of input gradients does not wait.
+        // Its input gradient is a matrix product of dy and the kernel, shaped as dy: it reads
+        // neither the recomputed input nor its shape, so the chain of input gradients does not
+        // wait, and no Transpose runs for it.
         const input = nodes.find((n) => n.name === gradient.replace(/\/kernel$/, "/input"));
-        assert.equal(input?.op, "Conv2D", gradient);
-        assert.deepEqual(input.inputs.length, 2, input.name);
-        assert.ok(!input.inputs.some((i) => /recompute|Shape/.test(i)), `${input.inputs}`);
-        assert.equal(nodes.find((n) => n.name === input.inputs[1])?.op, "Transpose");
+        assert.equal(input?.op, "Reshape", gradient);
+        const inputProduct = nodes.find((n) => n.name === input.inputs[0]);
+        assert.equal(inputProduct?.op, "MatMul", input.name);
+        assert.ok(inputProduct.name.endsWith(POINTWISE_INPUT_PRODUCT), inputProduct.name);
+        const reads = (n: { inputs: string[] }): string[] =>
+          n.inputs.flatMap((i) => {
+            const node = nodes.find((m) => m.name === i.replace(/:\d+$/, ""));
+            return node && node.name.startsWith(input.name) ? [i, ...reads(node)] : [i];
+          });
+        const all = reads(input);
+        assert.ok(!all.some((i) => /recompute/.test(i)), `${input.name} reads ${all}`);
+        assert.ok(!nodes.some((n) => n.op === "Transpose" && n.name.startsWith(input.name)));
       }
     }
   },

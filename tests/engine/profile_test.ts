@@ -6,6 +6,7 @@ import {
   KERAS_NORMALIZATION,
   modelCost,
   opKind,
+  POINTWISE_INPUT_PRODUCT,
   POINTWISE_KERNEL_PRODUCT,
   profileByKind,
   readStepStats,
@@ -74,6 +75,10 @@ Deno.test("profile: ops are sorted into kinds of work by their type, oneDNN's na
   // A pointwise convolution's kernel gradient is a matrix product (graph_train.ts), by its name.
   assert.equal(
     opKind("_MklMatMul", `grad/model/expanded_conv_1_expand${POINTWISE_KERNEL_PRODUCT}`),
+    "pointwise / full convolution",
+  );
+  assert.equal(
+    opKind("_MklMatMul", `grad/model/expanded_conv_1_expand${POINTWISE_INPUT_PRODUCT}`),
     "pointwise / full convolution",
   );
   assert.equal(opKind("_MklMatMul", "model/Logits"), "dense (classifier, squeeze-excite)");
