@@ -139,6 +139,11 @@ export interface EmitContext {
   assign?(g: GraphWriter, name: string, w: WeightRef, value: string): void;
   /** Inference: hard-swish as the fused kernels' one-pass CxrHardSwish (kernels.ts loaded them). */
   fusedHardSwish?: boolean;
+  /**
+   * A per-channel scale and shift (the input's normalisation) as the fused kernels' one-pass
+   * CxrScaleShift, which has no gradient op: only for steps whose input needs no gradient.
+   */
+  fusedScaleShift?: boolean;
   /** Training: a placeholder for a dropout mask of [B, units]. */
   mask?(g: GraphWriter, name: string, units: number, op: Extract<Op, { kind: "dropout" }>): string;
 }
@@ -180,6 +185,19 @@ export function convAttrs(
     explicit_paddings: { ints: [] },
     ...(depthwise ? {} : { use_cudnn_on_gpu: { b: true } }),
   };
+}
+
+/** x · scale + shift per channel: two of TensorFlow's ops, or CxrScaleShift (the same bits). */
+function scaleShift(
+  g: GraphWriter,
+  name: string,
+  x: string,
+  scale: string,
+  shift: string,
+  ctx: EmitContext,
+): string {
+  if (ctx.fusedScaleShift) return g.node(name, "CxrScaleShift", [x, scale, shift], {});
+  return g.op(name, "AddV2", [g.op(`${name}/scale`, "Mul", [x, scale]), shift]);
 }
 
 /**
@@ -232,8 +250,7 @@ export function emitStep(
   switch (op.kind) {
     case "normalize": {
       const { scale, shift } = normalizationAffine(op.spec);
-      const scaled = g.op(`${name}/scale`, "Mul", [x, channelwise("a", scale)]);
-      return g.op(name, "AddV2", [scaled, channelwise("b", shift)]);
+      return scaleShift(g, name, x, channelwise("a", scale), channelwise("b", shift), ctx);
     }
     case "conv": {
       const kernel = ctx.weight(g, `${name}/kernel`, op.kernel);
@@ -296,10 +313,8 @@ export function emitStep(
       ctx.assign(g, `${name}/update_variance`, op.movingVariance, `${name}:2`);
       return `${name}:0`;
     }
-    case "scaleShift": {
-      const scaled = g.op(`${name}/scale`, "Mul", [x, channelwise("s", op.scale)]);
-      return g.op(name, "AddV2", [scaled, channelwise("t", op.shift)]);
-    }
+    case "scaleShift":
+      return scaleShift(g, name, x, channelwise("s", op.scale), channelwise("t", op.shift), ctx);
     case "hardSwish":
     case "hardSigmoid": {
       if (op.kind === "hardSwish" && ctx.fusedHardSwish) {

@@ -39,6 +39,7 @@ export function inferenceGraph(model: tf.LayersModel, fusedKernels = false): Uin
       emitStep(g, `model/${step.name}`, step.op, inputs, {
         ...constantWeights,
         fusedHardSwish: fusedKernels,
+        fusedScaleShift: fusedKernels,
       }),
     );
   }

@@ -104,6 +104,8 @@ function trainingGraph(
   const dropouts: TrainingGraph["dropouts"] = [];
   let stepWeights: number[] = [];
   const ctx: EmitContext = {
+    // The one scale-and-shift step is the input's normalisation, whose input needs no gradient.
+    fusedScaleShift: kernels.kind === "fused",
     weight: (_g, name, w) => {
       if (w.modelIndex === undefined) throw new Error(`graph training: ${name} is not a weight`);
       if (weights[w.modelIndex].trainable) stepWeights.push(w.modelIndex);
@@ -315,6 +317,13 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
         pointwiseKernelGradient(session, `grad/${step.node}`, step, dy, x),
       ];
     } else {
+      if (
+        (step.op.kind === "normalize" || step.op.kind === "scaleShift") &&
+        built.kernels.kind === "fused"
+      ) {
+        // CxrScaleShift (trainingGraph's fusedScaleShift) has no gradient op.
+        throw new Error(`graph training: ${step.node} is a CxrScaleShift that needs a gradient`);
+      }
       grads = session.addGradients(
         `grad/${k}`,
         [out(y)],

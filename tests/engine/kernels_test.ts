@@ -489,6 +489,8 @@ Deno.test({
         nodes.filter((n) => n.inputs.some((i) => i === tensor || i === `${tensor}:0`));
       const fused = nodes.filter((n) => n.op === "CxrBatchNormAct");
       assert.equal(fused.length, 46, `${convention}: every BatchNorm is fused`);
+      // The input's normalisation is one op (it needs no gradient).
+      assert.equal(nodes.find((n) => n.name === "model/normalize")?.op, "CxrScaleShift");
       for (const bn of fused) {
         // Its output feeds the forward pass only (each step reads its inputs through an Identity
         // of its own), and what reads those Identities is forward too.
@@ -587,6 +589,46 @@ Deno.test({
       assert.deepEqual(Array.from(fused.values.slice(0, 5)), [-0, 3, 0, -0, 6]);
     } finally {
       session.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "kernels: CxrScaleShift gives the bits of TensorFlow's Mul and AddV2 per channel (3, 8 and 13 channels; a tensor split between threads)",
+  ignore: !native,
+  fn: () => {
+    assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
+    const rng = Rng.stream(8, "scale-shift");
+    // 3 channels (the input's normalisation) over 200,001 positions: more than 256 K values, so
+    // two threads on two cores, and not a whole number of the kernel's 24-value periods.
+    for (const [channels, positions] of [[3, 200_001], [8, 5], [13, 77]]) {
+      const x = Float32Array.from({ length: channels * positions }, () => rng.uniform(0, 255));
+      const scale = Float32Array.from({ length: channels }, () => rng.uniform(0.001, 0.05));
+      const shift = Float32Array.from({ length: channels }, () => rng.uniform(-3, 1));
+      const g = new GraphWriter();
+      g.placeholder("x", [positions, channels]);
+      g.floatConst("scale", [channels], scale);
+      g.floatConst("shift", [channels], shift);
+      g.op("standard", "AddV2", [g.op("product", "Mul", ["x", "scale"]), "shift"]);
+      g.node("fused", "CxrScaleShift", ["x", "scale", "shift"], {});
+      const session = new GraphSession();
+      try {
+        session.import(g.bytes());
+        session.start();
+        const [standard, fused] = session.run(
+          [[session.output("x"), { values: x, shape: [positions, channels] }]],
+          [session.output("standard"), session.output("fused")],
+        );
+        assert.deepEqual(fused.shape, [positions, channels]);
+        const differing = standard.values.findIndex((v, i) => !Object.is(v, fused.values[i]));
+        assert.equal(differing, -1, `${channels} channels: value ${differing} differs`);
+        // And what it computes: the last value's channel is (n - 1) % C.
+        const last = x.length - 1, c = last % channels;
+        assert.equal(fused.values[last], Math.fround(Math.fround(x[last] * scale[c]) + shift[c]));
+      } finally {
+        session.close();
+      }
     }
   },
 });
