@@ -278,7 +278,12 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
     // Steps whose gradients are written here (ops of our own, or pointwise convolutions), fed the
     // inputs directly.
     const pointwise = isPointwise(step.op) && step.weights.length === 1;
-    const own = step.op.kind === "batchNormAct" || step.op.kind === "depthwise" || pointwise;
+    // A residual sum passes dy to each input as it is. TensorFlow's gradient of a copy reading
+    // the recomputed BatchNorm output took the inputs' shapes, so it recomputed that output (and
+    // the sum) for nothing.
+    const residual = step.op.kind === "add" && step.op.sameShapes;
+    const own = step.op.kind === "batchNormAct" || step.op.kind === "depthwise" || pointwise ||
+      residual;
     if (!own && recompute.can(step.output)) {
       // A step whose output is itself recomputed (a padding or squeeze-excite scaling of a
       // BatchNorm output): its recomputed copy is the one to differentiate.
@@ -308,6 +313,8 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
       const x = recompute.get(step.inputs[0], dy) ?? step.inputs[0];
       const { dx, dw } = depthwiseGradients(session, step, dy, x, xs.length > 0);
       grads = [...(dx ? [dx] : []), ...step.weights.map(() => dw)];
+    } else if (residual) {
+      grads = xs.map(() => dy);
     } else if (pointwise) {
       // The input's gradient from dy and the kernel alone; the kernel's as one matrix product
       // with the recomputed input where there is one (below).

@@ -81,7 +81,8 @@ export type Op =
   | { kind: "pad"; padding: [[number, number], [number, number]] }
   | { kind: "globalMean" }
   | { kind: "reshape"; target: number[] }
-  | { kind: "add" }
+  /** `sameShapes`: no broadcasting (a residual connection), so each input's gradient is dy. */
+  | { kind: "add"; sameShapes: boolean }
   | { kind: "mul" }
   | { kind: "dense"; kernel: WeightRef; bias?: WeightRef; relu: boolean }
   /** Training flavour: multiply by a [B, units] mask (0 or 1 / (1 − rate)) fed per step. */
@@ -284,8 +285,12 @@ function planLayer(
       return { op: { kind: "globalMean" } };
     case "Reshape":
       return { op: { kind: "reshape", target: layer.targetShape } };
-    case "Add":
-      return { op: { kind: "add" } };
+    case "Add": {
+      const shapes = (layer.inboundNodes?.[0]?.inputTensors ?? []).map((t: tf.SymbolicTensor) =>
+        JSON.stringify(t.shape)
+      );
+      return { op: { kind: "add", sameShapes: shapes.length > 1 && new Set(shapes).size === 1 } };
+    }
     case "Multiply":
       return { op: { kind: "mul" } };
     case "Dense": {
