@@ -117,7 +117,26 @@ Deno.test("plan: exactly squeeze-excite's 1×1 convolutions of the pooled vector
     const pooled = convs.filter((s) => s.op.kind === "conv" && s.op.pooled).map((s) => s.name);
     assert.deepEqual(pooled, seConvs, flavour);
     assert.ok(convs.length > pooled.length, `${flavour}: the other convolutions stay convolutions`);
+    // Its ten residual sums add tensors of one shape (their gradient is passed on as it is).
+    const adds = planModel(model, flavour).steps.filter((s) => s.op.kind === "add");
+    assert.equal(adds.length, 10, flavour);
+    assert.ok(adds.every((s) => s.op.kind === "add" && s.op.sameShapes), flavour);
   }
+  model.dispose();
+});
+
+Deno.test("plan: an add that broadcasts is not marked as one of same shapes", () => {
+  const input = tf.input({ shape: [4, 4, 3], name: "input" });
+  const pooled = tf.layers.globalAveragePooling2d({ name: "pool" }).apply(input);
+  const gate = tf.layers.reshape({ targetShape: [1, 1, 3], name: "gate" }).apply(pooled);
+  const same = tf.layers.add({ name: "same" }).apply([input, input] as tf.SymbolicTensor[]);
+  const broadcast = tf.layers.add({ name: "broadcast" })
+    .apply([same, gate] as tf.SymbolicTensor[]) as tf.SymbolicTensor;
+  const model = tf.model({ inputs: input, outputs: broadcast });
+  const marks = planModel(model, "training").steps.flatMap((s) =>
+    s.op.kind === "add" ? [`${s.name}:${s.op.sameShapes}`] : []
+  );
+  assert.deepEqual(marks, ["same:true", "broadcast:false"]);
   model.dispose();
 });
 
