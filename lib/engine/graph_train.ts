@@ -18,7 +18,6 @@ import { tf } from "../backend.ts";
 import { argmaxRows } from "../maths.ts";
 import {
   type Attr,
-  convAttrs,
   depthwiseAttrs,
   type EmitContext,
   emitStep,
