@@ -40,3 +40,44 @@ Deno.test(
     assert.ok(after.bytes >= rss, `peak ${after.bytes / MB} MB, held ${rss / MB} MB`);
   },
 );
+
+// 256 MB of the C heap in 64 KB blocks (below glibc's mmap threshold), all freed but the last,
+// which keeps the heap's top where it is, so free() alone gives nothing back.
+const TRIM_CHILD = `
+import { releaseFreedMemory } from ${JSON.stringify(projectPath("lib", "memory.ts"))};
+const libc = Deno.dlopen("libc.so.6", {
+  malloc: { parameters: ["usize"], result: "pointer" },
+  free: { parameters: ["pointer"], result: "void" },
+  memset: { parameters: ["pointer", "i32", "usize"], result: "pointer" },
+});
+const blocks = [];
+for (let i = 0; i < 4096; i++) {
+  const p = libc.symbols.malloc(65536n);
+  libc.symbols.memset(p, 1, 65536n);
+  blocks.push(p);
+}
+for (const p of blocks.slice(0, -1)) libc.symbols.free(p);
+const held = Deno.memoryUsage().rss;
+const ran = releaseFreedMemory();
+const after = Deno.memoryUsage().rss;
+console.log(JSON.stringify({ held, after, ran }));
+`;
+
+Deno.test(
+  "memory: after training, the C heap's freed memory goes back to the system (glibc's malloc_trim)",
+  {
+    ignore: Deno.build.os !== "linux",
+  },
+  async () => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--ext=ts", TRIM_CHILD],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const { held, after, ran } = JSON.parse(new TextDecoder().decode(out.stdout));
+    const MB = 2 ** 20;
+    assert.equal(ran, true, "glibc's malloc_trim is there on Linux");
+    assert.ok(held - after >= 200 * MB, `resident ${held / MB} → ${after / MB} MB`);
+  },
+);
