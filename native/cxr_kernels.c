@@ -359,16 +359,23 @@ static void affine_from_stats(const float* gamma, const float* beta, const float
   }
 }
 
+/* The dimensions of `t` into dims[8], returning how many; -1 with the status set above rank 8. */
+static int dims_of(const TF_Tensor* t, int64_t* dims, TF_Status* s) {
+  int nd = TF_NumDims(t);
+  if (nd > 8) {
+    TF_SetStatus(s, TF_INVALID_ARGUMENT, "cxr_kernels: tensors of rank above 8 are not supported");
+    return -1;
+  }
+  for (int i = 0; i < nd; i++) dims[i] = TF_Dim(t, i);
+  return nd;
+}
+
 /* Output `index` of the context, float32, shaped like `like`; NULL with the status set else. */
 static TF_Tensor* allocate_like(TF_OpKernelContext* ctx, int index, const TF_Tensor* like,
                                 TF_Status* s) {
   int64_t dims[8];
-  int nd = TF_NumDims(like);
-  if (nd > 8) {
-    TF_SetStatus(s, TF_INVALID_ARGUMENT, "cxr_kernels: tensors of rank above 8 are not supported");
-    return NULL;
-  }
-  for (int i = 0; i < nd; i++) dims[i] = TF_Dim(like, i);
+  int nd = dims_of(like, dims, s);
+  if (nd < 0) return NULL;
   return TF_AllocateOutput(ctx, index, TF_FLOAT, dims, nd,
                            TF_TensorElementCount(like) * sizeof(float), s);
 }
@@ -510,6 +517,18 @@ static void hard_swish_pass(const void* v, int64_t r0, int64_t r1, int p) {
   hard_swish_range(a->x, a->y, r0, r1);
 }
 
+/*
+ * Output 0 in the shape of input 0 (`x`), written over the input when nothing else reads it (saves
+ * a buffer the size of the tensor); NULL with the status set on failure.
+ */
+static TF_Tensor* output_over_input(TF_OpKernelContext* ctx, const TF_Tensor* x, TF_Status* s) {
+  int64_t dims[8];
+  int nd = dims_of(x, dims, s);
+  if (nd < 0) return NULL;
+  int candidate = 0, forwarded = -1;
+  return TF_ForwardInputOrAllocateOutput(ctx, &candidate, 1, 0, dims, nd, &forwarded, s);
+}
+
 /* Hard-swish in one pass where TensorFlow's ops take four (add, relu6, two multiplies). */
 static void hard_swish(void* kernel, TF_OpKernelContext* ctx) {
   (void)kernel;
@@ -517,17 +536,8 @@ static void hard_swish(void* kernel, TF_OpKernelContext* ctx) {
   TF_Tensor* in[1] = {0};
   TF_Tensor* out[1] = {0};
   if (!get_inputs(ctx, in, 1, s)) goto done;
-  int64_t dims[8];
-  int nd = TF_NumDims(in[0]);
-  if (nd > 8) {
-    TF_SetStatus(s, TF_INVALID_ARGUMENT, "cxr_kernels: tensors of rank above 8 are not supported");
-    goto done;
-  }
-  for (int i = 0; i < nd; i++) dims[i] = TF_Dim(in[0], i);
   int64_t total = TF_TensorElementCount(in[0]);
-  int candidate = 0, forwarded = -1;
-  /* Write over the input when nothing else reads it (saves a buffer the size of the tensor). */
-  out[0] = TF_ForwardInputOrAllocateOutput(ctx, &candidate, 1, 0, dims, nd, &forwarded, s);
+  out[0] = output_over_input(ctx, in[0], s);
   if (TF_GetCode(s) != TF_OK || total == 0) goto done;
   PassArgs pass = {.x = TF_TensorData(in[0]), .y = TF_TensorData(out[0])};
   parallel_rows(hard_swish_pass, &pass, total,
@@ -582,16 +592,8 @@ static void scale_shift(void* kernel, TF_OpKernelContext* ctx) {
                        "CxrScaleShift: scale and shift need one value per channel (the last "
                        "dimension of x)");
   if (!C) goto done;
-  int64_t dims[8];
-  int nd = TF_NumDims(in[0]);
-  if (nd > 8) {
-    TF_SetStatus(s, TF_INVALID_ARGUMENT, "cxr_kernels: tensors of rank above 8 are not supported");
-    goto done;
-  }
-  for (int i = 0; i < nd; i++) dims[i] = TF_Dim(in[0], i);
   int64_t total = TF_TensorElementCount(in[0]);
-  int candidate = 0, forwarded = -1;
-  out[0] = TF_ForwardInputOrAllocateOutput(ctx, &candidate, 1, 0, dims, nd, &forwarded, s);
+  out[0] = output_over_input(ctx, in[0], s);
   if (TF_GetCode(s) != TF_OK || total == 0) goto done;
   int64_t period = C % 8 == 0 ? C : 8 * C;
   pattern = malloc(2 * (size_t)period * sizeof(float));

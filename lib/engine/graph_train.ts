@@ -486,7 +486,8 @@ function isPointwise(op: Step["op"]): op is Extract<Step["op"], { kind: "conv" }
  * all positions ([B·H·W, Cin]ᵀ · [B·H·W, Cout]), where TensorFlow's gradient is a
  * Conv2DBackpropFilter. Same sums in another order. Measured on the eleven largest pointwise
  * convolutions of MobileNetV3-Large at 446 px, alone in a session: 17.8 → 11.8 ms at batch 1,
- * 49.0 → 40.3 ms at batch 4 (the input gradient as a product was no faster, so it stays TF's).
+ * 49.0 → 40.3 ms at batch 4 (the input gradient as a product was no faster alone; in the step it
+ * is, pointwiseInputGradient).
  * In the training step, alternating in one process: batch 4 104.7 → 100.3 ms per image; batch 1
  * 118.8 → 117.2, as these gradients are off its critical path (the input gradients' chain).
  * Added as `<prefix>/kernel`, the product itself as `<prefix>` + POINTWISE_KERNEL_PRODUCT (the
@@ -534,8 +535,8 @@ function pointwiseInputGradient(
   step: EmittedStep,
   dy: Output,
 ): Output {
-  const [, , cin, cout] = (step.op as Extract<Step["op"], { kind: "conv" }>).kernel.shape;
-  const kernel = (step.op as Extract<Step["op"], { kind: "conv" }>).kernel.modelIndex;
+  const { kernel } = step.op as Extract<Step["op"], { kind: "conv" }>;
+  const [, , cin, cout] = kernel.shape;
   const g = new GraphWriter();
   const name = `${prefix}/input`;
   const fed = (n: string) => g.standIn(`${name}/${n}`);
@@ -562,7 +563,7 @@ function pointwiseInputGradient(
   ], int32);
   g.op(name, "Reshape", [product, shape], { Tshape: { type: DT_INT32 } });
   session.import(g.bytes(), [
-    [`${name}/kernel/read`, session.output(`var_read/${kernel}`)],
+    [`${name}/kernel/read`, session.output(`var_read/${kernel.modelIndex}`)],
     [`${name}/dy`, dy],
   ]);
   return session.output(name);
