@@ -1,6 +1,17 @@
 import assert from "node:assert/strict";
 import { projectPath } from "../lib/mod.ts";
 
+/** Run `code` in a Deno process of its own; what it printed as JSON. */
+async function runChild(code: string) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", code],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
 // In a process of its own: `deno test` runs every test file in one process, whose peak would be
 // whichever test used the most.
 const CHILD = `
@@ -20,13 +31,7 @@ Deno.test(
     ignore: Deno.build.os !== "linux",
   },
   async () => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["eval", "--ext=ts", CHILD],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-    const { before, during, after, rss } = JSON.parse(new TextDecoder().decode(out.stdout));
+    const { before, during, after, rss } = await runChild(CHILD);
     const MB = 2 ** 20;
     assert.equal(before.source, "high-water mark");
     assert.equal(after.source, "high-water mark");
@@ -69,13 +74,7 @@ Deno.test(
     ignore: Deno.build.os !== "linux",
   },
   async () => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["eval", "--ext=ts", TRIM_CHILD],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-    const { held, after, ran } = JSON.parse(new TextDecoder().decode(out.stdout));
+    const { held, after, ran } = await runChild(TRIM_CHILD);
     const MB = 2 ** 20;
     assert.equal(ran, true, "glibc's malloc_trim is there on Linux");
     assert.ok(held - after >= 200 * MB, `resident ${held / MB} → ${after / MB} MB`);
