@@ -22,7 +22,7 @@ const GRAPH_DEF = { node: 1, versions: 4 } as const;
 const VERSION_DEF = { producer: 1 } as const;
 const NODE_DEF = { name: 1, op: 2, input: 3, attr: 5 } as const;
 const ATTR_VALUE = { list: 1, s: 2, i: 3, f: 4, b: 5, type: 6, shape: 7, tensor: 8 } as const;
-const LIST_VALUE = { i: 3 } as const;
+const LIST_VALUE = { s: 2, i: 3, type: 6 } as const;
 const TENSOR_SHAPE = { dim: 2 } as const;
 const DIM = { size: 1 } as const;
 const TENSOR = { dtype: 1, tensor_shape: 2, tensor_content: 4 } as const;
@@ -38,6 +38,8 @@ export type Attr =
   | { f: number }
   | { b: boolean }
   | { ints: number[] }
+  | { strings: string[] }
+  | { types: number[] }
   | { shape: number[] }
   | { tensor: Bytes };
 
@@ -51,6 +53,12 @@ function attrValue(a: Attr): Bytes[] {
     return [
       bytesField(ATTR_VALUE.list, a.ints.length ? [packedIntsField(LIST_VALUE.i, a.ints)] : []),
     ];
+  }
+  if ("types" in a) {
+    return [bytesField(ATTR_VALUE.list, [packedIntsField(LIST_VALUE.type, a.types)])];
+  }
+  if ("strings" in a) {
+    return [bytesField(ATTR_VALUE.list, a.strings.map((v) => stringField(LIST_VALUE.s, v)))];
   }
   if ("shape" in a) return [bytesField(ATTR_VALUE.shape, shapeProto(a.shape))];
   return [bytesField(ATTR_VALUE.tensor, a.tensor)];
@@ -144,6 +152,11 @@ export interface EmitContext {
    * CxrScaleShift, which has no gradient op: only for steps whose input needs no gradient.
    */
   fusedScaleShift?: boolean;
+  /**
+   * Inference: a convolution with bias and ReLU as TensorFlow's _FusedConv2D (emitFusedConv), one
+   * op where three were: oneDNN applies the bias and activation as the output is written.
+   */
+  fusedConvolutions?: boolean;
   /** Training: a placeholder for a dropout mask of [B, units]. */
   mask?(g: GraphWriter, name: string, units: number, op: Extract<Op, { kind: "dropout" }>): string;
 }
@@ -235,6 +248,33 @@ function emitPooledConv(
   });
 }
 
+/**
+ * A (non-depthwise) convolution with its bias and activation as one node, TensorFlow's
+ * _FusedConv2D, which oneDNN runs as one primitive (_MklNativeFusedConv2D): the bias and the
+ * activation applied as each output value is written, not as two more passes over the output.
+ * TensorFlow's own graph optimiser (grappler's remapper) would make this fusion, but it does not
+ * for these graphs: their nodes name no device. "_FusedHardSwish" is oneDNN's (only where oneDNN
+ * runs: onednnEnabled()); "Relu" TensorFlow's kernels all have. Inference only: _FusedConv2D has no
+ * gradient.
+ */
+export function emitFusedConv(
+  g: GraphWriter,
+  name: string,
+  op: Extract<Op, { kind: "conv" }>,
+  x: string,
+  kernel: string,
+  ctx: EmitContext,
+  activation: "Relu" | "_FusedHardSwish",
+): string {
+  const bias = ctx.weight(g, `${name}/bias`, op.bias!);
+  return g.op(name, "_FusedConv2D", [x, kernel, bias], {
+    ...convAttrs(op.strides, op.padding),
+    num_args: { i: 1 },
+    TArgs: { types: [DT_FLOAT] },
+    fused_ops: { strings: ["BiasAdd", activation] },
+  });
+}
+
 /** Emit the nodes of one step; returns the name of its output (node or node:index). */
 export function emitStep(
   g: GraphWriter,
@@ -256,6 +296,9 @@ export function emitStep(
       const kernel = ctx.weight(g, `${name}/kernel`, op.kernel);
       if (op.pooled) return emitPooledConv(g, name, op, x, kernel, ctx);
       const [sh, sw] = op.strides;
+      if (ctx.fusedConvolutions && !op.depthwise && op.bias && op.relu) {
+        return emitFusedConv(g, name, op, x, kernel, ctx, "Relu");
+      }
       let out = g.op(
         op.bias || op.relu ? `${name}/conv` : name,
         op.depthwise ? "DepthwiseConv2dNative" : "Conv2D",

@@ -39,6 +39,15 @@ export function sessionSettings(overrides: Partial<SessionSettings> = {}): Sessi
 }
 
 /**
+ * Whether TensorFlow runs oneDNN's kernels in this process: its x86 Linux builds do unless
+ * TF_ENABLE_ONEDNN_OPTS turns them off ("0" or "false", as TensorFlow reads it).
+ */
+export function onednnEnabled(): boolean {
+  const v = Deno.env.get("TF_ENABLE_ONEDNN_OPTS")?.trim().toLowerCase();
+  return v !== "0" && v !== "false" && Deno.build.arch === "x86_64";
+}
+
+/**
  * The settings that differ from the defaults, in words (empty for float32, no XLA, TensorFlow's
  * thread pools). bfloat16 changes results, so runs say so.
  */

@@ -93,7 +93,7 @@ const encoder = new TextEncoder();
 const cString = (s: string) => encoder.encode(s + "\0");
 
 /** The path of the libtensorflow this process has loaded (tfjs-node's). */
-function loadedLibrary(): string {
+export function loadedLibrary(): string {
   const maps = Deno.readTextFileSync("/proc/self/maps");
   const found = maps.split("\n").map((l) => l.split(/\s+/).at(-1) ?? "").find((p) =>
     /\/libtensorflow(_cc)?\.so(\.\d+)*$/.test(p)

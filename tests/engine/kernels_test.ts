@@ -7,6 +7,7 @@ import {
   graphStepEngine,
   initBackend,
   liveSessions,
+  planModel,
   POINTWISE_INPUT_PRODUCT,
   POINTWISE_KERNEL_PRODUCT,
   Rng,
@@ -14,6 +15,7 @@ import {
   tf,
 } from "../../lib/mod.ts";
 import { smallForTraining } from "../_models.ts";
+import { convolutionsBeforeHardSwish, inferenceGraph } from "../../lib/engine/graph_predictor.ts";
 import { DT_FLOAT, DT_INT32, GraphSession, type HostTensor } from "../../lib/engine/tf_c.ts";
 import { constantWeights, emitStep, GraphWriter } from "../../lib/engine/graph_def.ts";
 import { readFields } from "../../lib/engine/protobuf.ts";
@@ -457,7 +459,9 @@ Deno.test({
 });
 
 /** The nodes of a serialised GraphDef: name, op type and inputs ("^x" for a control input). */
-function graphNodes(bytes: Uint8Array): { name: string; op: string; inputs: string[] }[] {
+function graphNodes(
+  bytes: Uint8Array,
+): { name: string; op: string; inputs: string[]; attrs: string }[] {
   const text = (v: unknown) => new TextDecoder().decode(v as Uint8Array);
   return readFields(bytes).filter((f) => f.field === 1).map((f) => {
     const fields = readFields(f.value as Uint8Array);
@@ -465,6 +469,8 @@ function graphNodes(bytes: Uint8Array): { name: string; op: string; inputs: stri
       name: text(fields.find((x) => x.field === 1)!.value),
       op: text(fields.find((x) => x.field === 2)!.value),
       inputs: fields.filter((x) => x.field === 3).map((x) => text(x.value)),
+      // The node's attributes as text, to look for a string in them (a fused op's name).
+      attrs: text(f.value),
     };
   });
 }
@@ -639,6 +645,54 @@ Deno.test({
       } finally {
         session.close();
       }
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "kernels: the fused inference graph has oneDNN's fused convolutions: bias and hard-swish or ReLU in the convolution, where nothing else reads its output (and no hard-swish fused where oneDNN is off)",
+  ignore: !native,
+  fn: () => {
+    assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
+    for (const convention of ["torchvision", "keras"] as const) {
+      const model = make(convention);
+      const pairs = convolutionsBeforeHardSwish(
+        planModel(model, "inference", { fusedKernels: true }),
+      );
+      const nodes = graphNodes(inferenceGraph(model, true));
+      const byName = new Map(nodes.map((n) => [n.name, n]));
+      const fused = nodes.filter((n) => n.op === "_FusedConv2D");
+      const hardSwish = fused.filter((n) => n.attrs.includes("_FusedHardSwish"));
+      // MobileNetV3-Large: the stem, the nine hard-swish blocks' expansions and the last 1×1
+      // convolution; the ReLU blocks' expansions (five: the first block has none) take their ReLU
+      // inside.
+      assert.equal(pairs.length, 11, convention);
+      assert.deepEqual(
+        hardSwish.map((n) => n.name).sort(),
+        pairs.map((p) => `model/${p.hardSwish.name}`).sort(),
+        convention,
+      );
+      assert.equal(fused.length - hardSwish.length, 5, `${convention}: ReLU convolutions`);
+      assert.ok(fused.every((n) => n.attrs.includes("BiasAdd")), convention);
+      // No convolution's output goes through an activation op of its own any more, and no step's
+      // node is missing: each fused pair's convolution has no node, its hard-swish is the fusion.
+      for (const n of nodes.filter((n) => ["Relu", "CxrHardSwish"].includes(n.op))) {
+        assert.notEqual(byName.get(n.inputs[0])?.op, "Conv2D", `${convention}: ${n.name}`);
+      }
+      for (const { conv } of pairs) assert.ok(!byName.has(`model/${conv.name}`), conv.name);
+      // Where oneDNN does not run, TensorFlow's own _FusedConv2D has no hard-swish: none fused.
+      const before = Deno.env.get("TF_ENABLE_ONEDNN_OPTS");
+      Deno.env.set("TF_ENABLE_ONEDNN_OPTS", "0");
+      try {
+        const plain = graphNodes(inferenceGraph(model, true));
+        assert.ok(!plain.some((n) => n.attrs.includes("_FusedHardSwish")), convention);
+        assert.equal(plain.filter((n) => n.op === "_FusedConv2D").length, 5, convention);
+      } finally {
+        if (before === undefined) Deno.env.delete("TF_ENABLE_ONEDNN_OPTS");
+        else Deno.env.set("TF_ENABLE_ONEDNN_OPTS", before);
+      }
+      model.dispose();
     }
   },
 });
