@@ -252,9 +252,10 @@ function emitPooledConv(
  * A (non-depthwise) convolution with its bias and activation as one node, TensorFlow's
  * _FusedConv2D, which oneDNN runs as one primitive (_MklNativeFusedConv2D): the bias and the
  * activation applied as each output value is written, not as two more passes over the output.
- * TensorFlow's own graph optimiser (grappler's remapper) would make this fusion, but it does not
- * for these graphs: their nodes name no device. "_FusedHardSwish" is oneDNN's (only where oneDNN
- * runs: onednnEnabled()); "Relu" TensorFlow's kernels all have. Inference only: _FusedConv2D has no
+ * TensorFlow's graph optimiser (grappler's remapper) makes this fusion in Python's graphs, but in
+ * these the profile showed Conv2D (its bias merged by oneDNN's rewrite) then a Relu op of its own,
+ * a device named on every node or not. "_FusedHardSwish" is oneDNN's (only where oneDNN runs:
+ * onednnEnabled()); "Relu" TensorFlow's kernels all have. Inference only: _FusedConv2D has no
  * gradient.
  */
 export function emitFusedConv(
