@@ -23,6 +23,8 @@
  *   CxrHardSwish(x) -> x * relu6(x + 3) / 6, in one pass (inference only: it has no gradient)
  *   CxrScaleShift(x, scale, shift) -> x * scale + shift per channel (the input's normalisation;
  *   no gradient: the image needs none)
+ *   CxrChannelDot(a, b) -> the sums over H and W of a * b per image and channel (the gradient of
+ *   squeeze-excite's gate)
  *   CxrDepthwiseConv(x, filter) -> y, CxrDepthwiseConvInputGrad(dy, filter) -> dx,
  *   CxrDepthwiseConvFilterGrad(dy, x, filter) -> dfilter, and CxrDepthwiseConvBiasAct(x, filter,
  *   bias) -> act(y + bias) for inference: depthwise convolutions with their zero padding inside
@@ -1304,6 +1306,107 @@ static void grad_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
 }
 
 /*
+ * The sums over H and W of a · b per image and channel, squeeze-excite's gate gradient (a the
+ * gradient of y = x · gate [B, 1, 1, C], b its input x). TensorFlow's gradient of the Mul was a
+ * Mul (dy · x, a tensor as large as x written) then a Sum over H and W: here one pass, reading both.
+ *   CxrChannelDot(a [B, H, W, C], b [B, H, W, C]) -> [B, 1, 1, C]
+ * The products in float, as the Mul made them; their sums in double.
+ */
+typedef struct {
+  const float *left, *right; /* a and b */
+  double* sums; /* B · C per part */
+  int64_t positions, C, B;
+} ChannelArgs;
+
+VECTOR_VERSIONS
+static void channel_dot_rows(const ChannelArgs* a, int64_t r0, int64_t r1, double* sums) {
+  const int64_t C = a->C;
+  for (int64_t r = r0; r < r1; r++) {
+    const float* restrict x = a->left + r * C;
+    const float* restrict b = a->right + r * C;
+    double* restrict s = sums + (r / a->positions) * C;
+    for (int64_t c = 0; c < C; c++) {
+      float product = x[c] * b[c];
+      s[c] += product;
+    }
+  }
+}
+
+static void channel_dot_pass(const void* v, int64_t r0, int64_t r1, int p) {
+  const ChannelArgs* a = v;
+  channel_dot_rows(a, r0, r1, a->sums + (size_t)p * a->B * a->C);
+}
+
+/* a and b both [B, H, W, C]; else 0 with the status set. */
+static int channel_shapes(const TF_Tensor* x, const TF_Tensor* other, ChannelArgs* a,
+                          TF_Status* s) {
+  int ok = TF_NumDims(x) == 4 && TF_NumDims(other) == 4;
+  for (int i = 0; ok && i < 4; i++) ok = TF_Dim(other, i) == TF_Dim(x, i);
+  if (!ok) {
+    TF_SetStatus(s, TF_INVALID_ARGUMENT, "CxrChannelDot: a and b must be [B, H, W, C] both");
+    return 0;
+  }
+  a->B = TF_Dim(x, 0), a->positions = TF_Dim(x, 1) * TF_Dim(x, 2), a->C = TF_Dim(x, 3);
+  return 1;
+}
+
+static void channel_dot(void* kernel, TF_OpKernelContext* ctx) {
+  (void)kernel;
+  TF_Status* s = TF_NewStatus();
+  TF_Tensor* in[2] = {0};
+  TF_Tensor* out[1] = {0};
+  ChannelArgs a = {0};
+  if (!get_inputs(ctx, in, 2, s) || !channel_shapes(in[0], in[1], &a, s)) goto done;
+  int64_t dims[4] = {a.B, 1, 1, a.C};
+  out[0] = TF_AllocateOutput(ctx, 0, TF_FLOAT, dims, 4, a.B * a.C * sizeof(float), s);
+  if (TF_GetCode(s) != TF_OK) goto done;
+  const int64_t total = TF_TensorElementCount(in[0]), n = a.B * a.C;
+  const int parts = parts_for(total, MIN_ELEMENTS_PER_PART);
+  a.sums = calloc((size_t)parts * n + 1, sizeof(double));
+  if (!a.sums) {
+    TF_SetStatus(s, TF_RESOURCE_EXHAUSTED, "CxrChannelDot: out of memory");
+    goto done;
+  }
+  a.left = TF_TensorData(in[0]), a.right = TF_TensorData(in[1]);
+  if (total > 0) parallel_rows(channel_dot_pass, &a, a.B * a.positions, parts);
+  float* y = TF_TensorData(out[0]);
+  for (int64_t i = 0; i < n; i++) {
+    double sum = 0;
+    for (int p = 0; p < parts; p++) sum += a.sums[(size_t)p * n + i];
+    y[i] = (float)sum;
+  }
+done:
+  if (TF_GetCode(s) != TF_OK) TF_OpKernelContext_Failure(ctx, s);
+  free(a.sums);
+  delete_all(in, 2);
+  delete_all(out, 1);
+  TF_DeleteStatus(s);
+}
+
+/* [B, 1, 1, C] from a's [B, H, W, C]. */
+static void channel_dot_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
+  TF_ShapeHandle *x = TF_NewShapeHandle(), *part = TF_NewShapeHandle();
+  TF_ShapeHandle* out = TF_NewShapeHandle();
+  TF_ShapeInferenceContextGetInput(ctx, 0, x, s);
+  if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextWithRank(ctx, x, 4, x, s);
+  if (TF_GetCode(s) == TF_OK) {
+    TF_ShapeHandle* one = TF_ShapeInferenceContextVectorFromSize(ctx, 1);
+    TF_ShapeHandle* ones = TF_NewShapeHandle();
+    TF_ShapeInferenceContextConcatenateShapes(ctx, one, one, ones, s);
+    TF_ShapeInferenceContextSubshape(ctx, x, 0, 1, part, s);
+    if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextConcatenateShapes(ctx, part, ones, out, s);
+    if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextSubshape(ctx, x, 3, 4, part, s);
+    if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextConcatenateShapes(ctx, out, part, out, s);
+    if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 0, out, s);
+    TF_DeleteShapeHandle(one);
+    TF_DeleteShapeHandle(ones);
+  }
+  TF_DeleteShapeHandle(x);
+  TF_DeleteShapeHandle(part);
+  TF_DeleteShapeHandle(out);
+}
+
+/*
  * The training augmentation (lib/data/augment.ts) for a batch: random horizontal flip, then the
  * colour-jitter steps in the order drawn. Why here: in JavaScript it takes ~10 ms an image at 446 px,
  * run before each step on the thread that then waits for the step (about a tenth of an epoch).
@@ -1503,6 +1606,13 @@ __attribute__((constructor)) static void register_kernels(void) {
     static const char* const dwf_out[] = {"dfilter: float"};
     register_op("CxrDepthwiseConvFilterGrad", dwf_in, 3, dwf_out, 1, conv_attrs,
                 filter_grad_shapes, create_conv_kernel, depthwise_conv_filter_grad, s);
+  }
+  if (TF_GetCode(s) == TF_OK) {
+    static const char* const cd_in[] = {"a: float", "b: float"};
+    static const char* const cd_out[] = {"sums: float"};
+    static const char* const no_attrs[] = {NULL};
+    register_op("CxrChannelDot", cd_in, 2, cd_out, 1, no_attrs, channel_dot_shapes, NULL,
+                channel_dot, s);
   }
   TF_DeleteStatus(s);
 }

@@ -262,6 +262,7 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
     [built.logits, session.addGradients("grad/loss", [out("loss")], [out(built.logits)])],
   ]);
   const weightGrads = new Map<number, Output>();
+  const fused = built.kernels.kind === "fused";
   const recompute = recomputer(session, built.steps);
   built.steps.toReversed().forEach((step, k) => {
     const parts = pending.get(step.output);
@@ -281,8 +282,12 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
     // the recomputed BatchNorm output took the inputs' shapes, so it recomputed that output (and
     // the sum) for nothing.
     const residual = step.op.kind === "add" && step.op.sameShapes;
+    // Squeeze-excite's scaling by its gate and its pooling, with the fused kernels:
+    // channelGradient and spreadGradient.
+    const scaling = fused && step.op.kind === "mul" && step.op.perChannel !== undefined;
+    const pooling = fused && step.op.kind === "globalMean";
     const own = step.op.kind === "batchNormAct" || step.op.kind === "depthwise" || pointwise ||
-      residual;
+      residual || scaling || pooling;
     if (!own && recompute.can(step.output)) {
       // A step whose output is itself recomputed (a padding or squeeze-excite scaling of a
       // BatchNorm output): its recomputed copy is the one to differentiate.
@@ -314,6 +319,13 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
       grads = [...(dx ? [dx] : []), ...step.weights.map(() => dw)];
     } else if (residual) {
       grads = xs.map(() => dy);
+    } else if (scaling) {
+      const values = step.inputs.map((i, j) => recompute.get(i, dy) ?? step.cuts[j]);
+      grads = xs.map(({ input }) =>
+        channelGradient(session, step, dy, values, step.inputs.indexOf(input))
+      );
+    } else if (pooling) {
+      grads = [spreadGradient(session, step, dy)];
     } else if (pointwise) {
       // The input's gradient from dy and the kernel alone; the kernel's as one matrix product
       // with the recomputed input where there is one (below).
@@ -423,6 +435,54 @@ function copyStep(
   });
   session.import(g.bytes(), map);
   return { output, inputs };
+}
+
+/**
+ * The gradient of squeeze-excite's scaling y = x · gate (x [B, H, W, C], gate [B, 1, 1, C]) for
+ * input `j`, from the values the step read (`values`, x recomputed): dy · gate for x (TensorFlow's
+ * Mul, as its own gradient), and for the gate the sums of dy · x over H and W in one pass
+ * (CxrChannelDot), where TensorFlow's gradient wrote dy · x out whole, then summed it.
+ */
+function channelGradient(
+  session: GraphSession,
+  step: EmittedStep,
+  dy: Output,
+  values: string[],
+  j: number,
+): Output {
+  const op = step.op as Extract<Step["op"], { kind: "mul" }>;
+  const gate = op.perChannel!;
+  const read = (k: number) => session.output(values[k]);
+  return j === gate
+    ? importOp(session, `grad/${step.node}/gate`, "CxrChannelDot", [dy, read(1 - gate)], {})[0]
+    : importOp(session, `grad/${step.node}/input`, "Mul", [dy, read(gate)], {
+      T: { type: DT_FLOAT },
+    })[0];
+}
+
+/**
+ * The gradient of a global average pooling ([B, H, W, C] → [B, C]): dy / (H · W) at every
+ * position. TensorFlow's gradient of the Mean took the input's shape from a copy of the Mean,
+ * which the backward pass computed again (from the recomputed input) for that alone; here H and W
+ * are the plan's, so nothing reads the input.
+ */
+function spreadGradient(session: GraphSession, step: EmittedStep, dy: Output): Output {
+  const [h, w] = (step.op as Extract<Step["op"], { kind: "globalMean" }>).size;
+  const g = new GraphWriter();
+  const name = `grad/${step.node}/input`;
+  const fed = g.standIn(`${name}/dy`);
+  const int32 = { Tdim: { type: DT_INT32 } };
+  let t = g.op(`${name}/rows`, "ExpandDims", [fed, g.intConst(`${name}/axis1`, [], [1])], int32);
+  t = g.op(`${name}/columns`, "ExpandDims", [t, g.intConst(`${name}/axis2`, [], [2])], int32);
+  t = g.op(`${name}/scaled`, "Mul", [
+    t,
+    g.floatConst(`${name}/scale`, [], Float32Array.of(1 / (h * w))),
+  ]);
+  g.op(name, "Tile", [t, g.intConst(`${name}/multiples`, [4], [1, h, w, 1])], {
+    Tmultiples: { type: DT_INT32 },
+  });
+  session.import(g.bytes(), [[fed, dy]]);
+  return session.output(name);
 }
 
 /** CxrBatchNormActGrad for a fused step, fed the gradient `dy`: [dx, dgamma, dbeta]. */

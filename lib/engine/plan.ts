@@ -79,11 +79,16 @@ export type Op =
   | { kind: "hardSigmoid" }
   | { kind: "relu"; max?: number }
   | { kind: "pad"; padding: [[number, number], [number, number]] }
-  | { kind: "globalMean" }
+  /** `size`: the input's [height, width] (the gradient spreads dy over them). */
+  | { kind: "globalMean"; size: [number, number] }
   | { kind: "reshape"; target: number[] }
   /** `sameShapes`: no broadcasting (a residual connection), so each input's gradient is dy. */
   | { kind: "add"; sameShapes: boolean }
-  | { kind: "mul" }
+  /**
+   * `perChannel`: which input is one value per image and channel ([B, 1, 1, C], squeeze-excite's
+   * gate) scaling the other ([B, H, W, C]); absent for any other product.
+   */
+  | { kind: "mul"; perChannel?: 0 | 1 }
   | { kind: "dense"; kernel: WeightRef; bias?: WeightRef; relu: boolean }
   /** Training flavour: multiply by a [B, units] mask (0 or 1 / (1 − rate)) fed per step. */
   | { kind: "dropout"; rate: number; units: number; seed: number };
@@ -281,8 +286,16 @@ function planLayer(
       }
       return { op: { kind: "pad", padding: layer.padding } };
     }
-    case "GlobalAveragePooling2D":
-      return { op: { kind: "globalMean" } };
+    case "GlobalAveragePooling2D": {
+      // Known: planning needs the model's input size (planModel), which fixes every layer's.
+      const [, h, w] = layer.inboundNodes?.[0]?.inputTensors?.[0]?.shape ?? [];
+      if (!Number.isInteger(h) || !Number.isInteger(w)) {
+        throw new PlanError(
+          `Cannot plan layer "${layer.name}" (${cls}): its input size is unknown`,
+        );
+      }
+      return { op: { kind: "globalMean", size: [h, w] } };
+    }
     case "Reshape":
       return { op: { kind: "reshape", target: layer.targetShape } };
     case "Add": {
@@ -291,8 +304,18 @@ function planLayer(
       );
       return { op: { kind: "add", sameShapes: shapes.length > 1 && new Set(shapes).size === 1 } };
     }
-    case "Multiply":
-      return { op: { kind: "mul" } };
+    case "Multiply": {
+      const shapes: (number | null)[][] = (layer.inboundNodes?.[0]?.inputTensors ?? []).map((
+        t: tf.SymbolicTensor,
+      ) => t.shape);
+      const gate = shapes.findIndex((g) =>
+        g.length === 4 && g[1] === 1 && g[2] === 1 && g[3] !== null
+      );
+      const other = shapes[1 - gate];
+      const perChannel = shapes.length === 2 && gate >= 0 && other?.length === 4 &&
+        other[3] === shapes[gate][3] && !(other[1] === 1 && other[2] === 1);
+      return { op: { kind: "mul", ...(perChannel ? { perChannel: gate as 0 | 1 } : {}) } };
+    }
     case "Dense": {
       const activation = activationOf(layer);
       if (activation === "relu6") throw fusedRelu6(layer);

@@ -477,7 +477,7 @@ function graphNodes(
 
 Deno.test({
   name:
-    "kernels: with the fused kernels no gradient op reads a BatchNorm's forward output (the backward pass recomputes it, after the gradient that needs it), so the forward pass need not keep it; depthwise convolutions are fused with their padding; pointwise kernel gradients are matrix products; no input gradient waits for a recomputation",
+    "kernels: with the fused kernels no gradient op reads a BatchNorm's forward output (the backward pass recomputes it, after the gradient that needs it), so the forward pass need not keep it; depthwise convolutions are fused with their padding; pointwise kernel gradients are matrix products; no input gradient waits for a recomputation; squeeze-excite's gate gradient is one pass, its pooling's reads nothing",
   ignore: !native,
   fn: () => {
     for (const convention of ["torchvision", "keras"] as const) {
@@ -496,6 +496,7 @@ Deno.test({
       const fused = nodes.filter((n) => n.op === "CxrBatchNormAct");
       assert.equal(fused.length, 46, `${convention}: every BatchNorm is fused`);
       let residualBatchNorms = 0;
+      const pooledBatchNorms: string[] = [];
       // The input's normalisation is one op (it needs no gradient).
       assert.equal(nodes.find((n) => n.name === "model/normalize")?.op, "CxrScaleShift");
       for (const bn of fused) {
@@ -509,19 +510,23 @@ Deno.test({
           }
         }
         // The backward pass makes its own copy, and only once it has reached that point; none
-        // where the output only feeds a residual sum, whose gradient needs no values.
+        // where the output only feeds a residual sum or the final pooling, whose gradients need
+        // no values.
         const copy = nodes.find((n) => n.name === `grad/recompute/${bn.name}`);
-        const residualOnly = cuts.every((c) => readers(c.name).every((r) => r.op === "AddV2"));
-        if (residualOnly) {
-          residualBatchNorms++;
+        const only = (op: string) => cuts.every((c) => readers(c.name).every((r) => r.op === op));
+        if (only("AddV2") || only("Mean")) {
+          if (only("AddV2")) residualBatchNorms++;
+          else pooledBatchNorms.push(bn.name);
           assert.equal(copy, undefined, bn.name);
           continue;
         }
         assert.equal(copy?.op, "CxrBatchNormActApply", bn.name);
         assert.ok(copy.inputs.some((i) => i.startsWith("^grad/")), `${copy.name} waits`);
       }
-      // MobileNetV3-Large's ten residual blocks.
+      // MobileNetV3-Large's ten residual blocks, and its last convolution's (the pooling's
+      // gradient is spread from H and W alone: spreadGradient).
       assert.equal(residualBatchNorms, 10, convention);
+      assert.deepEqual(pooledBatchNorms, ["model/conv_1_bn"], convention);
       // Every depthwise convolution is the fused one, its padding inside (no Pad but the
       // torchvision stem's, on the input image), differentiated from the recomputed input.
       const depthwise = nodes.filter((n) => n.op === "CxrDepthwiseConv");
@@ -569,6 +574,17 @@ Deno.test({
         assert.ok(!all.some((i) => /recompute/.test(i)), `${input.name} reads ${all}`);
         assert.ok(!nodes.some((n) => n.op === "Transpose" && n.name.startsWith(input.name)));
       }
+      // Squeeze-excite (eight blocks): the gate's gradient is one pass (CxrChannelDot) over dy
+      // and the recomputed input, and no Mean is computed again for the poolings' gradients.
+      const gates = nodes.filter((n) => n.op === "CxrChannelDot");
+      assert.equal(gates.length, 8, `${convention}: squeeze-excite gate gradients`);
+      for (const gate of gates) {
+        const scaling = gate.name.replace(/^grad\//, "").replace(/\/gate$/, "");
+        assert.equal(nodes.find((n) => n.name === scaling)?.op, "Mul", gate.name);
+        assert.match(gate.inputs[1], /^grad\/recompute\/model\/.*_bn$/, gate.name);
+        assert.equal(nodes.find((n) => n.name === `grad/${scaling}/input`)?.op, "Mul", gate.name);
+      }
+      assert.deepEqual(nodes.filter((n) => n.op === "Mean" && n.name.startsWith("grad/")), []);
     }
   },
 });
@@ -645,6 +661,71 @@ Deno.test({
       } finally {
         session.close();
       }
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "kernels: CxrChannelDot gives the sums over H and W of TensorFlow's Mul of two tensors to 1e-5 (odd shapes, batch 1, a tensor split between threads), and refuses tensors of two shapes",
+  ignore: !native,
+  fn: () => {
+    assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
+    const rng = Rng.stream(9, "channel-dot");
+    // The last: 2 × 160 × 161 × 40 = 2.06 M values, two parts on two or more cores.
+    for (const [b, h, w, c] of [[1, 5, 7, 3], [3, 9, 11, 13], [2, 1, 1, 8], [2, 160, 161, 40]]) {
+      const x = Float32Array.from({ length: b * h * w * c }, () => rng.uniform(-4, 4));
+      const dy = Float32Array.from({ length: x.length }, () => rng.uniform(-1, 1));
+      const g = new GraphWriter();
+      g.placeholder("x", [b, h, w, c]);
+      g.placeholder("dy", [b, h, w, c]);
+      const product = g.op("product", "Mul", ["dy", "x"]);
+      g.op("standard_sums", "Sum", [product, g.intConst("axes", [2], [1, 2])], {
+        Tidx: { type: DT_INT32 },
+        keep_dims: { b: true },
+      });
+      g.node("fused_sums", "CxrChannelDot", ["dy", "x"], {});
+      const session = new GraphSession();
+      try {
+        session.import(g.bytes());
+        session.start();
+        const [standardSums, fusedSums] = session.run(
+          [
+            [session.output("x"), { values: x, shape: [b, h, w, c] }],
+            [session.output("dy"), { values: dy, shape: [b, h, w, c] }],
+          ],
+          ["standard_sums", "fused_sums"].map((n) => session.output(n)),
+        );
+        const shape = `[${b}, ${h}, ${w}, ${c}]`;
+        assert.deepEqual(fusedSums.shape, [b, 1, 1, c]);
+        assert.ok(relativeError(standardSums, fusedSums) <= 1e-5, `${shape}: sums`);
+        // The first image's first channel, summed here in double.
+        let first = 0;
+        for (let i = 0; i < h * w; i++) first += Math.fround(dy[i * c] * x[i * c]);
+        assert.ok(Math.abs(fusedSums.values[0] - first) <= 1e-5 * Math.max(1, Math.abs(first)));
+      } finally {
+        session.close();
+      }
+    }
+    // Tensors of two shapes are refused with a message naming the op.
+    const g = new GraphWriter();
+    g.placeholder("x", [2, 3, 3, 4]);
+    g.placeholder("b", [2, 3, 1, 4]);
+    g.node("fused", "CxrChannelDot", ["x", "b"], {});
+    const session = new GraphSession();
+    try {
+      session.import(g.bytes());
+      session.start();
+      assert.throws(
+        () =>
+          session.run([
+            [session.output("x"), { values: new Float32Array(72), shape: [2, 3, 3, 4] }],
+            [session.output("b"), { values: new Float32Array(24), shape: [2, 3, 1, 4] }],
+          ], [session.output("fused")]),
+        /CxrChannelDot: a and b must be \[B, H, W, C\] both/,
+      );
+    } finally {
+      session.close();
     }
   },
 });

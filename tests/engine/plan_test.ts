@@ -9,7 +9,7 @@ import {
   tf,
 } from "../../lib/mod.ts";
 import { BatchNorm } from "../../lib/model/layers.ts";
-import { small, smallForTraining } from "../_models.ts";
+import { SMALL, small, smallForTraining } from "../_models.ts";
 
 await initBackend();
 
@@ -121,7 +121,32 @@ Deno.test("plan: exactly squeeze-excite's 1×1 convolutions of the pooled vector
     const adds = planModel(model, flavour).steps.filter((s) => s.op.kind === "add");
     assert.equal(adds.length, 10, flavour);
     assert.ok(adds.every((s) => s.op.kind === "add" && s.op.sameShapes), flavour);
+    // Each block's scaling by its gate is marked so (the gate, a [B, 1, 1, C] input, is the
+    // second), and every pooling knows its input's height and width (their gradients).
+    const steps = planModel(model, flavour).steps;
+    const scalings = steps.flatMap((s) => s.op.kind === "mul" ? [s.op.perChannel] : []);
+    assert.deepEqual(scalings, Array(8).fill(1), flavour);
+    const sizes = steps.flatMap((s) => s.op.kind === "globalMean" ? [s.op.size] : []);
+    assert.equal(sizes.length, 9, flavour);
+    const last = Math.ceil(SMALL / 32);
+    assert.deepEqual(sizes.at(-1), [last, last], `${flavour}: the last pooling, ${SMALL} px in`);
   }
+  model.dispose();
+});
+
+Deno.test("plan: a product of two full tensors is not marked as a scaling by a gate", () => {
+  const input = tf.input({ shape: [4, 4, 3], name: "input" });
+  const pooled = tf.layers.globalAveragePooling2d({ name: "pool" }).apply(input);
+  const gate = tf.layers.reshape({ targetShape: [1, 1, 3], name: "gate" }).apply(pooled);
+  const squared = tf.layers.multiply({ name: "squared" })
+    .apply([input, input] as tf.SymbolicTensor[]);
+  const scaled = tf.layers.multiply({ name: "scaled" })
+    .apply([gate, squared] as tf.SymbolicTensor[]) as tf.SymbolicTensor;
+  const model = tf.model({ inputs: input, outputs: scaled });
+  const marks = planModel(model, "training").steps.flatMap((s) =>
+    s.op.kind === "mul" ? [`${s.name}:${s.op.perChannel}`] : []
+  );
+  assert.deepEqual(marks, ["squared:undefined", "scaled:0"]);
   model.dispose();
 });
 
