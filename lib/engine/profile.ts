@@ -73,8 +73,8 @@ export function opKind(op: string, node = ""): string {
   if (/ApplyMomentum|Assign|ReadVariable|VarHandle|VariableV2/.test(o)) {
     return "optimizer and variables";
   }
-  if (/^(Mean|Sum|Tile|BroadcastTo|BroadcastGradientArgs)/.test(o)) {
-    return "reductions and broadcasts (SE pooling, bias gradients)";
+  if (/^(Mean|Sum|Tile|BroadcastTo|BroadcastGradientArgs|CxrChannelDot)/.test(o)) {
+    return "reductions and broadcasts (SE pooling and gates, bias gradients)";
   }
   if (
     /^(Transpose|Reshape|Pad|Identity|Cast|Slice|StridedSlice|Concat|Shape|Pack|ToTf|Const|ZerosLike|OnesLike|Fill|Squeeze|ExpandDims)/
