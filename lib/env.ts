@@ -150,6 +150,9 @@ export type VariableName = keyof typeof VARIABLES;
 const ON = ["1", "true", "yes", "on"];
 const OFF = ["0", "false", "no", "off"];
 
+/** The variables {@link hostEnv} reads: not the project's own. */
+export type HostVariable = "INIT_CWD" | "XDG_CACHE_HOME" | "HOME" | "TF_ENABLE_ONEDNN_OPTS";
+
 /** Values that {@link withEnv} puts in front of the process environment, in this module only. */
 const overrides = new Map<string, string | undefined>();
 
@@ -172,7 +175,7 @@ function raw(name: string): string | undefined {
  * `Deno.env.set`.
  */
 export function withEnv<T>(
-  vars: Partial<Record<VariableName, string | undefined>>,
+  vars: Partial<Record<VariableName | HostVariable, string | undefined>>,
   fn: () => T,
 ): T {
   const saved = Object.keys(vars).map((k) => [k, overrides.has(k), overrides.get(k)] as const);
@@ -230,9 +233,10 @@ export function envChoiceGiven(name: VariableName): string | undefined {
 
 /**
  * Environment variables that are not the project's but that it reads: the folder `deno task` was
- * run from (INIT_CWD), the platform's cache folder (XDG_CACHE_HOME).
+ * run from (INIT_CWD), the platform's cache folder (XDG_CACHE_HOME), and whether TensorFlow runs
+ * oneDNN's kernels (TF_ENABLE_ONEDNN_OPTS: the inference graph fuses hard-swish only where it does).
  */
-export function hostEnv(name: "INIT_CWD" | "XDG_CACHE_HOME" | "HOME"): string | undefined {
+export function hostEnv(name: HostVariable): string | undefined {
   return raw(name);
 }
 

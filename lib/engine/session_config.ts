@@ -4,7 +4,7 @@
  * ConfigProto a session takes (TF_SetConfig). Field numbers are those of TensorFlow 2.21's
  * config.proto and rewriter_config.proto.
  */
-import { envChoice, envFlag, envValue } from "../env.ts";
+import { envChoice, envFlag, envValue, hostEnv } from "../env.ts";
 import { UserError } from "../errors.ts";
 import { bytesField, concat, intField } from "./protobuf.ts";
 
@@ -43,7 +43,7 @@ export function sessionSettings(overrides: Partial<SessionSettings> = {}): Sessi
  * TF_ENABLE_ONEDNN_OPTS turns them off ("0" or "false", as TensorFlow reads it).
  */
 export function onednnEnabled(): boolean {
-  const v = Deno.env.get("TF_ENABLE_ONEDNN_OPTS")?.trim().toLowerCase();
+  const v = hostEnv("TF_ENABLE_ONEDNN_OPTS")?.trim().toLowerCase();
   return v !== "0" && v !== "false" && Deno.build.arch === "x86_64";
 }
 

@@ -13,6 +13,7 @@ import {
   Rng,
   type StepEngine,
   tf,
+  withEnv,
 } from "../../lib/mod.ts";
 import { smallForTraining } from "../_models.ts";
 import { convolutionsBeforeHardSwish, inferenceGraph } from "../../lib/engine/graph_predictor.ts";
@@ -763,16 +764,12 @@ Deno.test({
       }
       for (const { conv } of pairs) assert.ok(!byName.has(`model/${conv.name}`), conv.name);
       // Where oneDNN does not run, TensorFlow's own _FusedConv2D has no hard-swish: none fused.
-      const before = Deno.env.get("TF_ENABLE_ONEDNN_OPTS");
-      Deno.env.set("TF_ENABLE_ONEDNN_OPTS", "0");
-      try {
-        const plain = graphNodes(inferenceGraph(model, true));
-        assert.ok(!plain.some((n) => n.attrs.includes("_FusedHardSwish")), convention);
-        assert.equal(plain.filter((n) => n.op === "_FusedConv2D").length, 5, convention);
-      } finally {
-        if (before === undefined) Deno.env.delete("TF_ENABLE_ONEDNN_OPTS");
-        else Deno.env.set("TF_ENABLE_ONEDNN_OPTS", before);
-      }
+      const plain = withEnv(
+        { TF_ENABLE_ONEDNN_OPTS: "0" },
+        () => graphNodes(inferenceGraph(model, true)),
+      );
+      assert.ok(!plain.some((n) => n.attrs.includes("_FusedHardSwish")), convention);
+      assert.equal(plain.filter((n) => n.op === "_FusedConv2D").length, 5, convention);
       model.dispose();
     }
   },
