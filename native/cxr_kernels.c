@@ -1261,28 +1261,33 @@ done:
   TF_DeleteStatus(s);
 }
 
-/* [B, ?, ?, C]: the spatial size depends on attributes, which the C API's shape functions cannot
- * read; the kernel checks the rest. */
-static void conv_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
+/* Output 0 as [B, m, m, C] from input 0's [B, H, W, C], m a size or -1 (unknown). */
+static void batch_channel_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s, int64_t m) {
   TF_ShapeHandle *x = TF_NewShapeHandle(), *part = TF_NewShapeHandle();
   TF_ShapeHandle* out = TF_NewShapeHandle();
   TF_ShapeInferenceContextGetInput(ctx, 0, x, s);
   if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextWithRank(ctx, x, 4, x, s);
   if (TF_GetCode(s) == TF_OK) {
-    TF_ShapeHandle* unknown = TF_ShapeInferenceContextVectorFromSize(ctx, -1);
+    TF_ShapeHandle* one = TF_ShapeInferenceContextVectorFromSize(ctx, m);
     TF_ShapeHandle* two = TF_NewShapeHandle();
-    TF_ShapeInferenceContextConcatenateShapes(ctx, unknown, unknown, two, s);
+    TF_ShapeInferenceContextConcatenateShapes(ctx, one, one, two, s);
     TF_ShapeInferenceContextSubshape(ctx, x, 0, 1, part, s);
     if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextConcatenateShapes(ctx, part, two, out, s);
     if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextSubshape(ctx, x, 3, 4, part, s);
     if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextConcatenateShapes(ctx, out, part, out, s);
     if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 0, out, s);
-    TF_DeleteShapeHandle(unknown);
+    TF_DeleteShapeHandle(one);
     TF_DeleteShapeHandle(two);
   }
   TF_DeleteShapeHandle(x);
   TF_DeleteShapeHandle(part);
   TF_DeleteShapeHandle(out);
+}
+
+/* [B, ?, ?, C]: the spatial size depends on attributes, which the C API's shape functions cannot
+ * read; the kernel checks the rest. */
+static void conv_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
+  batch_channel_shapes(ctx, s, -1);
 }
 
 static void filter_grad_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
@@ -1385,25 +1390,7 @@ done:
 
 /* [B, 1, 1, C] from a's [B, H, W, C]. */
 static void channel_dot_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
-  TF_ShapeHandle *x = TF_NewShapeHandle(), *part = TF_NewShapeHandle();
-  TF_ShapeHandle* out = TF_NewShapeHandle();
-  TF_ShapeInferenceContextGetInput(ctx, 0, x, s);
-  if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextWithRank(ctx, x, 4, x, s);
-  if (TF_GetCode(s) == TF_OK) {
-    TF_ShapeHandle* one = TF_ShapeInferenceContextVectorFromSize(ctx, 1);
-    TF_ShapeHandle* ones = TF_NewShapeHandle();
-    TF_ShapeInferenceContextConcatenateShapes(ctx, one, one, ones, s);
-    TF_ShapeInferenceContextSubshape(ctx, x, 0, 1, part, s);
-    if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextConcatenateShapes(ctx, part, ones, out, s);
-    if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextSubshape(ctx, x, 3, 4, part, s);
-    if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextConcatenateShapes(ctx, out, part, out, s);
-    if (TF_GetCode(s) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 0, out, s);
-    TF_DeleteShapeHandle(one);
-    TF_DeleteShapeHandle(ones);
-  }
-  TF_DeleteShapeHandle(x);
-  TF_DeleteShapeHandle(part);
-  TF_DeleteShapeHandle(out);
+  batch_channel_shapes(ctx, s, 1);
 }
 
 /*
