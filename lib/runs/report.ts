@@ -99,7 +99,8 @@ function engineText(s: RunSummary): string {
       s.inferenceEngine,
       `predictions run as one TensorFlow graph${
         s.inferenceKernels?.kind === "fused"
-          ? " (hard-swish and the depthwise convolutions as the fused kernels)"
+          ? " (hard-swish and the depthwise convolutions as the fused kernels; the other " +
+            "convolutions with their bias and ReLU, or hard-swish where oneDNN runs, as one op)"
           : ""
       }`,
       "predictions run op by op (eager)",

@@ -130,7 +130,7 @@ Deno.test("report: which BatchNorm kernels trained the model, and epochs of a re
   );
   assert.match(
     line({ inferenceKernels: { kind: "fused", detail: "cxr_kernels-0123abcd.so" } }),
-    /predictions run as one TensorFlow graph \(hard-swish and the depthwise convolutions as the fused kernels\)/,
+    /predictions run as one TensorFlow graph \(hard-swish and the depthwise convolutions as the fused kernels; the other convolutions with their bias and ReLU, or hard-swish where oneDNN runs, as one op\)/,
   );
   assert.doesNotMatch(line(), /hard-swish/);
 });
