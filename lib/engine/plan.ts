@@ -142,6 +142,11 @@ function inboundLayers(layer: AnyLayer): AnyLayer[] {
   return layer.inboundNodes?.[0]?.inboundLayers ?? [];
 }
 
+/** The shapes of the tensors `layer` reads (the batch dimension null). */
+function inputShapes(layer: AnyLayer): (number | null)[][] {
+  return (layer.inboundNodes?.[0]?.inputTensors ?? []).map((t: tf.SymbolicTensor) => t.shape);
+}
+
 /** Names of the layers whose outputs feed `layer`. */
 function inboundNames(layer: AnyLayer): string[] {
   return inboundLayers(layer).map((l: AnyLayer) => l.name);
@@ -288,8 +293,8 @@ function planLayer(
     }
     case "GlobalAveragePooling2D": {
       // Known: planning needs the model's input size (planModel), which fixes every layer's.
-      const [, h, w] = layer.inboundNodes?.[0]?.inputTensors?.[0]?.shape ?? [];
-      if (!Number.isInteger(h) || !Number.isInteger(w)) {
+      const [, h, w] = inputShapes(layer)[0] ?? [];
+      if (h == null || w == null) {
         throw new PlanError(
           `Cannot plan layer "${layer.name}" (${cls}): its input size is unknown`,
         );
@@ -299,15 +304,11 @@ function planLayer(
     case "Reshape":
       return { op: { kind: "reshape", target: layer.targetShape } };
     case "Add": {
-      const shapes = (layer.inboundNodes?.[0]?.inputTensors ?? []).map((t: tf.SymbolicTensor) =>
-        JSON.stringify(t.shape)
-      );
+      const shapes = inputShapes(layer).map((shape) => JSON.stringify(shape));
       return { op: { kind: "add", sameShapes: shapes.length > 1 && new Set(shapes).size === 1 } };
     }
     case "Multiply": {
-      const shapes: (number | null)[][] = (layer.inboundNodes?.[0]?.inputTensors ?? []).map((
-        t: tf.SymbolicTensor,
-      ) => t.shape);
+      const shapes = inputShapes(layer);
       const gate = shapes.findIndex((g) =>
         g.length === 4 && g[1] === 1 && g[2] === 1 && g[3] !== null
       );
@@ -379,7 +380,7 @@ function planConvolution(layer: AnyLayer, view: ModelView, flavour: Flavour): Pl
     }
   }
   const [kh, kw] = kernel.shape;
-  const [, height, width] = layer.inboundNodes?.[0]?.inputTensors?.[0]?.shape ?? [];
+  const [, height, width] = inputShapes(layer)[0] ?? [];
   return {
     op: {
       kind: "conv",
@@ -434,8 +435,8 @@ function planFusedDepthwise(layer: AnyLayer, view: ModelView, flavour: Flavour):
     padding = before.padding;
     input = before;
   } else padding = [[0, 0], [0, 0]];
-  const [, height, width] = input.inboundNodes?.[0]?.inputTensors?.[0]?.shape ?? [];
-  if (!(height > 0 && width > 0)) {
+  const [, height, width] = inputShapes(input)[0] ?? [];
+  if (!height || !width) {
     throw new PlanError(`Cannot plan ${layer.name}: its input's height and width are not fixed`);
   }
   const weights = layer.weights as tf.LayerVariable[];
