@@ -275,8 +275,9 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
     let grads: Output[];
     let y = step.output;
     let reads = step.cuts; // what the differentiated step reads, input by input
-    // Steps whose gradients are written here (ops of our own, or pointwise convolutions), fed the
-    // inputs directly.
+    // Steps whose gradients are written here (ops of our own, pointwise convolutions, residual
+    // sums and, with the fused kernels, squeeze-excite's scaling and pooling), fed the inputs
+    // directly.
     const pointwise = isPointwise(step.op) && step.weights.length === 1;
     // A residual sum passes dy to each input as it is. TensorFlow's gradient of a copy reading
     // the recomputed BatchNorm output took the inputs' shapes, so it recomputed that output (and

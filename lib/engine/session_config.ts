@@ -43,7 +43,7 @@ export function sessionSettings(overrides: Partial<SessionSettings> = {}): Sessi
  * TF_ENABLE_ONEDNN_OPTS turns them off ("0" or "false", as TensorFlow reads it).
  */
 export function onednnEnabled(): boolean {
-  const v = hostEnv("TF_ENABLE_ONEDNN_OPTS")?.trim().toLowerCase();
+  const v = hostEnv("TF_ENABLE_ONEDNN_OPTS")?.toLowerCase(); // trimmed by hostEnv
   return v !== "0" && v !== "false" && Deno.build.arch === "x86_64";
 }
 
