@@ -29,6 +29,8 @@
  *   CxrDepthwiseConvFilterGrad(dy, x, filter) -> dfilter, and CxrDepthwiseConvBiasAct(x, filter,
  *   bias) -> act(y + bias) for inference: depthwise convolutions with their zero padding inside
  *   (see the section further down for why).
+ *   CxrDepthwiseConvFilterGradOfBatchNorm(dy, x, filter, gamma, beta, batch_mean, batch_inv_std)
+ *   -> dfilter of a depthwise convolution whose input is CxrBatchNormAct's output for x.
  * And one plain function, not an op: cxr_augment, the training augmentation (flip, colour jitter)
  * of a batch, which lib/engine/augmenter.ts calls through Deno's FFI.
  */
@@ -784,10 +786,13 @@ static inline __attribute__((always_inline)) void activate8(v8* v, int act) {
 /* One call's geometry and tensors. */
 typedef struct {
   const float *x, *dy, *w, *bias; /* bias: CxrDepthwiseConvBiasAct's, else NULL */
+  /* CxrDepthwiseConvFilterGradOfBatchNorm's: the convolution's input is act(x · scale +
+   * offset), per channel, computed from x row by row (else NULL) */
+  const float *scale, *offset;
   float *y, *dx;
   double* dw_parts; /* per part, the K·K·C sums of the filter gradient */
   int64_t B, H, W, C, K, OH, OW, s, top, left;
-  int act;         /* applied after the bias (forward only) */
+  int act;         /* applied after the bias (forward), or to x · scale + offset */
   int by_position; /* x is larger than the last-level cache: see strip() */
 } ConvArgs;
 
@@ -1061,13 +1066,29 @@ VECTOR_VERSIONS static void dw_filter_grad_rows(const ConvArgs* a, int64_t r0, i
   }
   lo = lo < from ? from : lo > to ? to : lo;
   hi = hi < lo ? lo : hi > to ? to : hi;
+  /* With scale and offset: the last K input rows made, act(x · scale + offset), row ih in slot
+   * ih mod K (an output row's K input rows are consecutive, so they never share a slot). */
+  const int64_t row_floats = a->W * C;
+  float* made = a->scale ? malloc((size_t)K * row_floats * sizeof(float)) : NULL;
+  int64_t made_row[32];
+  for (int64_t k = 0; k < K; k++) made_row[k] = -1;
   for (int64_t r = r0; r < r1; r++) {
     const int64_t b = r / a->OH, oh = r % a->OH;
     const float* dyr = a->dy + r * a->OW * C;
     for (int64_t kh = 0; kh < K; kh++) {
       const int64_t ih = oh * s - a->top + kh;
       if (ih < 0 || ih >= a->H) continue;
-      const float* xr = a->x + (b * a->H + ih) * a->W * C;
+      const int64_t row = b * a->H + ih;
+      const float* xr = a->x + row * row_floats;
+      if (made) {
+        float* slot = made + (ih % K) * row_floats;
+        if (made_row[ih % K] != row) {
+          /* The same function CxrBatchNormActApply runs: the same values, bit for bit. */
+          normalise_rows(xr, slot, 0, a->W, C, a->scale, a->offset, a->act);
+          made_row[ih % K] = row;
+        }
+        xr = slot;
+      }
       double* dwr = dw + kh * K * C;
       for (int64_t k = 0, blocks = block_count(C); k < blocks; k++) {
         const int64_t c0 = block_start(k, C);
@@ -1082,6 +1103,7 @@ VECTOR_VERSIONS static void dw_filter_grad_rows(const ConvArgs* a, int64_t r0, i
       }
     }
   }
+  free(made);
 }
 
 static void dw_forward_pass(const void* v, int64_t r0, int64_t r1, int p) {
@@ -1229,16 +1251,41 @@ done:
   TF_DeleteStatus(s);
 }
 
-/*   CxrDepthwiseConvFilterGrad(dy, x, filter) -> dfilter [K, K, C, 1] (the filter for its shape) */
+/*
+ *   CxrDepthwiseConvFilterGrad(dy, x, filter) -> dfilter [K, K, C, 1] (the filter for its shape)
+ *   CxrDepthwiseConvFilterGradOfBatchNorm(dy, x, filter, gamma, beta, batch_mean, batch_inv_std)
+ *     -> dfilter, where the convolution's input was CxrBatchNormAct's output for x (attribute
+ *     activation): what CxrBatchNormActApply and then CxrDepthwiseConvFilterGrad give, bit for
+ *     bit, without writing that input out and reading it back. Each thread makes the input rows
+ *     it needs as it goes (K rows at a time, in its cache). Why: the backward pass recomputed the
+ *     expand layers' BatchNorm outputs (the step's largest tensors) for this gradient alone.
+ */
 static void depthwise_conv_filter_grad(void* kernel, TF_OpKernelContext* ctx) {
+  const ConvAttrs* at = kernel;
   TF_Status* s = TF_NewStatus();
-  TF_Tensor* in[3] = {0};
+  TF_Tensor* in[7] = {0};
   TF_Tensor* out[1] = {0};
   ConvArgs a = {0};
+  float* affine = NULL;
+  const int n_in = TF_NumInputs(ctx);
   int64_t x_dims[4];
-  if (!get_inputs(ctx, in, 3, s) || !dims4(in[1], x_dims, s) ||
+  if (!get_inputs(ctx, in, n_in, s) || !dims4(in[1], x_dims, s) ||
       !conv_geometry(x_dims, in[2], kernel, &a, s) || !check_dy(in[0], &a, s)) {
     goto done;
+  }
+  if (n_in == 7) {
+    for (int i = 3; i < 7; i++) {
+      if (TF_TensorElementCount(in[i]) != a.C) {
+        TF_SetStatus(s, TF_INVALID_ARGUMENT,
+                     "CxrDepthwiseConvFilterGradOfBatchNorm: gamma, beta, mean and inverse std "
+                     "need one value per channel (the last dimension of x)");
+        goto done;
+      }
+    }
+    affine = malloc(2 * a.C * sizeof(float));
+    affine_from_stats(TF_TensorData(in[3]), TF_TensorData(in[4]), TF_TensorData(in[5]),
+                      TF_TensorData(in[6]), a.C, affine, affine + a.C);
+    a.scale = affine, a.offset = affine + a.C, a.act = at->activation;
   }
   out[0] = allocate_like(ctx, 0, in[2], s);
   if (TF_GetCode(s) != TF_OK) goto done;
@@ -1256,7 +1303,8 @@ static void depthwise_conv_filter_grad(void* kernel, TF_OpKernelContext* ctx) {
   free(a.dw_parts);
 done:
   if (TF_GetCode(s) != TF_OK) TF_OpKernelContext_Failure(ctx, s);
-  delete_all(in, 3);
+  free(affine);
+  delete_all(in, 7);
   delete_all(out, 1);
   TF_DeleteStatus(s);
 }
@@ -1510,6 +1558,9 @@ static const char* const batch_norm_attrs[] = {
     "activation: {'identity', 'relu', 'hard_swish'} = 'identity'", NULL};
 static const char* const conv_attrs[] = {"stride: int = 1", "paddings: list(int)",
                                          "cache_bytes: int = 0", NULL};
+static const char* const conv_act_attrs[] = {
+    "stride: int = 1", "paddings: list(int)", "cache_bytes: int = 0",
+    "activation: {'identity', 'relu', 'hard_swish'} = 'identity'", NULL};
 
 static void register_op(const char* name, const char* const* inputs, int n_in,
                         const char* const* outputs, int n_out, const char* const* attrs,
@@ -1573,9 +1624,6 @@ __attribute__((constructor)) static void register_kernels(void) {
   if (TF_GetCode(s) == TF_OK) {
     static const char* const dwa_in[] = {"x: float", "filter: float", "bias: float"};
     static const char* const dwa_out[] = {"y: float"};
-    static const char* const conv_act_attrs[] = {
-        "stride: int = 1", "paddings: list(int)", "cache_bytes: int = 0",
-        "activation: {'identity', 'relu', 'hard_swish'} = 'identity'", NULL};
     register_op("CxrDepthwiseConvBiasAct", dwa_in, 3, dwa_out, 1, conv_act_attrs, conv_shapes,
                 create_conv_act_kernel, depthwise_conv, s);
   }
@@ -1593,6 +1641,16 @@ __attribute__((constructor)) static void register_kernels(void) {
     static const char* const dwf_out[] = {"dfilter: float"};
     register_op("CxrDepthwiseConvFilterGrad", dwf_in, 3, dwf_out, 1, conv_attrs,
                 filter_grad_shapes, create_conv_kernel, depthwise_conv_filter_grad, s);
+  }
+  if (TF_GetCode(s) == TF_OK) {
+    static const char* const dwfb_in[] = {"dy: float",    "x: float",
+                                          "filter: float", "gamma: float",
+                                          "beta: float",  "batch_mean: float",
+                                          "batch_inv_std: float"};
+    static const char* const dwfb_out[] = {"dfilter: float"};
+    register_op("CxrDepthwiseConvFilterGradOfBatchNorm", dwfb_in, 7, dwfb_out, 1,
+                conv_act_attrs, filter_grad_shapes, create_conv_act_kernel,
+                depthwise_conv_filter_grad, s);
   }
   if (TF_GetCode(s) == TF_OK) {
     static const char* const cd_in[] = {"a: float", "b: float"};

@@ -314,8 +314,9 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
       const byWeight = new Map([[step.op.gamma.modelIndex, g[1]], [step.op.beta.modelIndex, g[2]]]);
       grads = [...gx, ...step.weights.map((w) => byWeight.get(w)!)];
     } else if (step.op.kind === "depthwise") {
-      // The recomputed BatchNorm output where there is one, so the forward one is not kept.
-      const x = recompute.get(step.inputs[0], dy) ?? step.inputs[0];
+      // A BatchNorm output's filter gradient makes that output row by row as it goes; any other
+      // input is read as it is.
+      const x = recompute.batchNorm(step.inputs[0]) ?? step.inputs[0];
       const { dx, dw } = depthwiseGradients(session, step, dy, x, xs.length > 0);
       grads = [...(dx ? [dx] : []), ...step.weights.map(() => dw)];
     } else if (residual) {
@@ -411,7 +412,12 @@ function recomputer(session: GraphSession, steps: EmittedStep[]) {
     made.set(tensor, copy);
     return copy;
   };
-  return { can, get };
+  /** The fused BatchNorm step whose output `tensor` is, if it is one. */
+  const batchNorm = (tensor: string): EmittedStep | undefined => {
+    const s = producer.get(tensor);
+    return s?.op.kind === "batchNormAct" ? s : undefined;
+  };
+  return { can, get, batchNorm };
 }
 
 /**
@@ -507,15 +513,19 @@ function fusedGradient(session: GraphSession, step: EmittedStep, dy: Output): Ou
 }
 
 /**
- * A depthwise step's gradients, fed the gradient `dy` and its input `x`, as two ops: the input's
- * (when `withInput`) from `dy` and the filter alone, so that it does not wait for `x` (recomputed)
- * and the filter's, which does, can run beside the chain of input gradients (native/cxr_kernels.c).
+ * A depthwise step's gradients, fed the gradient `dy` and its input `x` (a tensor, or the fused
+ * BatchNorm step that made it), as two ops: the input's (when `withInput`) from `dy` and the
+ * filter alone, so that it does not wait for `x`, and the filter's, which can run beside the chain
+ * of input gradients (native/cxr_kernels.c). When `x` is a BatchNorm's output, the filter's
+ * gradient reads that BatchNorm's input and statistics and makes `x` row by row
+ * (CxrDepthwiseConvFilterGradOfBatchNorm): the backward pass no longer writes out a copy of the
+ * expand layers' outputs, the step's largest tensors, for this gradient alone.
  */
 function depthwiseGradients(
   session: GraphSession,
   step: EmittedStep,
   dy: Output,
-  x: string,
+  x: string | EmittedStep,
   withInput: boolean,
 ): { dx?: Output; dw: Output } {
   const op = step.op as Extract<Step["op"], { kind: "depthwise" }>;
@@ -526,12 +536,29 @@ function depthwiseGradients(
       input_size: { ints: op.inputSize },
     })
     : [];
+  const name = `grad/${step.node}/filter`;
+  if (typeof x === "string") {
+    const inputs = [dy, session.output(x), filter];
+    return {
+      dx,
+      dw: importOp(session, name, "CxrDepthwiseConvFilterGrad", inputs, depthwiseAttrs(op))[0],
+    };
+  }
+  const bn = x.op as Extract<Step["op"], { kind: "batchNormAct" }>;
   const [dw] = importOp(
     session,
-    `grad/${step.node}/filter`,
-    "CxrDepthwiseConvFilterGrad",
-    [dy, session.output(x), filter],
-    depthwiseAttrs(op),
+    name,
+    "CxrDepthwiseConvFilterGradOfBatchNorm",
+    [
+      dy,
+      session.output(x.inputs[0]),
+      filter,
+      session.output(`var_read/${bn.gamma.modelIndex}`),
+      session.output(`var_read/${bn.beta.modelIndex}`),
+      session.output(`${x.node}:3`),
+      session.output(`${x.node}:4`),
+    ],
+    { ...depthwiseAttrs(op), activation: { s: bn.activation } },
   );
   return { dx, dw };
 }

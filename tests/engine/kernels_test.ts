@@ -269,42 +269,46 @@ function runDepthwiseBoth(
   }
 }
 
+/**
+ * Depthwise convolutions to test: [x's shape, kernel, stride, [top, bottom, left, right]].
+ * Channel counts around the vector width (8) and its groups of four (32): one block, a block that
+ * overlaps, groups of 1 to 4 blocks, a group that overlaps the one before.
+ */
+const DEPTHWISE_CASES: [number[], number, number, [number, number, number, number]][] = [
+  [[1, 5, 7, 8], 3, 1, [1, 1, 1, 1]],
+  [[2, 9, 8, 13], 3, 2, [0, 1, 0, 1]], // Keras's stride-2 padding
+  [[1, 11, 10, 21], 5, 2, [2, 2, 2, 2]], // torchvision's
+  [[3, 6, 6, 16], 5, 1, [2, 2, 2, 2]],
+  [[1, 12, 13, 72], 5, 2, [1, 2, 1, 2]],
+  [[2, 1, 1, 9], 3, 1, [1, 1, 1, 1]], // one pixel: only the centre tap is inside
+  [[1, 4, 4, 8], 3, 3, [0, 0, 2, 1]], // taps that skip input columns
+  [[2, 6, 5, 40], 3, 1, [1, 1, 1, 1]],
+  [[1, 7, 7, 24], 3, 2, [1, 1, 1, 1]],
+  [[2, 5, 5, 45], 5, 1, [2, 2, 2, 2]],
+  [[1, 3, 3, 8], 3, 1, [0, 0, 0, 0]], // no padding: one output
+  // Large enough for the kernels to split the rows between two threads; the first only for
+  // the op predictions use (CxrDepthwiseConvBiasAct splits from a quarter of the work).
+  [[1, 64, 64, 64], 3, 1, [1, 1, 1, 1]],
+  [[4, 64, 64, 64], 3, 2, [0, 1, 0, 1]],
+  [[4, 48, 48, 72], 5, 1, [2, 2, 2, 2]],
+  // Rows long enough for strips of eight and of four positions with some left over, stride 2
+  // (the input gradient's strips run over every other column), and a kernel of 7 (the filter
+  // gradient's general loop; 3 and 5 have their own).
+  [[2, 7, 29, 13], 3, 1, [1, 1, 1, 1]],
+  [[1, 5, 31, 16], 3, 2, [0, 1, 0, 1]],
+  [[2, 6, 23, 21], 5, 2, [2, 2, 2, 2]],
+  [[1, 9, 19, 24], 7, 1, [3, 3, 3, 3]],
+];
+
 Deno.test({
   name:
     "kernels: CxrDepthwiseConv and its gradient compute what TensorFlow's Pad + depthwise convolution and their gradients do (y, dx, dw) to 1e-5, and CxrDepthwiseConvBiasAct what they do followed by BiasAdd and each activation, on odd shapes and channel counts, strides 1 to 3, uneven padding, kernels of 3, 5 and 7, batch 1, tensors split between threads and both loop orders",
   ignore: !native,
   fn: () => {
     assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
-    // Channel counts around the vector width (8) and its groups of four (32): one block, a block
-    // that overlaps, groups of 1 to 4 blocks, a group that overlaps the one before.
-    const cases: [number[], number, number, [number, number, number, number]][] = [
-      [[1, 5, 7, 8], 3, 1, [1, 1, 1, 1]],
-      [[2, 9, 8, 13], 3, 2, [0, 1, 0, 1]], // Keras's stride-2 padding
-      [[1, 11, 10, 21], 5, 2, [2, 2, 2, 2]], // torchvision's
-      [[3, 6, 6, 16], 5, 1, [2, 2, 2, 2]],
-      [[1, 12, 13, 72], 5, 2, [1, 2, 1, 2]],
-      [[2, 1, 1, 9], 3, 1, [1, 1, 1, 1]], // one pixel: only the centre tap is inside
-      [[1, 4, 4, 8], 3, 3, [0, 0, 2, 1]], // taps that skip input columns
-      [[2, 6, 5, 40], 3, 1, [1, 1, 1, 1]],
-      [[1, 7, 7, 24], 3, 2, [1, 1, 1, 1]],
-      [[2, 5, 5, 45], 5, 1, [2, 2, 2, 2]],
-      [[1, 3, 3, 8], 3, 1, [0, 0, 0, 0]], // no padding: one output
-      // Large enough for the kernels to split the rows between two threads; the first only for
-      // the op predictions use (CxrDepthwiseConvBiasAct splits from a quarter of the work).
-      [[1, 64, 64, 64], 3, 1, [1, 1, 1, 1]],
-      [[4, 64, 64, 64], 3, 2, [0, 1, 0, 1]],
-      [[4, 48, 48, 72], 5, 1, [2, 2, 2, 2]],
-      // Rows long enough for strips of eight and of four positions with some left over, stride 2
-      // (the input gradient's strips run over every other column), and a kernel of 7 (the filter
-      // gradient's general loop; 3 and 5 have their own).
-      [[2, 7, 29, 13], 3, 1, [1, 1, 1, 1]],
-      [[1, 5, 31, 16], 3, 2, [0, 1, 0, 1]],
-      [[2, 6, 23, 21], 5, 2, [2, 2, 2, 2]],
-      [[1, 9, 19, 24], 7, 1, [3, 3, 3, 3]],
-    ];
     // Each case twice: planned for this machine's cache (these tensors fit: strips, channels block
     // by block) and for a 1-byte cache (every tensor is "larger": position by position).
-    for (const [shape, kernel, stride, paddings] of cases) {
+    for (const [shape, kernel, stride, paddings] of DEPTHWISE_CASES) {
       for (const cacheBytes of [0, 1]) {
         for (
           const { name, standard, fused } of runDepthwiseBoth(
@@ -327,6 +331,98 @@ Deno.test({
     assert.throws(
       () => runDepthwiseBoth([1, 4, 4, 7], 3, 1, [1, 1, 1, 1]),
       /CxrDepthwiseConv: x must be \[B, H, W, C\] with C >= 8/,
+    );
+    assert.equal(liveSessions(), 0);
+  },
+});
+
+/**
+ * The filter gradient of a depthwise convolution whose input is a fused BatchNorm's output y =
+ * act(x · scale + offset), two ways, fed the same x, dy and statistics: CxrBatchNormActApply
+ * then CxrDepthwiseConvFilterGrad (the backward pass before), and
+ * CxrDepthwiseConvFilterGradOfBatchNorm, which makes y row by row itself. `statsLength`: how many
+ * values the statistics have (the channels', unless a test wants them wrong).
+ */
+function filterGradOfBatchNormBoth(
+  [shape, kernel, stride, paddings]: typeof DEPTHWISE_CASES[number],
+  activation: typeof ACTIVATIONS[number],
+  cacheBytes: number,
+  statsLength = shape[3],
+): { apart: HostTensor; together: HostTensor } {
+  const rng = Rng.stream(2, "filter-of-batch-norm", shape.join("x"), kernel, activation);
+  const [batch, height, width, channels] = shape;
+  const [top, bottom, left, right] = paddings;
+  const outShape = [
+    batch,
+    Math.floor((height + top + bottom - kernel) / stride) + 1,
+    Math.floor((width + left + right - kernel) / stride) + 1,
+    channels,
+  ];
+  const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
+  const g = new GraphWriter();
+  g.placeholder("x", shape);
+  g.placeholder("dy", outShape);
+  g.floatConst("w", [kernel, kernel, channels, 1], values(rng, kernel * kernel * channels, 1));
+  // y spans about ±4, across ReLU's kink at 0 and hard-swish's at ±3.
+  g.floatConst("gamma", [statsLength], values(rng, statsLength, 0.5, 1));
+  g.floatConst("beta", [statsLength], values(rng, statsLength, 1));
+  g.floatConst("mean", [statsLength], values(rng, statsLength, 0.5));
+  g.floatConst("inv_std", [statsLength], values(rng, statsLength, 0.3, 1));
+  const stats = ["gamma", "beta", "mean", "inv_std"];
+  const conv = {
+    stride: { i: stride },
+    paddings: { ints: paddings },
+    cache_bytes: { i: cacheBytes },
+  };
+  g.node("y", "CxrBatchNormActApply", ["x", ...stats], {
+    epsilon: { f: EPSILON },
+    exponential_avg_factor: { f: AVERAGE },
+    activation: { s: activation },
+  });
+  g.node("apart", "CxrDepthwiseConvFilterGrad", ["dy", "y", "w"], conv);
+  g.node("together", "CxrDepthwiseConvFilterGradOfBatchNorm", ["dy", "x", "w", ...stats], {
+    ...conv,
+    activation: { s: activation },
+  });
+  const session = new GraphSession();
+  try {
+    session.import(g.bytes());
+    session.start();
+    const [apart, together] = session.run([
+      [session.output("x"), { values: values(rng, size(shape), 2, 0.5), shape }],
+      [session.output("dy"), { values: values(rng, size(outShape), 1), shape: outShape }],
+    ], [session.output("apart"), session.output("together")]);
+    return { apart, together };
+  } finally {
+    session.close();
+  }
+}
+
+Deno.test({
+  name:
+    "kernels: CxrDepthwiseConvFilterGradOfBatchNorm gives, bit for bit, the filter gradient CxrBatchNormActApply then CxrDepthwiseConvFilterGrad give, for each activation, on the depthwise tests' shapes (odd ones, batch 1, strides 1 to 3, kernels of 3, 5 and 7, split between threads), both loop orders; statistics of the wrong length are refused",
+  ignore: !native,
+  fn: () => {
+    assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
+    for (const c of DEPTHWISE_CASES) {
+      for (const activation of ACTIVATIONS) {
+        for (const cacheBytes of [0, 1]) {
+          const { apart, together } = filterGradOfBatchNormBoth(c, activation, cacheBytes);
+          assert.deepEqual(together.shape, [c[1], c[1], c[0][3], 1]);
+          const differ = apart.values.findIndex((v, i) => !Object.is(v, together.values[i]));
+          assert.equal(
+            differ,
+            -1,
+            `${c[0]} k${c[1]} s${c[2]} ${activation} cache ${cacheBytes}: dfilter[${differ}] ` +
+              `${together.values[differ]} where apart ${apart.values[differ]}`,
+          );
+          assert.ok(apart.values.some((v) => v !== 0), `${c[0]}: a gradient that is not all 0`);
+        }
+      }
+    }
+    assert.throws(
+      () => filterGradOfBatchNormBoth(DEPTHWISE_CASES[1], "relu", 0, 12),
+      /CxrDepthwiseConvFilterGradOfBatchNorm: gamma, beta, mean and inverse std need one value per channel/,
     );
     assert.equal(liveSessions(), 0);
   },
@@ -497,7 +593,7 @@ Deno.test({
       const fused = nodes.filter((n) => n.op === "CxrBatchNormAct");
       assert.equal(fused.length, 46, `${convention}: every BatchNorm is fused`);
       let residualBatchNorms = 0;
-      const pooledBatchNorms: string[] = [];
+      const pooledBatchNorms: string[] = [], depthwiseInputs: string[] = [];
       // The input's normalisation is one op (it needs no gradient).
       assert.equal(nodes.find((n) => n.name === "model/normalize")?.op, "CxrScaleShift");
       for (const bn of fused) {
@@ -512,12 +608,14 @@ Deno.test({
         }
         // The backward pass makes its own copy, and only once it has reached that point; none
         // where the output only feeds a residual sum or the final pooling, whose gradients need
-        // no values.
+        // no values, or a depthwise convolution, whose filter gradient makes it row by row.
         const copy = nodes.find((n) => n.name === `grad/recompute/${bn.name}`);
-        const only = (op: string) => cuts.every((c) => readers(c.name).every((r) => r.op === op));
-        if (only("AddV2") || only("Mean")) {
+        const only = (...ops: string[]) =>
+          cuts.every((c) => readers(c.name).every((r) => ops.includes(r.op)));
+        if (only("AddV2") || only("Mean") || only("CxrDepthwiseConv", "AddV2")) {
           if (only("AddV2")) residualBatchNorms++;
-          else pooledBatchNorms.push(bn.name);
+          else if (only("Mean")) pooledBatchNorms.push(bn.name);
+          else depthwiseInputs.push(bn.name);
           assert.equal(copy, undefined, bn.name);
           continue;
         }
@@ -529,19 +627,30 @@ Deno.test({
       assert.equal(residualBatchNorms, 10, convention);
       assert.deepEqual(pooledBatchNorms, ["model/conv_1_bn"], convention);
       // Every depthwise convolution is the fused one, its padding inside (no Pad but the
-      // torchvision stem's, on the input image), differentiated from the recomputed input.
+      // torchvision stem's, on the input image), its input a BatchNorm's output.
       const depthwise = nodes.filter((n) => n.op === "CxrDepthwiseConv");
       assert.equal(depthwise.length, 15, `${convention}: every depthwise convolution is fused`);
       assert.deepEqual(
         nodes.filter((n) => n.op === "Pad" && n.name.startsWith("model/")).map((n) => n.name),
         convention === "torchvision" ? ["model/conv_pad"] : [],
       );
+      assert.equal(depthwiseInputs.length, 15, `${convention}: ${depthwiseInputs}`);
       for (const conv of depthwise) {
-        // Its filter gradient reads the recomputed input; its input gradient does not read the
-        // input at all, so the chain of input gradients never waits for a recomputation.
+        // Its filter gradient reads the BatchNorm's input and batch statistics, as the
+        // BatchNorm's own gradient does (the forward pass keeps them); its input gradient does not read
+        // the input at all, so the chain of input gradients never waits for a recomputation.
         const filter = nodes.find((n) => n.name === `grad/${conv.name}/filter`);
-        assert.equal(filter?.op, "CxrDepthwiseConvFilterGrad", conv.name);
-        assert.match(filter.inputs[1], /^grad\/recompute\/model\/.*_bn$/, conv.name);
+        assert.equal(filter?.op, "CxrDepthwiseConvFilterGradOfBatchNorm", conv.name);
+        const bn = nodes.find((n) => n.name === conv.inputs[0])!;
+        const batchNorm = nodes.find((n) => n.name === bn.inputs[0]);
+        assert.equal(batchNorm?.op, "CxrBatchNormAct", conv.name);
+        const own = nodes.find((n) => n.name === `grad/${batchNorm.name}`);
+        assert.equal(own?.op, "CxrBatchNormActGrad", batchNorm.name);
+        assert.deepEqual(
+          [filter.inputs[1], ...filter.inputs.slice(5, 7)],
+          [own.inputs[1], `${batchNorm.name}:3`, `${batchNorm.name}:4`],
+          conv.name,
+        );
         const input = nodes.find((n) => n.name === `grad/${conv.name}/input`);
         assert.equal(input?.op, "CxrDepthwiseConvInputGrad", conv.name);
         assert.ok(!input.inputs.some((i) => /recompute/.test(i)), `${input.name}: ${input.inputs}`);

@@ -68,6 +68,7 @@ Deno.test("profile: ops are sorted into kinds of work by their type, oneDNN's na
     "Mul": "element-wise (activations, hard-swish, SE gates, loss)",
     "Mean": "reductions and broadcasts (SE pooling and gates, bias gradients)",
     "CxrChannelDot": "reductions and broadcasts (SE pooling and gates, bias gradients)",
+    "CxrDepthwiseConvFilterGradOfBatchNorm": "depthwise convolution",
     "Transpose": "layout, copies and padding",
     "ResourceApplyMomentum": "optimizer and variables",
     "MatMul": "dense (classifier, squeeze-excite)",
