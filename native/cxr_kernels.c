@@ -19,6 +19,9 @@
  *   variance; the moving averages blend in the batch's with weight exponential_avg_factor, the
  *   variance Bessel-corrected, as FusedBatchNormV3 does in training mode.
  *   CxrBatchNormActGrad(dy, x, gamma, beta, batch_mean, batch_inv_std) -> dx, dgamma, dbeta
+ *   CxrBatchNormActGradScaled(dy, x, gamma, beta, batch_mean, batch_inv_std, gate, pooled_grad)
+ *     -> as CxrBatchNormActGrad for y's gradient dy · gate + pooled_grad / (H · W) (y fed
+ *     squeeze-excite's scaling and pooling)
  *   CxrBatchNormActApply(x, gamma, beta, batch_mean, batch_inv_std) -> y (as the forward op's y)
  *   CxrHardSwish(x) -> x * relu6(x + 3) / 6, in one pass (inference only: it has no gradient)
  *   CxrScaleShift(x, scale, shift) -> x * scale + shift per channel (the input's normalisation;
@@ -167,6 +170,16 @@ VECTOR_VERSIONS static void normalise_rows(
   }
 }
 
+/*
+ * CxrBatchNormActGradScaled's: the BatchNorm's output y fed squeeze-excite's y · gate and its
+ * pooling, so y's gradient is dy · gate + spread per image and channel (gate and spread [B, C],
+ * spread the pooling's gradient over H · W), with `positions` = H · W rows per image.
+ */
+typedef struct {
+  const float *gate, *spread;
+  int64_t positions;
+} Scaled;
+
 /* Over rows [r0, r1): g = dy * act'(y), with y = x * scale + offset exactly as the forward pass
  * computed it (so a value the forward put on one side of a kink stays there); sums of g and of
  * g * xhat. Inlined once per activation (a constant `act`), so each loop vectorises without
@@ -174,8 +187,11 @@ VECTOR_VERSIONS static void normalise_rows(
 static inline __attribute__((always_inline)) void grad_sums_impl(
     const float* restrict dy, const float* restrict x, int64_t r0, int64_t r1, int64_t C,
     const float* restrict mean, const float* restrict inv, const float* restrict scale,
-    const float* restrict offset, const int act, double* restrict sum_g,
-    double* restrict sum_gx, float* restrict s, float* restrict q) {
+    const float* restrict offset, const int act, const int scaled, const Scaled* sc,
+    double* restrict sum_g, double* restrict sum_gx, float* restrict s, float* restrict q) {
+  /* With `scaled`: the image of row i is b (counted, not divided: a division a row cost as much as
+   * the row's arithmetic). */
+  int64_t b = scaled ? r0 / sc->positions : 0, next = scaled ? (b + 1) * sc->positions : 0;
   for (int64_t r = r0; r < r1; r += CHUNK) {
     int64_t end = r + CHUNK < r1 ? r + CHUNK : r1;
     memset(s, 0, C * sizeof *s);
@@ -183,9 +199,13 @@ static inline __attribute__((always_inline)) void grad_sums_impl(
     for (int64_t i = r; i < end; i++) {
       const float* restrict xr = x + i * C;
       const float* restrict dr = dy + i * C;
+      if (scaled && i == next) b++, next += sc->positions;
+      const float* restrict gate = scaled ? sc->gate + b * C : NULL;
+      const float* restrict spread = scaled ? sc->spread + b * C : NULL;
       for (int64_t c = 0; c < C; c++) {
         float xhat = (xr[c] - mean[c]) * inv[c];
-        float g = dr[c] * slope(xr[c] * scale[c] + offset[c], act);
+        float d = scaled ? dr[c] * gate[c] + spread[c] : dr[c];
+        float g = d * slope(xr[c] * scale[c] + offset[c], act);
         s[c] += g;
         q[c] += g * xhat;
       }
@@ -197,20 +217,29 @@ static inline __attribute__((always_inline)) void grad_sums_impl(
   }
 }
 
+/* call(act, scaled) with both as constants (each loop then vectorises without branching). */
+#define BY_ACTIVATION(call, act, sc)                            \
+  do {                                                          \
+    if (sc) {                                                   \
+      if (act == ACT_RELU) call(ACT_RELU, 1);                   \
+      else if (act == ACT_HARD_SWISH) call(ACT_HARD_SWISH, 1);  \
+      else call(ACT_IDENTITY, 1);                               \
+    } else {                                                    \
+      if (act == ACT_RELU) call(ACT_RELU, 0);                   \
+      else if (act == ACT_HARD_SWISH) call(ACT_HARD_SWISH, 0);  \
+      else call(ACT_IDENTITY, 0);                               \
+    }                                                           \
+  } while (0)
+
 VECTOR_VERSIONS static void grad_sums_rows(
     const float* restrict dy, const float* restrict x, int64_t r0, int64_t r1, int64_t C,
     const float* restrict mean, const float* restrict inv, const float* restrict scale,
-    const float* restrict offset, int act, double* restrict sum_g, double* restrict sum_gx,
-    float* restrict s, float* restrict q) {
-  if (act == ACT_RELU) {
-    grad_sums_impl(dy, x, r0, r1, C, mean, inv, scale, offset, ACT_RELU, sum_g, sum_gx, s, q);
-  } else if (act == ACT_HARD_SWISH) {
-    grad_sums_impl(dy, x, r0, r1, C, mean, inv, scale, offset, ACT_HARD_SWISH, sum_g, sum_gx, s,
-                   q);
-  } else {
-    grad_sums_impl(dy, x, r0, r1, C, mean, inv, scale, offset, ACT_IDENTITY, sum_g, sum_gx, s,
-                   q);
-  }
+    const float* restrict offset, int act, const Scaled* sc, double* restrict sum_g,
+    double* restrict sum_gx, float* restrict s, float* restrict q) {
+#define SUMS(A, S) \
+  grad_sums_impl(dy, x, r0, r1, C, mean, inv, scale, offset, A, S, sc, sum_g, sum_gx, s, q)
+  BY_ACTIVATION(SUMS, act, sc);
+#undef SUMS
 }
 
 /* dx = gamma * inv * (g - dbeta / M - xhat * dgamma / M) over rows [r0, r1). */
@@ -218,14 +247,19 @@ static inline __attribute__((always_inline)) void grad_input_impl(
     const float* restrict dy, const float* restrict x, float* restrict dx, int64_t r0, int64_t r1,
     int64_t C, const float* restrict mean, const float* restrict inv,
     const float* restrict scale, const float* restrict offset, const float* restrict mean_g,
-    const float* restrict mean_gx, const int act) {
+    const float* restrict mean_gx, const int act, const int scaled, const Scaled* sc) {
+  int64_t b = scaled ? r0 / sc->positions : 0, next = scaled ? (b + 1) * sc->positions : 0;
   for (int64_t i = r0; i < r1; i++) {
     const float* restrict xr = x + i * C;
     const float* restrict dr = dy + i * C;
+    if (scaled && i == next) b++, next += sc->positions;
+    const float* restrict gate = scaled ? sc->gate + b * C : NULL;
+    const float* restrict spread = scaled ? sc->spread + b * C : NULL;
     float* restrict out = dx + i * C;
     for (int64_t c = 0; c < C; c++) {
       float xhat = (xr[c] - mean[c]) * inv[c];
-      float g = dr[c] * slope(xr[c] * scale[c] + offset[c], act);
+      float d = scaled ? dr[c] * gate[c] + spread[c] : dr[c];
+      float g = d * slope(xr[c] * scale[c] + offset[c], act);
       out[c] = scale[c] * (g - mean_g[c] - xhat * mean_gx[c]);
     }
   }
@@ -235,16 +269,11 @@ VECTOR_VERSIONS static void grad_input_rows(
     const float* restrict dy, const float* restrict x, float* restrict dx, int64_t r0, int64_t r1,
     int64_t C, const float* restrict mean, const float* restrict inv,
     const float* restrict scale, const float* restrict offset, const float* restrict mean_g,
-    const float* restrict mean_gx, int act) {
-  if (act == ACT_RELU) {
-    grad_input_impl(dy, x, dx, r0, r1, C, mean, inv, scale, offset, mean_g, mean_gx, ACT_RELU);
-  } else if (act == ACT_HARD_SWISH) {
-    grad_input_impl(dy, x, dx, r0, r1, C, mean, inv, scale, offset, mean_g, mean_gx,
-                    ACT_HARD_SWISH);
-  } else {
-    grad_input_impl(dy, x, dx, r0, r1, C, mean, inv, scale, offset, mean_g, mean_gx,
-                    ACT_IDENTITY);
-  }
+    const float* restrict mean_gx, int act, const Scaled* sc) {
+#define INPUT(A, S) \
+  grad_input_impl(dy, x, dx, r0, r1, C, mean, inv, scale, offset, mean_g, mean_gx, A, S, sc)
+  BY_ACTIVATION(INPUT, act, sc);
+#undef INPUT
 }
 
 /*
@@ -319,6 +348,7 @@ typedef struct {
   const float *x, *dy, *mean, *inv, *scale, *offset, *shift, *mean_g, *mean_gx;
   float *y, *dx, *work;
   double* totals;
+  const Scaled* scaled; /* CxrBatchNormActGradScaled's, else NULL */
   int64_t C;
   int act;
 } PassArgs;
@@ -340,14 +370,15 @@ static void grad_sums_pass(const void* v, int64_t r0, int64_t r1, int p) {
   const PassArgs* a = v;
   size_t o = (size_t)p * 2 * a->C;
   grad_sums_rows(a->dy, a->x, r0, r1, a->C, a->mean, a->inv, a->scale, a->offset, a->act,
-                 a->totals + o, a->totals + o + a->C, a->work + o, a->work + o + a->C);
+                 a->scaled, a->totals + o, a->totals + o + a->C, a->work + o,
+                 a->work + o + a->C);
 }
 
 static void grad_input_pass(const void* v, int64_t r0, int64_t r1, int p) {
   (void)p;
   const PassArgs* a = v;
   grad_input_rows(a->dy, a->x, a->dx, r0, r1, a->C, a->mean, a->inv, a->scale, a->offset,
-                  a->mean_g, a->mean_gx, a->act);
+                  a->mean_g, a->mean_gx, a->act, a->scaled);
 }
 
 /*
@@ -618,12 +649,23 @@ done:
   TF_DeleteStatus(s);
 }
 
+/*
+ * CxrBatchNormActGrad, and CxrBatchNormActGradScaled: two more inputs, gate [B, 1, 1, C] and
+ * pooled_grad [B, C], where y fed squeeze-excite's y · gate and its global average pooling and dy
+ * is the product's gradient. y's gradient, dy · gate + pooled_grad / (H · W), is made as it is
+ * read, where the graph wrote three tensors for it (TensorFlow's Mul, Tile and AddN) and read them
+ * back. The same float arithmetic, so the same bits (1 / (H · W) rounded to float, as the graph's
+ * constant).
+ */
 static void batch_norm_act_grad(void* kernel, TF_OpKernelContext* ctx) {
   const Attrs* a = kernel;
   TF_Status* s = TF_NewStatus();
-  TF_Tensor* in[6] = {0};
+  TF_Tensor* in[8] = {0};
   TF_Tensor* out[3] = {0};
-  if (!get_inputs(ctx, in, 6, s)) goto done;
+  float* spread = NULL;
+  Scaled scaled = {0};
+  const int n_in = TF_NumInputs(ctx);
+  if (!get_inputs(ctx, in, n_in, s)) goto done;
   int64_t C = channels(in, 1, 2, 6, s,
                        "CxrBatchNormActGrad: gamma, beta, mean and inverse std need one value "
                        "per channel (the last dimension of x)");
@@ -644,6 +686,22 @@ static void batch_norm_act_grad(void* kernel, TF_OpKernelContext* ctx) {
   const float *mean = TF_TensorData(in[4]), *inv = TF_TensorData(in[5]);
   float* dx = TF_TensorData(out[0]);
   float *dgamma = TF_TensorData(out[1]), *dbeta = TF_TensorData(out[2]);
+  if (n_in == 8) {
+    const int64_t B = TF_NumDims(in[1]) == 4 ? TF_Dim(in[1], 0) : 0;
+    if (B < 1 || TF_TensorElementCount(in[6]) != B * C ||
+        TF_TensorElementCount(in[7]) != B * C) {
+      TF_SetStatus(s, TF_INVALID_ARGUMENT,
+                   "CxrBatchNormActGradScaled: x must be [B, H, W, C], the gate [B, 1, 1, C] "
+                   "and the pooling's gradient [B, C]");
+      goto done;
+    }
+    scaled.positions = rows / B;
+    const float* pooled = TF_TensorData(in[7]);
+    const float per_position = (float)(1.0 / (double)scaled.positions);
+    spread = malloc(B * C * sizeof(float));
+    for (int64_t i = 0; i < B * C; i++) spread[i] = pooled[i] * per_position;
+    scaled.gate = TF_TensorData(in[6]), scaled.spread = spread;
+  }
 
   int threads = parts_for(total, MIN_ELEMENTS_PER_PART);
   double* totals = calloc((size_t)threads * 2 * C, sizeof(double));
@@ -653,7 +711,8 @@ static void batch_norm_act_grad(void* kernel, TF_OpKernelContext* ctx) {
   affine_from_stats(gamma, beta, mean, inv, C, scale, offset);
   PassArgs pass = {.x = x, .dy = dy, .dx = dx, .mean = mean, .inv = inv, .scale = scale,
                    .offset = offset, .mean_g = mean_g, .mean_gx = mean_gx, .totals = totals,
-                   .work = work, .C = C, .act = a->activation};
+                   .work = work, .C = C, .act = a->activation,
+                   .scaled = n_in == 8 ? &scaled : NULL};
   parallel_rows(grad_sums_pass, &pass, rows, threads);
   for (int64_t c = 0; c < C; c++) {
     double sg = 0, sgx = 0;
@@ -672,7 +731,8 @@ static void batch_norm_act_grad(void* kernel, TF_OpKernelContext* ctx) {
   free(scale);
 done:
   if (TF_GetCode(s) != TF_OK) TF_OpKernelContext_Failure(ctx, s);
-  delete_all(in, 6);
+  free(spread);
+  delete_all(in, 8);
   delete_all(out, 3);
   TF_DeleteStatus(s);
 }
@@ -1597,6 +1657,13 @@ __attribute__((constructor)) static void register_kernels(void) {
   if (TF_GetCode(s) == TF_OK) {
     register_op("CxrBatchNormActGrad", grad_in, 6, grad_out, 3, batch_norm_attrs, grad_shapes,
                 create_kernel, batch_norm_act_grad, s);
+  }
+  if (TF_GetCode(s) == TF_OK) {
+    static const char* const scaled_in[] = {
+        "dy: float",         "x: float",           "gamma: float", "beta: float",
+        "batch_mean: float", "batch_inv_std: float", "gate: float", "pooled_grad: float"};
+    register_op("CxrBatchNormActGradScaled", scaled_in, 8, grad_out, 3, batch_norm_attrs,
+                grad_shapes, create_kernel, batch_norm_act_grad, s);
   }
   if (TF_GetCode(s) == TF_OK) {
     static const char* const hs_in[] = {"x: float"};

@@ -258,21 +258,33 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
   for (const s of built.steps) {
     if (s.weights.length || s.inputs.some((i) => needed.has(i))) needed.add(s.output);
   }
-  const pending = new Map<string, Output[]>([
+  const pending = new Map<string, (Output | SqueezePart)[]>([
     [built.logits, session.addGradients("grad/loss", [out("loss")], [out(built.logits)])],
   ]);
   const weightGrads = new Map<number, Output>();
   const fused = built.kernels.kind === "fused";
   const recompute = recomputer(session, built.steps);
   built.steps.toReversed().forEach((step, k) => {
-    const parts = pending.get(step.output);
-    if (!parts) return;
+    const all = pending.get(step.output);
+    if (!all) return;
     pending.delete(step.output);
-    const dy = parts.length === 1 ? parts[0] : sumOutputs(session, `grad/sum/${step.node}`, parts);
+    // A BatchNorm output read by exactly a squeeze-excite scaling and its pooling: their two
+    // parts of its gradient go into the BatchNorm's gradient op as they are (SqueezePart).
+    const scaledBy = all.find((p): p is SqueezePart => "gate" in p);
+    const pooled = all.find((p): p is SqueezePart => "pooling" in p);
+    const together = step.op.kind === "batchNormAct" && all.length === 2 && scaledBy && pooled
+      ? { gate: scaledBy.gate!, pooled: pooled.dy }
+      : undefined;
+    const parts = together ? [] : all.map((p) => "dy" in p ? squeezeGradient(session, p) : p);
+    const dy = together
+      ? scaledBy!.dy
+      : parts.length === 1
+      ? parts[0]
+      : sumOutputs(session, `grad/sum/${step.node}`, parts);
     let xs = step.inputs.map((input, j) => ({ input, cut: step.cuts[j] }))
       .filter((x) => needed.has(x.input));
     if (xs.length + step.weights.length === 0) return;
-    let grads: Output[];
+    let grads: (Output | SqueezePart)[];
     let y = step.output;
     let reads = step.cuts; // what the differentiated step reads, input by input
     // Steps whose gradients are written here (ops of our own, pointwise convolutions, residual
@@ -283,8 +295,8 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
     // the recomputed BatchNorm output took the inputs' shapes, so it recomputed that output (and
     // the sum) for nothing.
     const residual = step.op.kind === "add" && step.op.sameShapes;
-    // Squeeze-excite's scaling by its gate and its pooling, with the fused kernels:
-    // channelGradient and spreadGradient.
+    // Squeeze-excite's scaling by its gate and its pooling, with the fused kernels: gateGradient
+    // and SqueezePart.
     const scaling = fused && step.op.kind === "mul" && step.op.perChannel !== undefined;
     const pooling = fused && step.op.kind === "globalMean";
     const own = step.op.kind === "batchNormAct" || step.op.kind === "depthwise" || pointwise ||
@@ -309,7 +321,7 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
       xs = xs.map((x) => ({ input: x.input, cut: reads[step.inputs.indexOf(x.input)] }));
     }
     if (step.op.kind === "batchNormAct") {
-      const g = fusedGradient(session, step, dy);
+      const g = fusedGradient(session, step, dy, together);
       const gx = xs.length ? [g[0]] : [];
       const byWeight = new Map([[step.op.gamma.modelIndex, g[1]], [step.op.beta.modelIndex, g[2]]]);
       grads = [...gx, ...step.weights.map((w) => byWeight.get(w)!)];
@@ -323,11 +335,14 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
       grads = xs.map(() => dy);
     } else if (scaling) {
       const values = step.inputs.map((i, j) => recompute.get(i, dy) ?? step.cuts[j]);
+      const gate = (step.op as Extract<Step["op"], { kind: "mul" }>).perChannel!;
       grads = xs.map(({ input }) =>
-        channelGradient(session, step, dy, values, step.inputs.indexOf(input))
+        step.inputs.indexOf(input) === gate
+          ? gateGradient(session, step, dy, values[1 - gate])
+          : { step, dy, gate: session.output(values[gate]) }
       );
     } else if (pooling) {
-      grads = [spreadGradient(session, step, dy)];
+      grads = [{ step, dy, pooling: true }];
     } else if (pointwise) {
       // The input's gradient from dy and the kernel alone; the kernel's as one matrix product
       // with the recomputed input where there is one (below).
@@ -354,7 +369,7 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
     xs.forEach(({ input }, i) => pending.set(input, [...pending.get(input) ?? [], grads[i]]));
     step.weights.forEach((w, i) => {
       if (weightGrads.has(w)) throw new Error(`graph training: weight ${w} is read twice`);
-      weightGrads.set(w, grads[xs.length + i]);
+      weightGrads.set(w, grads[xs.length + i] as Output);
     });
   });
   return built.trainable.map((i) => {
@@ -445,26 +460,19 @@ function copyStep(
 }
 
 /**
- * The gradient of squeeze-excite's scaling y = x · gate (x [B, H, W, C], gate [B, 1, 1, C]) for
- * input `j`, from the values the step read (`values`, x recomputed): dy · gate for x (TensorFlow's
- * Mul, as its own gradient), and for the gate the sums of dy · x over H and W in one pass
- * (CxrChannelDot), where TensorFlow's gradient wrote dy · x out whole, then summed it.
+ * The gradient of squeeze-excite's gate in y = x · gate (x [B, H, W, C], gate [B, 1, 1, C]): the
+ * sums of dy · x over H and W in one pass (CxrChannelDot, `x` recomputed), where TensorFlow's
+ * gradient wrote dy · x out whole, then summed it. The input's gradient, dy · gate, is a
+ * SqueezePart.
  */
-function channelGradient(
-  session: GraphSession,
-  step: EmittedStep,
-  dy: Output,
-  values: string[],
-  j: number,
-): Output {
-  const op = step.op as Extract<Step["op"], { kind: "mul" }>;
-  const gate = op.perChannel!;
-  const read = (k: number) => session.output(values[k]);
-  return j === gate
-    ? importOp(session, `grad/${step.node}/gate`, "CxrChannelDot", [dy, read(1 - gate)], {})[0]
-    : importOp(session, `grad/${step.node}/input`, "Mul", [dy, read(gate)], {
-      T: { type: DT_FLOAT },
-    })[0];
+function gateGradient(session: GraphSession, step: EmittedStep, dy: Output, x: string): Output {
+  return importOp(
+    session,
+    `grad/${step.node}/gate`,
+    "CxrChannelDot",
+    [dy, session.output(x)],
+    {},
+  )[0];
 }
 
 /**
@@ -492,13 +500,23 @@ function spreadGradient(session: GraphSession, step: EmittedStep, dy: Output): O
   return session.output(name);
 }
 
-/** CxrBatchNormActGrad for a fused step, fed the gradient `dy`: [dx, dgamma, dbeta]. */
-function fusedGradient(session: GraphSession, step: EmittedStep, dy: Output): Output[] {
+/**
+ * CxrBatchNormActGrad for a fused step, fed the gradient `dy`: [dx, dgamma, dbeta]. With
+ * `squeeze`, the step's output fed squeeze-excite's scaling by `gate` (whose gradient `dy` is)
+ * and its pooling (whose gradient `pooled` is): CxrBatchNormActGradScaled makes the output's
+ * gradient from those as it reads them (SqueezePart).
+ */
+function fusedGradient(
+  session: GraphSession,
+  step: EmittedStep,
+  dy: Output,
+  squeeze?: { gate: Output; pooled: Output },
+): Output[] {
   const op = step.op as Extract<Step["op"], { kind: "batchNormAct" }>;
   return importOp(
     session,
     `grad/${step.node}`,
-    "CxrBatchNormActGrad",
+    squeeze ? "CxrBatchNormActGradScaled" : "CxrBatchNormActGrad",
     [
       dy,
       session.output(step.inputs[0]),
@@ -506,10 +524,36 @@ function fusedGradient(session: GraphSession, step: EmittedStep, dy: Output): Ou
       session.output(`var_read/${op.beta.modelIndex}`),
       session.output(`${step.node}:3`),
       session.output(`${step.node}:4`),
+      ...(squeeze ? [squeeze.gate, squeeze.pooled] : []),
     ],
     fusedAttrs(op),
     { outputs: 3 },
   );
+}
+
+/**
+ * A part of a squeeze-excite input's gradient, not yet added to the graph: from its scaling by
+ * `gate` (dy the scaling's output gradient: the part is dy · gate), or from its pooling
+ * (`pooling`, dy the pooled gradient [B, C]: the part is dy / (H · W) at every position). Where
+ * the input is a fused BatchNorm's output read by these two alone, CxrBatchNormActGradScaled
+ * takes both as they are: the graph used to write dy · gate, the spread and their sum out (Mul,
+ * Tile, AddN: three tensors as large as the input, on the backward pass's chain). Anywhere else,
+ * squeezeGradient writes a part out.
+ */
+interface SqueezePart {
+  step: EmittedStep;
+  dy: Output;
+  gate?: Output;
+  pooling?: true;
+}
+
+/** A squeeze-excite part as a tensor: dy · gate (TensorFlow's Mul), or the pooling's spread. */
+function squeezeGradient(session: GraphSession, part: SqueezePart): Output {
+  return part.gate
+    ? importOp(session, `grad/${part.step.node}/input`, "Mul", [part.dy, part.gate], {
+      T: { type: DT_FLOAT },
+    })[0]
+    : spreadGradient(session, part.step, part.dy);
 }
 
 /**

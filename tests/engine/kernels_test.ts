@@ -428,6 +428,97 @@ Deno.test({
   },
 });
 
+/**
+ * The gradient of a fused BatchNorm whose output y fed squeeze-excite's y · gate and its pooling,
+ * two ways, fed the same dy (the product's gradient), gate and pooled gradient: y's gradient
+ * written out as the graph did (TensorFlow's Mul, the spread as ExpandDims, Mul by 1 / (H · W) and
+ * Tile, then AddN) into CxrBatchNormActGrad; and CxrBatchNormActGradScaled. [dx, dgamma, dbeta]
+ * of each. `gateLength`: the gate's values (B · C unless a test wants it wrong).
+ */
+function scaledGradientBoth(
+  shape: number[],
+  activation: typeof ACTIVATIONS[number],
+  gateLength = shape[0] * shape[3],
+): { apart: HostTensor[]; together: HostTensor[] } {
+  const rng = Rng.stream(3, "scaled-batch-norm-grad", shape.join("x"), activation);
+  const [batch, height, width, channels] = shape;
+  const n = shape.reduce((a, b) => a * b, 1);
+  const g = new GraphWriter();
+  g.placeholder("x", shape);
+  g.placeholder("dy", shape);
+  g.floatConst("gamma", [channels], values(rng, channels, 0.5, 1));
+  g.floatConst("beta", [channels], values(rng, channels, 1));
+  g.floatConst("mean", [channels], values(rng, channels, 0.5));
+  g.floatConst("inv_std", [channels], values(rng, channels, 0.3, 1));
+  g.floatConst("gate", [gateLength / channels, 1, 1, channels], values(rng, gateLength, 0.5, 0.5));
+  g.floatConst("pooled", [batch, channels], values(rng, batch * channels, 1));
+  const int32 = { Tdim: { type: DT_INT32 } };
+  const rows = g.op("rows", "ExpandDims", ["pooled", g.intConst("axis1", [], [1])], int32);
+  const columns = g.op("columns", "ExpandDims", [rows, g.intConst("axis2", [], [2])], int32);
+  const perPosition = Float32Array.of(1 / (height * width));
+  const spread = g.op("spread", "Tile", [
+    g.op("scaled", "Mul", [columns, g.floatConst("per_position", [], perPosition)]),
+    g.intConst("multiples", [4], [1, height, width, 1]),
+  ], { Tmultiples: { type: DT_INT32 } });
+  const product = g.op("product", "Mul", ["dy", "gate"]);
+  g.node("sum", "AddN", [product, spread], { N: { i: 2 }, T: { type: DT_FLOAT } });
+  const stats = ["gamma", "beta", "mean", "inv_std"];
+  const attrs = {
+    epsilon: { f: EPSILON },
+    exponential_avg_factor: { f: AVERAGE },
+    activation: { s: activation },
+  };
+  g.node("apart", "CxrBatchNormActGrad", ["sum", "x", ...stats], attrs);
+  g.node("together", "CxrBatchNormActGradScaled", ["dy", "x", ...stats, "gate", "pooled"], attrs);
+  const session = new GraphSession();
+  try {
+    session.import(g.bytes());
+    session.start();
+    const fetched = session.run(
+      [
+        [session.output("x"), { values: values(rng, n, 2, 0.5), shape }],
+        [session.output("dy"), { values: values(rng, n, 1), shape }],
+      ],
+      ["apart", "together"].flatMap((name) => [0, 1, 2].map((i) => session.output(`${name}:${i}`))),
+    );
+    return { apart: fetched.slice(0, 3), together: fetched.slice(3) };
+  } finally {
+    session.close();
+  }
+}
+
+Deno.test({
+  name:
+    "kernels: CxrBatchNormActGradScaled gives, bit for bit, what TensorFlow's Mul, Tile and AddN then CxrBatchNormActGrad give for a BatchNorm read by squeeze-excite's scaling and pooling (dx, dgamma, dbeta), for each activation, batch 1, odd shapes and a tensor split between threads; a gate of the wrong size is refused",
+  ignore: !native,
+  fn: () => {
+    assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
+    // Images of one row, of odd sizes, one channel, and 2.2 M values (split between threads, so
+    // an image's rows fall in two parts).
+    const shapes = [[1, 3, 5, 8], [2, 7, 9, 13], [3, 1, 4, 1], [4, 5, 3, 20], [3, 63, 65, 187]];
+    for (const shape of shapes) {
+      for (const activation of ACTIVATIONS) {
+        const { apart, together } = scaledGradientBoth(shape, activation);
+        ["dx", "dgamma", "dbeta"].forEach((name, i) => {
+          assert.deepEqual(together[i].shape, apart[i].shape, name);
+          const differ = apart[i].values.findIndex((v, k) => !Object.is(v, together[i].values[k]));
+          assert.equal(
+            differ,
+            -1,
+            `${shape} ${activation}: ${name}[${differ}] ${together[i].values[differ]} where ` +
+              `apart ${apart[i].values[differ]}`,
+          );
+        });
+      }
+    }
+    assert.throws(
+      () => scaledGradientBoth([2, 3, 3, 8], "relu", 8),
+      /CxrBatchNormActGradScaled: x must be \[B, H, W, C\], the gate \[B, 1, 1, C\]/,
+    );
+    assert.equal(liveSessions(), 0);
+  },
+});
+
 const make = smallForTraining;
 
 /**
@@ -686,15 +777,41 @@ Deno.test({
       }
       // Squeeze-excite (eight blocks): the gate's gradient is one pass (CxrChannelDot) over dy
       // and the recomputed input, and no Mean is computed again for the poolings' gradients.
+      // The scaled BatchNorm output's gradient (dy · gate + the pooling's spread) is never
+      // written out: the BatchNorm's gradient op takes dy, the gate and the pooled gradient.
       const gates = nodes.filter((n) => n.op === "CxrChannelDot");
       assert.equal(gates.length, 8, `${convention}: squeeze-excite gate gradients`);
+      const node = (name: string) => nodes.find((n) => n.name === name.replace(/:0$/, ""));
       for (const gate of gates) {
-        const scaling = gate.name.replace(/^grad\//, "").replace(/\/gate$/, "");
-        assert.equal(nodes.find((n) => n.name === scaling)?.op, "Mul", gate.name);
+        const scaling = node(gate.name.replace(/^grad\//, "").replace(/\/gate$/, ""));
+        assert.equal(scaling?.op, "Mul", gate.name);
         assert.match(gate.inputs[1], /^grad\/recompute\/model\/.*_bn$/, gate.name);
-        assert.equal(nodes.find((n) => n.name === `grad/${scaling}/input`)?.op, "Mul", gate.name);
+        assert.equal(node(`grad/${scaling.name}/input`), undefined, gate.name);
+        // The scaling's inputs are cuts (Identity) of the BatchNorm output and of the gate.
+        const [bn, gateValue] = [0, 1].map((j) => node(node(scaling.inputs[j])!.inputs[0])!);
+        const [scaled, gateCut] = bn.op === "CxrBatchNormAct"
+          ? [bn, scaling.inputs[1]]
+          : [gateValue, scaling.inputs[0]];
+        assert.equal(scaled.op, "CxrBatchNormAct", scaling.name);
+        const own = node(`grad/${scaled.name}`);
+        assert.equal(own?.op, "CxrBatchNormActGradScaled", scaled.name);
+        assert.equal(own.inputs[0], gate.inputs[0], `${own.name}: the scaling's gradient`);
+        assert.equal(own.inputs[6], gateCut, `${own.name}: the gate`);
+        const pooling = nodes.find((n) =>
+          n.op === "Mean" && n.inputs.some((i) => node(i)?.inputs[0] === scaled.name)
+        )!;
+        assert.ok(pooling, scaled.name);
+        // The pooled gradient [B, C] as TensorFlow's gradient of the step after the pooling
+        // gives it, not spread out into a Tile.
+        assert.match(own.inputs[7], /^grad\/\d+\//, `${own.name} after ${pooling.name}`);
       }
+      assert.equal(nodes.filter((n) => n.op === "CxrBatchNormActGradScaled").length, 8);
       assert.deepEqual(nodes.filter((n) => n.op === "Mean" && n.name.startsWith("grad/")), []);
+      // The only spread written out is the final pooling's (its input feeds nothing else).
+      assert.deepEqual(
+        nodes.filter((n) => n.op === "Tile" && n.name.startsWith("grad/model/")).map((n) => n.name),
+        ["grad/model/avg_pool/input"],
+      );
     }
   },
 });
