@@ -182,8 +182,8 @@ typedef struct {
 
 /* Over rows [r0, r1): g = dy * act'(y), with y = x * scale + offset exactly as the forward pass
  * computed it (so a value the forward put on one side of a kink stays there); sums of g and of
- * g * xhat. Inlined once per activation (a constant `act`), so each loop vectorises without
- * branching on it. */
+ * g * xhat; with `scaled`, g from dy · gate + spread (Scaled). Inlined once per activation and
+ * `scaled` (constants: BY_ACTIVATION), so each loop vectorises without branching on them. */
 static inline __attribute__((always_inline)) void grad_sums_impl(
     const float* restrict dy, const float* restrict x, int64_t r0, int64_t r1, int64_t C,
     const float* restrict mean, const float* restrict inv, const float* restrict scale,

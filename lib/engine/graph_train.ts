@@ -327,8 +327,9 @@ function chainedGradients(session: GraphSession, built: TrainingGraph): Output[]
       grads = [...gx, ...step.weights.map((w) => byWeight.get(w)!)];
     } else if (step.op.kind === "depthwise") {
       // A BatchNorm output's filter gradient makes that output row by row as it goes; any other
-      // input is read as it is.
-      const x = recompute.batchNorm(step.inputs[0]) ?? step.inputs[0];
+      // input is read recomputed where it can be (so the forward one is not kept), else as it is.
+      const x = recompute.batchNorm(step.inputs[0]) ?? recompute.get(step.inputs[0], dy) ??
+        step.inputs[0];
       const { dx, dw } = depthwiseGradients(session, step, dy, x, xs.length > 0);
       grads = [...(dx ? [dx] : []), ...step.weights.map(() => dw)];
     } else if (residual) {
