@@ -174,6 +174,24 @@ function emitActivation(
   return emitStep(g, name, op, [x], constantWeights);
 }
 
+/** A depthwise convolution's output shape for input `shape` (channels last). */
+function depthwiseOutputShape(
+  [batch, height, width, channels]: number[],
+  kernel: number,
+  stride: number,
+  [top, bottom, left, right]: [number, number, number, number],
+): number[] {
+  return [
+    batch,
+    Math.floor((height + top + bottom - kernel) / stride) + 1,
+    Math.floor((width + left + right - kernel) / stride) + 1,
+    channels,
+  ];
+}
+
+/** The number of values of a tensor of `shape`. */
+const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
 /**
  * TensorFlow's Pad + DepthwiseConv2dNative (as the graph engines emit a padded depthwise step)
  * with TF_AddGradients, and CxrDepthwiseConv with CxrDepthwiseConvInputGrad and …FilterGrad, fed
@@ -188,16 +206,10 @@ function runDepthwiseBoth(
   paddings: [number, number, number, number],
   cacheBytes = 0,
 ) {
-  const [batch, height, width, channels] = shape;
+  const [, height, width, channels] = shape;
   const rng = Rng.stream(1, "depthwise-test", shape.join("x"), kernel, stride, paddings.join());
   const [top, bottom, left, right] = paddings;
-  const outShape = [
-    batch,
-    Math.floor((height + top + bottom - kernel) / stride) + 1,
-    Math.floor((width + left + right - kernel) / stride) + 1,
-    channels,
-  ];
-  const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
+  const outShape = depthwiseOutputShape(shape, kernel, stride, paddings);
   const g = new GraphWriter();
   g.placeholder("x", shape);
   g.placeholder("dy", outShape);
@@ -350,15 +362,8 @@ function filterGradOfBatchNormBoth(
   statsLength = shape[3],
 ): { apart: HostTensor; together: HostTensor } {
   const rng = Rng.stream(2, "filter-of-batch-norm", shape.join("x"), kernel, activation);
-  const [batch, height, width, channels] = shape;
-  const [top, bottom, left, right] = paddings;
-  const outShape = [
-    batch,
-    Math.floor((height + top + bottom - kernel) / stride) + 1,
-    Math.floor((width + left + right - kernel) / stride) + 1,
-    channels,
-  ];
-  const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
+  const channels = shape[3];
+  const outShape = depthwiseOutputShape(shape, kernel, stride, paddings);
   const g = new GraphWriter();
   g.placeholder("x", shape);
   g.placeholder("dy", outShape);
@@ -442,7 +447,7 @@ function scaledGradientBoth(
 ): { apart: HostTensor[]; together: HostTensor[] } {
   const rng = Rng.stream(3, "scaled-batch-norm-grad", shape.join("x"), activation);
   const [batch, height, width, channels] = shape;
-  const n = shape.reduce((a, b) => a * b, 1);
+  const n = size(shape);
   const g = new GraphWriter();
   g.placeholder("x", shape);
   g.placeholder("dy", shape);

@@ -100,7 +100,7 @@ Deno.test({
           : /standard/,
       );
       if (built) assert.match(fused, /\| CxrBatchNormActGrad \| [\d.]+ \| \d+ \|/);
-      if (built) assert.match(fused, /\| CxrDepthwiseConvFilterGrad \| [\d.]+ \| \d+ \|/);
+      if (built) assert.match(fused, /\| CxrDepthwiseConvFilterGradOfBatchNorm \| [\d.]+ \| \d+ \|/);
       assert.match(standard, /: tfjs\+standard-kernels \(64 px, batch 2\)/);
       assert.match(
         standard,
