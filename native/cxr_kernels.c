@@ -18,6 +18,7 @@
  *   y = act(gamma * (x - mean) / sqrt(var + epsilon) + beta) with the batch's mean and (biased)
  *   variance; the moving averages blend in the batch's with weight exponential_avg_factor, the
  *   variance Bessel-corrected, as FusedBatchNormV3 does in training mode.
+ *   CxrBatchNormMoments(x, moving_mean, moving_variance) -> CxrBatchNormAct's outputs but y
  *   CxrBatchNormActGrad(dy, x, gamma, beta, batch_mean, batch_inv_std) -> dx, dgamma, dbeta
  *   CxrBatchNormActGradScaled(dy, x, gamma, beta, batch_mean, batch_inv_std, gate, pooled_grad)
  *     -> as CxrBatchNormActGrad for y's gradient dy · gate + pooled_grad / (H · W) (y fed
@@ -33,7 +34,9 @@
  *   bias) -> act(y + bias) for inference: depthwise convolutions with their zero padding inside
  *   (see the section further down for why).
  *   CxrDepthwiseConvFilterGradOfBatchNorm(dy, x, filter, gamma, beta, batch_mean, batch_inv_std)
- *   -> dfilter of a depthwise convolution whose input is CxrBatchNormAct's output for x.
+ *   -> dfilter of a depthwise convolution whose input is CxrBatchNormAct's output for x, and
+ *   CxrDepthwiseConvOfBatchNorm(x, filter, gamma, beta, batch_mean, batch_inv_std) -> y, the
+ *   convolution itself of that output.
  * And one plain function, not an op: cxr_augment, the training augmentation (flip, colour jitter)
  * of a batch, which lib/engine/augmenter.ts calls through Deno's FFI.
  */
@@ -446,45 +449,22 @@ static int64_t channels(TF_Tensor** t, int xi, int first, int n, TF_Status* s,
   return C;
 }
 
-static void batch_norm_act(void* kernel, TF_OpKernelContext* ctx) {
-  const Attrs* a = kernel;
-  TF_Status* s = TF_NewStatus();
-  TF_Tensor* in[5] = {0};
-  TF_Tensor* out[5] = {0};
-  if (!get_inputs(ctx, in, 5, s)) goto done;
-  int64_t C = channels(in, 0, 1, 5, s,
-                       "CxrBatchNormAct: gamma, beta and the moving averages need one value per "
-                       "channel (the last dimension of x)");
-  if (!C) goto done;
-  int64_t total = TF_TensorElementCount(in[0]), rows = total / C;
-  out[0] = allocate_like(ctx, 0, in[0], s);
-  for (int i = 1; i < 5 && TF_GetCode(s) == TF_OK; i++) {
-    out[i] = TF_AllocateOutput(ctx, i, TF_FLOAT, &C, 1, C * sizeof(float), s);
-  }
-  if (TF_GetCode(s) != TF_OK || rows == 0) goto done;
-
-  const float* x = TF_TensorData(in[0]);
-  const float *gamma = TF_TensorData(in[1]), *beta = TF_TensorData(in[2]);
-  const float *mm = TF_TensorData(in[3]), *mv = TF_TensorData(in[4]);
-  float* y = TF_TensorData(out[0]);
-  float *new_mean = TF_TensorData(out[1]), *new_var = TF_TensorData(out[2]);
-  float *mean = TF_TensorData(out[3]), *inv = TF_TensorData(out[4]);
-
-  int threads = parts_for(total, MIN_ELEMENTS_PER_PART);
-  double* totals = calloc((size_t)threads * 2 * C, sizeof(double));
-  float* work = malloc((size_t)threads * 2 * C * sizeof(float));
-  float* scale = malloc(2 * C * sizeof(float));
-  float* offset = scale + C;
-  /* Shifting by the first row keeps the single-pass variance from cancelling. */
-  const float* shift = x;
-  PassArgs pass = {.x = x, .y = y, .shift = shift, .scale = scale, .offset = offset,
-                   .totals = totals, .work = work, .C = C, .act = a->activation};
-  parallel_rows(moments_pass, &pass, rows, threads);
+/*
+ * The batch's mean and 1/std of x [rows, C] per channel, and the moving averages blended with
+ * them: the one place this arithmetic lives (CxrBatchNormAct and CxrBatchNormMoments give the same
+ * bits). `threads` parts, each with 2·C of `totals` and `work`.
+ */
+static void batch_statistics(const Attrs* a, PassArgs* pass, int64_t rows, int threads,
+                             const float* mm, const float* mv, float* new_mean, float* new_var,
+                             float* mean, float* inv) {
+  const int64_t C = pass->C;
+  const float* shift = pass->shift;
+  parallel_rows(moments_pass, pass, rows, threads);
   for (int64_t c = 0; c < C; c++) {
     double sum = 0, sumsq = 0;
     for (int t = 0; t < threads; t++) {
-      sum += totals[(size_t)t * 2 * C + c];
-      sumsq += totals[(size_t)t * 2 * C + C + c];
+      sum += pass->totals[(size_t)t * 2 * C + c];
+      sumsq += pass->totals[(size_t)t * 2 * C + C + c];
     }
     double m = sum / rows, var = sumsq / rows - m * m;
     if (var < 0) var = 0;
@@ -494,8 +474,57 @@ static void batch_norm_act(void* kernel, TF_OpKernelContext* ctx) {
     new_mean[c] = (float)((1.0 - a->avg_factor) * mm[c] + a->avg_factor * (shift[c] + m));
     new_var[c] = (float)((1.0 - a->avg_factor) * mv[c] + a->avg_factor * unbiased);
   }
-  affine_from_stats(gamma, beta, mean, inv, C, scale, offset);
-  parallel_rows(normalise_pass, &pass, rows, threads);
+}
+
+/*
+ * CxrBatchNormAct, and CxrBatchNormMoments (x, moving_mean, moving_variance -> the same outputs
+ * but y): the statistics alone, for a BatchNorm whose output only a depthwise convolution reads,
+ * which makes it row by row (CxrDepthwiseConvOfBatchNorm).
+ */
+static void batch_norm_act(void* kernel, TF_OpKernelContext* ctx) {
+  const Attrs* a = kernel;
+  TF_Status* s = TF_NewStatus();
+  TF_Tensor* in[5] = {0};
+  TF_Tensor* out[5] = {0};
+  const int moments_only = TF_NumInputs(ctx) == 3;
+  const int n_in = moments_only ? 3 : 5;
+  if (!get_inputs(ctx, in, n_in, s)) goto done;
+  int64_t C = channels(in, 0, 1, n_in, s,
+                       moments_only
+                           ? "CxrBatchNormMoments: the moving averages need one value per channel "
+                             "(the last dimension of x)"
+                           : "CxrBatchNormAct: gamma, beta and the moving averages need one value "
+                             "per channel (the last dimension of x)");
+  if (!C) goto done;
+  int64_t total = TF_TensorElementCount(in[0]), rows = total / C;
+  /* out[] by role (y, new mean and variance, batch mean and 1/std); without y, output k is
+   * role k + 1. */
+  if (!moments_only) out[0] = allocate_like(ctx, 0, in[0], s);
+  for (int role = 1; role < 5 && TF_GetCode(s) == TF_OK; role++) {
+    out[role] =
+        TF_AllocateOutput(ctx, role - moments_only, TF_FLOAT, &C, 1, C * sizeof(float), s);
+  }
+  if (TF_GetCode(s) != TF_OK || rows == 0) goto done;
+
+  const float* x = TF_TensorData(in[0]);
+  const float *mm = TF_TensorData(in[n_in - 2]), *mv = TF_TensorData(in[n_in - 1]);
+  float *new_mean = TF_TensorData(out[1]), *new_var = TF_TensorData(out[2]);
+  float *mean = TF_TensorData(out[3]), *inv = TF_TensorData(out[4]);
+
+  int threads = parts_for(total, MIN_ELEMENTS_PER_PART);
+  double* totals = calloc((size_t)threads * 2 * C, sizeof(double));
+  float* work = malloc((size_t)threads * 2 * C * sizeof(float));
+  float* scale = malloc(2 * C * sizeof(float));
+  float* offset = scale + C;
+  /* Shifting by the first row keeps the single-pass variance from cancelling. */
+  PassArgs pass = {.x = x, .shift = x, .scale = scale, .offset = offset, .totals = totals,
+                   .work = work, .C = C, .act = a->activation};
+  batch_statistics(a, &pass, rows, threads, mm, mv, new_mean, new_var, mean, inv);
+  if (!moments_only) {
+    pass.y = TF_TensorData(out[0]);
+    affine_from_stats(TF_TensorData(in[1]), TF_TensorData(in[2]), mean, inv, C, scale, offset);
+    parallel_rows(normalise_pass, &pass, rows, threads);
+  }
   free(totals);
   free(work);
   free(scale);
@@ -846,8 +875,8 @@ static inline __attribute__((always_inline)) void activate8(v8* v, int act) {
 /* One call's geometry and tensors. */
 typedef struct {
   const float *x, *dy, *w, *bias; /* bias: CxrDepthwiseConvBiasAct's, else NULL */
-  /* CxrDepthwiseConvFilterGradOfBatchNorm's: the convolution's input is act(x · scale +
-   * offset), per channel, computed from x row by row (else NULL) */
+  /* CxrDepthwiseConvOfBatchNorm's and …FilterGradOfBatchNorm's: the convolution's input is
+   * act(x · scale + offset), per channel, computed from x row by row (else NULL) */
   const float *scale, *offset;
   float *y, *dx;
   double* dw_parts; /* per part, the K·K·C sums of the filter gradient */
@@ -990,33 +1019,54 @@ static inline int strip_width(int64_t first, int64_t lo, int64_t hi) {
   return first + STRIP <= hi ? STRIP : first + STRIP / 2 <= hi ? STRIP / 2 : 1;
 }
 
-/* Output rows [r0, r1) of the B·OH: each position sums its K·K taps (those inside the input). */
+/*
+ * Output rows [r0, r1) of the B·OH: each position sums its K·K taps (those inside the input). With
+ * scale and offset (CxrDepthwiseConvOfBatchNorm) the input is act(x · scale + offset), made K rows
+ * at a time as the filter gradient makes it (row ih in slot ih mod K): the taps then read the
+ * rows made, which are in the cache, so channel block by channel block whatever x's size.
+ */
 VECTOR_VERSIONS static void dw_forward_rows(const ConvArgs* a, int64_t r0, int64_t r1) {
   const int64_t C = a->C, K = a->K, s = a->s;
   /* The outputs whose taps all fall inside the row: 0 <= ow·s − left and ow·s − left + K <= W. */
   const int64_t lo = (a->left + s - 1) / s;
   const int64_t hi = a->W - K + a->left < 0 ? 0 : (a->W - K + a->left) / s + 1;
+  const int64_t row_floats = a->W * C;
+  float* made = a->scale ? malloc((size_t)K * row_floats * sizeof(float)) : NULL;
+  int64_t made_row[32];
+  for (int64_t k = 0; k < K; k++) made_row[k] = -1;
+  const float* data = made ? made : a->x;
+  const int out_act = made ? ACT_IDENTITY : a->act;
   Taps* t = malloc(sizeof *t);
   for (int64_t r = r0; r < r1; r++) {
     const int64_t b = r / a->OH, oh = r % a->OH;
+    for (int64_t kh = 0; made && kh < K; kh++) {
+      const int64_t ih = oh * s - a->top + kh, row = b * a->H + ih;
+      if (ih < 0 || ih >= a->H || made_row[ih % K] == row) continue;
+      /* The same function CxrBatchNormAct's output comes from: the same values, bit for bit. */
+      normalise_rows(a->x + row * row_floats, made + (ih % K) * row_floats, 0, a->W, C, a->scale,
+                     a->offset, a->act);
+      made_row[ih % K] = row;
+    }
     for (int64_t ow = 0, T; ow < a->OW; ow += T) {
       T = strip_width(ow, lo, hi);
       t->n = 0;
       for (int64_t kh = 0; kh < K; kh++) {
         const int64_t ih = oh * s - a->top + kh;
         if (ih < 0 || ih >= a->H) continue;
+        const int64_t first = made ? (ih % K) * a->W : (b * a->H + ih) * a->W;
         for (int64_t kw = 0; kw < K; kw++) {
           const int64_t iw = ow * s - a->left + kw;
           if (iw < 0 || iw >= a->W) continue;
-          t->data[t->n] = ((b * a->H + ih) * a->W + iw) * C;
+          t->data[t->n] = (first + iw) * C;
           t->weight[t->n++] = (kh * K + kw) * C;
         }
       }
-      strip(a->x, s * C, a->w, a->bias, a->act, t, C, a->y + (r * a->OW + ow) * C, C, (int)T,
-            a->by_position);
+      strip(data, s * C, a->w, a->bias, out_act, t, C, a->y + (r * a->OW + ow) * C, C, (int)T,
+            a->by_position && !made);
     }
   }
   free(t);
+  free(made);
 }
 
 /*
@@ -1230,13 +1280,22 @@ static int conv_geometry(const int64_t* x, const TF_Tensor* w, const ConvAttrs* 
   return 1;
 }
 
-/* CxrDepthwiseConv, and CxrDepthwiseConvBiasAct (a third input, the bias, and an activation). */
+/*
+ * CxrDepthwiseConv; CxrDepthwiseConvBiasAct (a third input, the bias, and an activation); and
+ *   CxrDepthwiseConvOfBatchNorm(x, filter, gamma, beta, batch_mean, batch_inv_std) -> y
+ * the convolution of CxrBatchNormAct's output for x (attribute activation: the BatchNorm's), what
+ * CxrBatchNormActApply then CxrDepthwiseConv give, bit for bit, without writing that input out
+ * and reading it back: each thread makes the input rows it needs (K at a time, in its cache).
+ * Why: the expand layers' BatchNorm outputs, the step's largest tensors, are read by their
+ * depthwise convolution alone (the backward pass makes them again where it needs them).
+ */
 static void depthwise_conv(void* kernel, TF_OpKernelContext* ctx) {
   const ConvAttrs* at = kernel;
   TF_Status* s = TF_NewStatus();
-  TF_Tensor* in[3] = {0};
+  TF_Tensor* in[6] = {0};
   TF_Tensor* out[1] = {0};
   ConvArgs a = {0};
+  float* affine = NULL;
   const int n_in = TF_NumInputs(ctx);
   int64_t x_dims[4];
   if (!get_inputs(ctx, in, n_in, s) || !dims4(in[0], x_dims, s) ||
@@ -1248,18 +1307,33 @@ static void depthwise_conv(void* kernel, TF_OpKernelContext* ctx) {
                  "CxrDepthwiseConvBiasAct: the bias needs one value per channel");
     goto done;
   }
+  for (int i = 2; n_in == 6 && i < 6; i++) {
+    if (TF_TensorElementCount(in[i]) != a.C) {
+      TF_SetStatus(s, TF_INVALID_ARGUMENT,
+                   "CxrDepthwiseConvOfBatchNorm: gamma, beta, mean and inverse std need one value "
+                   "per channel (the last dimension of x)");
+      goto done;
+    }
+  }
   a.bias = n_in == 3 ? TF_TensorData(in[2]) : NULL;
   a.act = at->activation;
   int64_t dims[4] = {a.B, a.OH, a.OW, a.C};
   int64_t n = a.B * a.OH * a.OW * a.C;
   out[0] = TF_AllocateOutput(ctx, 0, TF_FLOAT, dims, 4, n * sizeof(float), s);
   if (TF_GetCode(s) != TF_OK || n == 0) goto done;
+  if (n_in == 6) {
+    affine = malloc(2 * a.C * sizeof(float));
+    affine_from_stats(TF_TensorData(in[2]), TF_TensorData(in[3]), TF_TensorData(in[4]),
+                      TF_TensorData(in[5]), a.C, affine, affine + a.C);
+    a.scale = affine, a.offset = affine + a.C;
+  }
   a.x = TF_TensorData(in[0]), a.w = TF_TensorData(in[1]), a.y = TF_TensorData(out[0]);
   const int64_t least = n_in == 3 ? MIN_ELEMENTS_PER_PART_PREDICTING : MIN_ELEMENTS_PER_PART;
   parallel_rows(dw_forward_pass, &a, a.B * a.OH, conv_parts(&a, a.B * a.OH * a.OW, least));
 done:
   if (TF_GetCode(s) != TF_OK) TF_OpKernelContext_Failure(ctx, s);
-  delete_all(in, 3);
+  free(affine);
+  delete_all(in, 6);
   delete_all(out, 1);
   TF_DeleteStatus(s);
 }
@@ -1406,6 +1480,11 @@ static void filter_grad_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
 static void forward_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
   static const int pairs[] = {0, 0, 1, 1, 2, 1, 3, 1, 4, 1};
   copy_shapes(ctx, s, pairs, 5);
+}
+
+static void moments_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
+  static const int pairs[] = {0, 1, 1, 1, 2, 1, 3, 1};
+  copy_shapes(ctx, s, pairs, 4);
 }
 
 static void apply_shapes(TF_ShapeInferenceContext* ctx, TF_Status* s) {
@@ -1655,6 +1734,12 @@ __attribute__((constructor)) static void register_kernels(void) {
   register_op("CxrBatchNormAct", fwd_in, 5, fwd_out, 5, batch_norm_attrs, forward_shapes,
               create_kernel, batch_norm_act, s);
   if (TF_GetCode(s) == TF_OK) {
+    static const char* const moments_in[] = {"x: float", "moving_mean: float",
+                                             "moving_variance: float"};
+    register_op("CxrBatchNormMoments", moments_in, 3, fwd_out + 1, 4, batch_norm_attrs,
+                moments_shapes, create_kernel, batch_norm_act, s);
+  }
+  if (TF_GetCode(s) == TF_OK) {
     register_op("CxrBatchNormActGrad", grad_in, 6, grad_out, 3, batch_norm_attrs, grad_shapes,
                 create_kernel, batch_norm_act_grad, s);
   }
@@ -1687,6 +1772,14 @@ __attribute__((constructor)) static void register_kernels(void) {
     static const char* const dw_out[] = {"y: float"};
     register_op("CxrDepthwiseConv", dw_in, 2, dw_out, 1, conv_attrs, conv_shapes,
                 create_conv_kernel, depthwise_conv, s);
+  }
+  if (TF_GetCode(s) == TF_OK) {
+    static const char* const dwb_in[] = {"x: float",          "filter: float",
+                                         "gamma: float",      "beta: float",
+                                         "batch_mean: float", "batch_inv_std: float"};
+    static const char* const dwb_out[] = {"y: float"};
+    register_op("CxrDepthwiseConvOfBatchNorm", dwb_in, 6, dwb_out, 1, conv_act_attrs,
+                conv_shapes, create_conv_act_kernel, depthwise_conv, s);
   }
   if (TF_GetCode(s) == TF_OK) {
     static const char* const dwa_in[] = {"x: float", "filter: float", "bias: float"};

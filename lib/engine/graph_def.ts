@@ -184,6 +184,53 @@ export function depthwiseAttrs(op: Extract<Op, { kind: "depthwise" }>): Record<s
   return { stride: { i: op.stride }, paddings: { ints: [top, bottom, left, right] } };
 }
 
+/**
+ * Training, fused kernels: a BatchNorm whose output only a depthwise convolution reads, as its
+ * statistics alone (CxrBatchNormMoments: the moving averages updated, the batch's mean and 1/std
+ * as outputs 2 and 3); the convolution makes the output row by row from them and from gamma and
+ * beta (emitDepthwiseOfBatchNorm), so it is never written out. Returns those four tensors.
+ */
+export function emitBatchNormMoments(
+  g: GraphWriter,
+  name: string,
+  op: Extract<Op, { kind: "batchNormAct" }>,
+  x: string,
+  ctx: EmitContext,
+): { gamma: string; beta: string; mean: string; invStd: string } {
+  if (!ctx.assign) throw new Error(`emitBatchNormMoments: ${name} is a training step`);
+  const [gamma, beta, ...moving] = [op.gamma, op.beta, op.movingMean, op.movingVariance].map((
+    w,
+    k,
+  ) => ctx.weight(g, `${name}/w${k}`, w));
+  g.node(name, "CxrBatchNormMoments", [x, ...moving], fusedAttrs(op));
+  ctx.assign(g, `${name}/update_mean`, op.movingMean, `${name}:0`);
+  ctx.assign(g, `${name}/update_variance`, op.movingVariance, `${name}:1`);
+  return { gamma, beta, mean: `${name}:2`, invStd: `${name}:3` };
+}
+
+/**
+ * A depthwise convolution of a BatchNorm's output that emitBatchNormMoments left unwritten
+ * (CxrDepthwiseConvOfBatchNorm): `x` is the BatchNorm's input, `batchNorm` its settings, and its
+ * gamma, beta and statistics the tensors named.
+ */
+export function emitDepthwiseOfBatchNorm(
+  g: GraphWriter,
+  name: string,
+  op: Extract<Op, { kind: "depthwise" }>,
+  batchNorm: Extract<Op, { kind: "batchNormAct" }>,
+  [x, gamma, beta, mean, invStd]: string[],
+  ctx: EmitContext,
+): string {
+  if (op.bias || op.activation !== "identity") {
+    throw new Error(`emitDepthwiseOfBatchNorm: ${name} has a bias or activation of its own`);
+  }
+  const kernel = ctx.weight(g, `${name}/kernel`, op.kernel);
+  return g.node(name, "CxrDepthwiseConvOfBatchNorm", [x, kernel, gamma, beta, mean, invStd], {
+    ...depthwiseAttrs(op),
+    activation: { s: batchNorm.activation },
+  });
+}
+
 /** The attributes of TensorFlow's Conv2D (or DepthwiseConv2dNative) on NHWC tensors. */
 export function convAttrs(
   [sh, sw]: [number, number],

@@ -19,14 +19,16 @@ import { argmaxRows } from "../maths.ts";
 import {
   type Attr,
   depthwiseAttrs,
+  emitBatchNormMoments,
   type EmitContext,
+  emitDepthwiseOfBatchNorm,
   emitStep,
   fusedAttrs,
   GraphWriter,
 } from "./graph_def.ts";
 import { hostTensor } from "./graph_predictor.ts";
 import { chooseKernels, type KernelChoice } from "./kernels.ts";
-import { planModel, type Step } from "./plan.ts";
+import { type Plan, planModel, type Step } from "./plan.ts";
 import type { NamedTensor, StepEngine, StepEngineOptions, StepResult } from "./step.ts";
 import {
   DT_FLOAT,
@@ -51,6 +53,8 @@ interface EmittedStep {
   cuts: string[];
   weights: number[];
   op: Step["op"];
+  /** A fused BatchNorm's batch mean and 1/std (outputs of its op), which its gradients read. */
+  stats?: { mean: string; invStd: string };
 }
 
 interface TrainingGraph {
@@ -129,14 +133,44 @@ function trainingGraph(
   g.placeholder("labels", [-1, numClasses]);
   g.placeholder("lr", []);
   const steps: EmittedStep[] = [];
+  const unwritten = kernels.kind === "fused" ? batchNormsIntoDepthwise(plan) : new Set<string>();
+  // Each unwritten output's BatchNorm: its settings, and its input, gamma, beta, mean and 1/std.
+  const madeBy = new Map<
+    string,
+    { op: Extract<Step["op"], { kind: "batchNormAct" }>; reads: string[] }
+  >();
   for (const step of plan.steps) {
     const inputs = step.inputs.map((n) => nodeOf.get(n)!);
     stepWeights = [];
     const node = `model/${step.name}`;
-    const cuts = chained ? inputs.map((t, j) => g.op(`${node}/in${j}`, "Identity", [t])) : inputs;
-    const output = emitStep(g, node, step.op, cuts, ctx);
+    // A depthwise convolution of a BatchNorm's output that is never written out reads the
+    // BatchNorm's input, weights and statistics instead (emitDepthwiseOfBatchNorm).
+    const ofBatchNorm = step.op.kind === "depthwise" ? madeBy.get(inputs[0]) : undefined;
+    const cuts = chained && !ofBatchNorm
+      ? inputs.map((t, j) => g.op(`${node}/in${j}`, "Identity", [t]))
+      : inputs;
+    let output: string, stats: EmittedStep["stats"];
+    if (step.op.kind === "batchNormAct" && unwritten.has(step.name)) {
+      const { gamma, beta, mean, invStd } = emitBatchNormMoments(g, node, step.op, cuts[0], ctx);
+      stats = { mean, invStd };
+      // Not a tensor of the graph: what stands for the output the convolution makes as it goes.
+      output = `${node}/unwritten`;
+      madeBy.set(output, { op: step.op, reads: [cuts[0], gamma, beta, mean, invStd] });
+    } else if (ofBatchNorm) {
+      output = emitDepthwiseOfBatchNorm(
+        g,
+        node,
+        step.op as Extract<Step["op"], { kind: "depthwise" }>,
+        ofBatchNorm.op,
+        ofBatchNorm.reads,
+        ctx,
+      );
+    } else {
+      output = emitStep(g, node, step.op, cuts, ctx);
+      if (step.op.kind === "batchNormAct") stats = { mean: `${node}:3`, invStd: `${node}:4` };
+    }
     nodeOf.set(step.name, output);
-    steps.push({ node, output, inputs, cuts, weights: stepWeights, op: step.op });
+    steps.push({ node, output, inputs, cuts, weights: stepWeights, op: step.op, stats });
   }
   const logits = nodeOf.get(plan.output)!;
   g.op("xent", "SoftmaxCrossEntropyWithLogits", [logits, "labels"]);
@@ -144,6 +178,26 @@ function trainingGraph(
   g.op("loss", "Mean", ["xent:0", axes], { Tidx: { type: DT_INT32 }, keep_dims: { b: false } });
   g.node("bn_update", "NoOp", bnAssigns.map((a) => `^${a}`), {});
   return { bytes: g.bytes(), steps, kernels, chained, trainable, logits, dropouts };
+}
+
+/**
+ * The fused BatchNorm steps whose output a depthwise step alone reads (the expand layers'): the
+ * graph never writes those outputs out (emitBatchNormMoments, emitDepthwiseOfBatchNorm). They are
+ * the step's largest tensors, and the backward pass makes them again only row by row
+ * (CxrDepthwiseConvFilterGradOfBatchNorm).
+ */
+function batchNormsIntoDepthwise(plan: Plan): Set<string> {
+  const readers = new Map<string, Step[]>();
+  for (const s of plan.steps) {
+    for (const i of s.inputs) readers.set(i, [...readers.get(i) ?? [], s]);
+  }
+  return new Set(
+    plan.steps.filter((s) => {
+      const r = readers.get(s.name) ?? [];
+      return s.op.kind === "batchNormAct" && s.name !== plan.output && r.length === 1 &&
+        r[0].op.kind === "depthwise";
+    }).map((s) => s.name),
+  );
 }
 
 /** The optimizer's nodes, imported after the gradients exist (they read them via input maps). */
@@ -415,8 +469,8 @@ function recomputer(session: GraphSession, steps: EmittedStep[]) {
           session.output(s.inputs[0]),
           session.output(`var_read/${s.op.gamma.modelIndex}`),
           session.output(`var_read/${s.op.beta.modelIndex}`),
-          session.output(`${s.node}:3`),
-          session.output(`${s.node}:4`),
+          session.output(s.stats!.mean),
+          session.output(s.stats!.invStd),
         ],
         fusedAttrs(s.op),
         { after },
@@ -523,8 +577,8 @@ function fusedGradient(
       session.output(step.inputs[0]),
       session.output(`var_read/${op.gamma.modelIndex}`),
       session.output(`var_read/${op.beta.modelIndex}`),
-      session.output(`${step.node}:3`),
-      session.output(`${step.node}:4`),
+      session.output(step.stats!.mean),
+      session.output(step.stats!.invStd),
       ...(squeeze ? [squeeze.gate, squeeze.pooled] : []),
     ],
     fusedAttrs(op),
@@ -600,8 +654,8 @@ function depthwiseGradients(
       filter,
       session.output(`var_read/${bn.gamma.modelIndex}`),
       session.output(`var_read/${bn.beta.modelIndex}`),
-      session.output(`${x.node}:3`),
-      session.output(`${x.node}:4`),
+      session.output(x.stats!.mean),
+      session.output(x.stats!.invStd),
     ],
     { ...depthwiseAttrs(op), activation: { s: bn.activation } },
   );

@@ -66,6 +66,7 @@ function runBoth(shape: number[], activation: typeof ACTIVATIONS[number], seed: 
     activation: { s: activation },
   };
   g.node("fused", "CxrBatchNormAct", inputs, attrs);
+  g.node("moments", "CxrBatchNormMoments", ["x", "mean", "variance"], attrs);
   g.node(
     "fused_grad",
     "CxrBatchNormActGrad",
@@ -93,11 +94,16 @@ function runBoth(shape: number[], activation: typeof ACTIVATIONS[number], seed: 
       ...grads,
       ...[0, 1, 2].map((i) => session.output(`fused:${i}`)),
       ...[0, 1, 2].map((i) => session.output(`fused_grad:${i}`)),
+      ...[1, 2, 3, 4].map((i) => session.output(`fused:${i}`)),
+      ...[0, 1, 2, 3].map((i) => session.output(`moments:${i}`)),
     ]);
     const names = ["y", "moving mean", "moving variance", "dx", "dgamma", "dbeta"];
     return {
       dy: feeds[1][1],
       outputs: names.map((name, i) => ({ name, standard: fetched[i], fused: fetched[i + 6] })),
+      // CxrBatchNormAct's statistics, and CxrBatchNormMoments': the same bits.
+      statistics: fetched.slice(12, 16),
+      moments: fetched.slice(16, 20),
     };
   } finally {
     session.close();
@@ -117,7 +123,7 @@ function relativeError(a: HostTensor, b: HostTensor, atLeast = 0): number {
 
 Deno.test({
   name:
-    "kernels: CxrBatchNormAct and its gradient compute what TensorFlow's BatchNorm + activation and their gradients do (forward, moving averages, dx, dgamma, dbeta) to 1e-5, on odd shapes, batch 1, channels of one or two values and a tensor split between threads",
+    "kernels: CxrBatchNormAct and its gradient compute what TensorFlow's BatchNorm + activation and their gradients do (forward, moving averages, dx, dgamma, dbeta) to 1e-5, and CxrBatchNormMoments its statistics bit for bit, on odd shapes, batch 1, channels of one or two values and a tensor split between threads",
   ignore: !native,
   fn: () => {
     assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
@@ -140,7 +146,12 @@ Deno.test({
     ];
     for (const shape of shapes) {
       for (const activation of ACTIVATIONS) {
-        const { dy, outputs } = runBoth(shape, activation, 1);
+        const { dy, outputs, statistics, moments } = runBoth(shape, activation, 1);
+        moments.forEach((m, i) => {
+          assert.deepEqual(m.shape, statistics[i].shape);
+          const differ = m.values.findIndex((v, j) => !Object.is(v, statistics[i].values[j]));
+          assert.equal(differ, -1, `${activation} ${shape}: CxrBatchNormMoments output ${i}`);
+        });
         for (const { name, standard, fused } of outputs) {
           // dx is a difference of terms the size of dy·γ/σ, which cancel to ~0 when a channel has
           // two values (both normalise to ±1 whatever they are): rounding is relative to the terms.
@@ -349,19 +360,21 @@ Deno.test({
 });
 
 /**
- * The filter gradient of a depthwise convolution whose input is a fused BatchNorm's output y =
- * act(x · scale + offset), two ways, fed the same x, dy and statistics: CxrBatchNormActApply
- * then CxrDepthwiseConvFilterGrad (the backward pass before), and
- * CxrDepthwiseConvFilterGradOfBatchNorm, which makes y row by row itself. `statsLength`: how many
+ * A depthwise convolution whose input is a fused BatchNorm's output y = act(x · scale + offset),
+ * two ways, fed the same x, dy and statistics: CxrBatchNormActApply then the convolution's op
+ * (`filter`: CxrDepthwiseConvFilterGrad, the backward pass before; `forward`: CxrDepthwiseConv,
+ * the forward pass before), and the op that makes y row by row itself
+ * (CxrDepthwiseConvFilterGradOfBatchNorm, CxrDepthwiseConvOfBatchNorm). `statsLength`: how many
  * values the statistics have (the channels', unless a test wants them wrong).
  */
-function filterGradOfBatchNormBoth(
+function ofBatchNormBoth(
   [shape, kernel, stride, paddings]: typeof DEPTHWISE_CASES[number],
   activation: typeof ACTIVATIONS[number],
   cacheBytes: number,
+  which: "filter" | "forward",
   statsLength = shape[3],
 ): { apart: HostTensor; together: HostTensor } {
-  const rng = Rng.stream(2, "filter-of-batch-norm", shape.join("x"), kernel, activation);
+  const rng = Rng.stream(2, `${which}-of-batch-norm`, shape.join("x"), kernel, activation);
   const channels = shape[3];
   const outShape = depthwiseOutputShape(shape, kernel, stride, paddings);
   const g = new GraphWriter();
@@ -384,17 +397,26 @@ function filterGradOfBatchNormBoth(
     exponential_avg_factor: { f: AVERAGE },
     activation: { s: activation },
   });
-  g.node("apart", "CxrDepthwiseConvFilterGrad", ["dy", "y", "w"], conv);
-  g.node("together", "CxrDepthwiseConvFilterGradOfBatchNorm", ["dy", "x", "w", ...stats], {
-    ...conv,
-    activation: { s: activation },
-  });
+  if (which === "filter") {
+    g.node("apart", "CxrDepthwiseConvFilterGrad", ["dy", "y", "w"], conv);
+    g.node("together", "CxrDepthwiseConvFilterGradOfBatchNorm", ["dy", "x", "w", ...stats], {
+      ...conv,
+      activation: { s: activation },
+    });
+  } else {
+    g.node("apart", "CxrDepthwiseConv", ["y", "w"], conv);
+    g.node("together", "CxrDepthwiseConvOfBatchNorm", ["x", "w", ...stats], {
+      ...conv,
+      activation: { s: activation },
+    });
+  }
   const session = new GraphSession();
   try {
     session.import(g.bytes());
     session.start();
     const [apart, together] = session.run([
       [session.output("x"), { values: values(rng, size(shape), 2, 0.5), shape }],
+      // (The forward ops read no dy: fed all the same, it changes nothing.)
       [session.output("dy"), { values: values(rng, size(outShape), 1), shape: outShape }],
     ], [session.output("apart"), session.output("together")]);
     return { apart, together };
@@ -412,7 +434,7 @@ Deno.test({
     for (const c of DEPTHWISE_CASES) {
       for (const activation of ACTIVATIONS) {
         for (const cacheBytes of [0, 1]) {
-          const { apart, together } = filterGradOfBatchNormBoth(c, activation, cacheBytes);
+          const { apart, together } = ofBatchNormBoth(c, activation, cacheBytes, "filter");
           assert.deepEqual(together.shape, [c[1], c[1], c[0][3], 1]);
           const differ = apart.values.findIndex((v, i) => !Object.is(v, together.values[i]));
           assert.equal(
@@ -426,8 +448,38 @@ Deno.test({
       }
     }
     assert.throws(
-      () => filterGradOfBatchNormBoth(DEPTHWISE_CASES[1], "relu", 0, 12),
+      () => ofBatchNormBoth(DEPTHWISE_CASES[1], "relu", 0, "filter", 12),
       /CxrDepthwiseConvFilterGradOfBatchNorm: gamma, beta, mean and inverse std need one value per channel/,
+    );
+    assert.equal(liveSessions(), 0);
+  },
+});
+
+Deno.test({
+  name:
+    "kernels: CxrDepthwiseConvOfBatchNorm gives, bit for bit, what CxrBatchNormActApply then CxrDepthwiseConv give, for each activation, on the depthwise tests' shapes (odd ones, batch 1, strides 1 to 3, kernels of 3, 5 and 7, split between threads), both loop orders; statistics of the wrong length are refused",
+  ignore: !native,
+  fn: () => {
+    assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
+    for (const c of DEPTHWISE_CASES) {
+      for (const activation of ACTIVATIONS) {
+        for (const cacheBytes of [0, 1]) {
+          const { apart, together } = ofBatchNormBoth(c, activation, cacheBytes, "forward");
+          assert.deepEqual(together.shape, depthwiseOutputShape(c[0], c[1], c[2], c[3]));
+          const differ = apart.values.findIndex((v, i) => !Object.is(v, together.values[i]));
+          assert.equal(
+            differ,
+            -1,
+            `${c[0]} k${c[1]} s${c[2]} ${activation} cache ${cacheBytes}: y[${differ}] ` +
+              `${together.values[differ]} where apart ${apart.values[differ]}`,
+          );
+          assert.ok(apart.values.some((v) => v !== 0), `${c[0]}: an output that is not all 0`);
+        }
+      }
+    }
+    assert.throws(
+      () => ofBatchNormBoth(DEPTHWISE_CASES[1], "relu", 0, "forward", 12),
+      /CxrDepthwiseConvOfBatchNorm: gamma, beta, mean and inverse std need one value per channel/,
     );
     assert.equal(liveSessions(), 0);
   },
@@ -687,7 +739,11 @@ Deno.test({
       const readers = (tensor: string) =>
         nodes.filter((n) => n.inputs.some((i) => i === tensor || i === `${tensor}:0`));
       const fused = nodes.filter((n) => n.op === "CxrBatchNormAct");
-      assert.equal(fused.length, 46, `${convention}: every BatchNorm is fused`);
+      // The expand layers' BatchNorms (whose output a depthwise convolution alone reads): their
+      // statistics only; the convolution makes the output row by row.
+      const moments = nodes.filter((n) => n.op === "CxrBatchNormMoments");
+      assert.equal(fused.length + moments.length, 46, `${convention}: every BatchNorm is fused`);
+      assert.equal(moments.length, 14, `${convention}: ${moments.map((n) => n.name)}`);
       let residualBatchNorms = 0;
       const pooledBatchNorms: string[] = [], depthwiseInputs: string[] = [];
       // The input's normalisation is one op (it needs no gradient).
@@ -725,26 +781,48 @@ Deno.test({
       // Every depthwise convolution is the fused one, its padding inside (no Pad but the
       // torchvision stem's, on the input image), its input a BatchNorm's output.
       const depthwise = nodes.filter((n) => n.op === "CxrDepthwiseConv");
-      assert.equal(depthwise.length, 15, `${convention}: every depthwise convolution is fused`);
       assert.deepEqual(
         nodes.filter((n) => n.op === "Pad" && n.name.startsWith("model/")).map((n) => n.name),
         convention === "torchvision" ? ["model/conv_pad"] : [],
       );
-      assert.equal(depthwiseInputs.length, 15, `${convention}: ${depthwiseInputs}`);
-      for (const conv of depthwise) {
+      // The stem's BatchNorm output, which the first block's depthwise convolution and residual
+      // sum read, is written out; the others a depthwise convolution reads are not.
+      assert.equal(depthwiseInputs.length, 1, `${convention}: ${depthwiseInputs}`);
+      const ofBatchNorm = nodes.filter((n) => n.op === "CxrDepthwiseConvOfBatchNorm");
+      assert.equal(depthwise.length + ofBatchNorm.length, 15, convention);
+      assert.equal(ofBatchNorm.length, 14, convention);
+      for (const conv of [...depthwise, ...ofBatchNorm]) {
+        // Its BatchNorm, and what of it the forward convolution reads: the BatchNorm's output
+        // through a cut, or (never written out) the BatchNorm's input, gamma, beta, mean, 1/std.
+        const batchNorm = conv.op === "CxrDepthwiseConv"
+          ? nodes.find((n) => n.name === nodes.find((c) => c.name === conv.inputs[0])!.inputs[0])
+          : nodes.find((n) => n.name === conv.inputs[4].replace(/:\d+$/, ""));
+        const stats = batchNorm?.op === "CxrBatchNormAct"
+          ? [`${batchNorm.name}:3`, `${batchNorm.name}:4`]
+          : [`${batchNorm?.name}:2`, `${batchNorm?.name}:3`];
+        const own = nodes.find((n) => n.name === `grad/${batchNorm?.name}`);
+        assert.equal(own?.op, "CxrBatchNormActGrad", `${conv.name}: ${batchNorm?.name}`);
+        assert.deepEqual(own.inputs.slice(4, 6), stats, own.name);
+        if (conv.op === "CxrDepthwiseConvOfBatchNorm") {
+          assert.equal(batchNorm?.op, "CxrBatchNormMoments", conv.name);
+          // The BatchNorm's input as the BatchNorm reads it (its cut), gamma, beta and statistics
+          // as its gradient reads them.
+          assert.deepEqual(
+            [conv.inputs[0], ...conv.inputs.slice(2)],
+            [batchNorm.inputs[0], ...own.inputs.slice(2, 6)],
+            conv.name,
+          );
+          // Nothing else reads it as a whole: no copy in the backward pass either.
+          assert.equal(nodes.find((n) => n.name === `grad/recompute/${batchNorm.name}`), undefined);
+        }
         // Its filter gradient reads the BatchNorm's input and batch statistics, as the
-        // BatchNorm's own gradient does (the forward pass keeps them); its input gradient does not read
-        // the input at all, so the chain of input gradients never waits for a recomputation.
+        // BatchNorm's own gradient does (the forward pass keeps them); its input gradient does not
+        // read the input at all, so the chain of input gradients never waits for a recomputation.
         const filter = nodes.find((n) => n.name === `grad/${conv.name}/filter`);
         assert.equal(filter?.op, "CxrDepthwiseConvFilterGradOfBatchNorm", conv.name);
-        const bn = nodes.find((n) => n.name === conv.inputs[0])!;
-        const batchNorm = nodes.find((n) => n.name === bn.inputs[0]);
-        assert.equal(batchNorm?.op, "CxrBatchNormAct", conv.name);
-        const own = nodes.find((n) => n.name === `grad/${batchNorm.name}`);
-        assert.equal(own?.op, "CxrBatchNormActGrad", batchNorm.name);
         assert.deepEqual(
           [filter.inputs[1], ...filter.inputs.slice(5, 7)],
-          [own.inputs[1], `${batchNorm.name}:3`, `${batchNorm.name}:4`],
+          [own.inputs[1], ...stats],
           conv.name,
         );
         const input = nodes.find((n) => n.name === `grad/${conv.name}/input`);

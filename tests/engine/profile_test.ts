@@ -69,6 +69,8 @@ Deno.test("profile: ops are sorted into kinds of work by their type, oneDNN's na
     "Mean": "reductions and broadcasts (SE pooling and gates, bias gradients)",
     "CxrChannelDot": "reductions and broadcasts (SE pooling and gates, bias gradients)",
     "CxrDepthwiseConvFilterGradOfBatchNorm": "depthwise convolution",
+    "CxrDepthwiseConvOfBatchNorm": "depthwise convolution",
+    "CxrBatchNormMoments": "batch norm",
     "CxrBatchNormActGradScaled": "batch norm",
     "Transpose": "layout, copies and padding",
     "ResourceApplyMomentum": "optimizer and variables",
