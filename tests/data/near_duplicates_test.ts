@@ -5,6 +5,7 @@ import {
   calibrateNearDuplicates,
   COPY_KINDS,
   decodeResized,
+  findNearDuplicates,
   type ImageItem,
   imageSignature,
   imageSignatures,
@@ -13,6 +14,7 @@ import {
   Rng,
   SIGNATURE_IMAGE_SIZE,
   signatureDistance,
+  withEnv,
   writeSyntheticCopy,
 } from "../../lib/mod.ts";
 import { cropGrid, rankValues } from "../../lib/data/near_duplicates.ts";
@@ -108,6 +110,90 @@ Deno.test("leakage: copies of an image (resized, re-encoded, cropped, contrast, 
     "training image first",
   );
   assert.ok(pairs.some((p) => p.kind === "within-test"), "copies pair with each other too");
+});
+
+Deno.test("leakage: a data set's near-identical pairs are kept in the project cache by content: a second run finds the same pairs without reading an image, and a removed cache file is made again", async () => {
+  const dir = freshDir("near-duplicates-cache");
+  const train: ImageItem[] = [], test: ImageItem[] = [];
+  const item = (file: string, split: "train" | "test", label: number, sha256 = file) => ({
+    path: file,
+    relPath: path.relative(dir, file),
+    split,
+    label,
+    className: String(label),
+    sha256,
+  });
+  for (let i = 0; i < 4; i++) {
+    const file = path.join(dir, "train", `img${i}.png`);
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    await writeImage(file, blobs(i + 1, 300, 260), 300, 260, "png-rgb");
+    train.push(item(file, "train", i % 2));
+  }
+  // A smaller copy of img0 among the training images too (a pair within a split).
+  train.push(
+    item(
+      await writeSyntheticCopy(train[0].path, "resized", path.join(dir, "train", "smaller"), 0.5),
+      "train",
+      0,
+    ),
+  );
+  fs.mkdirSync(path.join(dir, "test"), { recursive: true });
+  // A re-encoded copy of img0, a byte-identical copy of img1, and an unrelated image.
+  const copy = await writeSyntheticCopy(
+    train[0].path,
+    "jpeg-reencoded",
+    path.join(dir, "test", "copy"),
+    0.5,
+  );
+  test.push(item(copy, "test", 0));
+  fs.copyFileSync(train[1].path, path.join(dir, "test", "same.png"));
+  test.push(item(path.join(dir, "test", "same.png"), "test", 1, train[1].sha256));
+  const fresh = path.join(dir, "test", "fresh.png");
+  await writeImage(fresh, blobs(99, 300, 260), 300, 260, "png-rgb");
+  test.push(item(fresh, "test", 1));
+  const dataset = { root: dir, classNames: ["0", "1"], train, test };
+  // Each pair as text (a pair within a split in either order: it follows the listing's order).
+  const shown = (r: Awaited<ReturnType<typeof findNearDuplicates>>) =>
+    r.pairs.map((p) => {
+      const files = p.kind === "train-test"
+        ? [p.a.relPath, p.b.relPath]
+        : [p.a.relPath, p.b.relPath].sort();
+      return `${files.join("~")} ${p.kind} ${p.distance} ${p.byteIdentical}`;
+    }).sort();
+
+  const project = freshDir("near-duplicates-project");
+  const cached = path.join(project, "near-duplicates");
+  await withEnv({ COVID_CXR_PROJECT_CACHE: project }, async () => {
+    const first = await findNearDuplicates(dataset, { seed: 1 });
+    // (What else pairs depends on the threshold calibrated on these few images.)
+    assert.ok(
+      first.pairs.some((p) => p.kind === "train-test" && p.byteIdentical),
+      shown(first).join(", "),
+    );
+    assert.deepEqual(
+      first.pairs.filter((p) => p.kind === "within-train").map((p) => [p.a.relPath, p.b.relPath]),
+      [["train/img0.png", "train/smaller.jpg"]],
+      shown(first).join(", "),
+    );
+    // Not even the decoded pixels are left to read.
+    fs.rmSync(path.join(project, "images"), { recursive: true });
+    // The same contents elsewhere (no file where the paths point) and listed in another order:
+    // the pairs come from the cache.
+    const moved = (items: ImageItem[]) =>
+      items.map((i) => ({ ...i, path: path.join(dir, "gone", i.relPath) })).reverse();
+    const again = await findNearDuplicates(
+      { ...dataset, train: moved(train), test: moved(test) },
+      { seed: 1 },
+    );
+    assert.deepEqual(shown(again), shown(first));
+    assert.deepEqual(again.calibration, first.calibration);
+    // Without the cached pairs, they are found from the images again, the same.
+    const pairsFile = fs.readdirSync(cached).find((f) => f.endsWith(".pairs.json"));
+    assert.ok(pairsFile, `${fs.readdirSync(cached)}`);
+    fs.rmSync(path.join(cached, pairsFile));
+    assert.deepEqual(shown(await findNearDuplicates(dataset, { seed: 1 })), shown(first));
+    assert.ok(fs.existsSync(path.join(cached, pairsFile)));
+  });
 });
 
 const DATA = Deno.env.get("COVID_CXR_DATA");
