@@ -1281,6 +1281,31 @@ static int conv_geometry(const int64_t* x, const TF_Tensor* w, const ConvAttrs* 
 }
 
 /*
+ * The affine of a BatchNorm whose output a depthwise op makes itself: scale then offset (2·C
+ * floats, malloc'd) from its gamma, beta, mean and 1/std (in[first] to in[first + 3]); NULL with
+ * the status set, naming `op`, when one of them does not have C values.
+ */
+static float* batch_norm_affine(TF_Tensor** in, int first, int64_t C, const char* op,
+                                TF_Status* s) {
+  for (int i = first; i < first + 4; i++) {
+    if (TF_TensorElementCount(in[i]) != C) {
+      char message[200];
+      snprintf(message, sizeof message,
+               "%s: gamma, beta, mean and inverse std need one value per channel (the last "
+               "dimension of x)",
+               op);
+      TF_SetStatus(s, TF_INVALID_ARGUMENT, message);
+      return NULL;
+    }
+  }
+  float* affine = malloc(2 * C * sizeof(float));
+  affine_from_stats(TF_TensorData(in[first]), TF_TensorData(in[first + 1]),
+                    TF_TensorData(in[first + 2]), TF_TensorData(in[first + 3]), C, affine,
+                    affine + C);
+  return affine;
+}
+
+/*
  * CxrDepthwiseConv; CxrDepthwiseConvBiasAct (a third input, the bias, and an activation); and
  *   CxrDepthwiseConvOfBatchNorm(x, filter, gamma, beta, batch_mean, batch_inv_std) -> y
  * the convolution of CxrBatchNormAct's output for x (attribute activation: the BatchNorm's), what
@@ -1307,13 +1332,10 @@ static void depthwise_conv(void* kernel, TF_OpKernelContext* ctx) {
                  "CxrDepthwiseConvBiasAct: the bias needs one value per channel");
     goto done;
   }
-  for (int i = 2; n_in == 6 && i < 6; i++) {
-    if (TF_TensorElementCount(in[i]) != a.C) {
-      TF_SetStatus(s, TF_INVALID_ARGUMENT,
-                   "CxrDepthwiseConvOfBatchNorm: gamma, beta, mean and inverse std need one value "
-                   "per channel (the last dimension of x)");
-      goto done;
-    }
+  if (n_in == 6) {
+    affine = batch_norm_affine(in, 2, a.C, "CxrDepthwiseConvOfBatchNorm", s);
+    if (!affine) goto done;
+    a.scale = affine, a.offset = affine + a.C;
   }
   a.bias = n_in == 3 ? TF_TensorData(in[2]) : NULL;
   a.act = at->activation;
@@ -1321,12 +1343,6 @@ static void depthwise_conv(void* kernel, TF_OpKernelContext* ctx) {
   int64_t n = a.B * a.OH * a.OW * a.C;
   out[0] = TF_AllocateOutput(ctx, 0, TF_FLOAT, dims, 4, n * sizeof(float), s);
   if (TF_GetCode(s) != TF_OK || n == 0) goto done;
-  if (n_in == 6) {
-    affine = malloc(2 * a.C * sizeof(float));
-    affine_from_stats(TF_TensorData(in[2]), TF_TensorData(in[3]), TF_TensorData(in[4]),
-                      TF_TensorData(in[5]), a.C, affine, affine + a.C);
-    a.scale = affine, a.offset = affine + a.C;
-  }
   a.x = TF_TensorData(in[0]), a.w = TF_TensorData(in[1]), a.y = TF_TensorData(out[0]);
   const int64_t least = n_in == 3 ? MIN_ELEMENTS_PER_PART_PREDICTING : MIN_ELEMENTS_PER_PART;
   parallel_rows(dw_forward_pass, &a, a.B * a.OH, conv_parts(&a, a.B * a.OH * a.OW, least));
@@ -1408,17 +1424,8 @@ static void depthwise_conv_filter_grad(void* kernel, TF_OpKernelContext* ctx) {
     goto done;
   }
   if (n_in == 7) {
-    for (int i = 3; i < 7; i++) {
-      if (TF_TensorElementCount(in[i]) != a.C) {
-        TF_SetStatus(s, TF_INVALID_ARGUMENT,
-                     "CxrDepthwiseConvFilterGradOfBatchNorm: gamma, beta, mean and inverse std "
-                     "need one value per channel (the last dimension of x)");
-        goto done;
-      }
-    }
-    affine = malloc(2 * a.C * sizeof(float));
-    affine_from_stats(TF_TensorData(in[3]), TF_TensorData(in[4]), TF_TensorData(in[5]),
-                      TF_TensorData(in[6]), a.C, affine, affine + a.C);
+    affine = batch_norm_affine(in, 3, a.C, "CxrDepthwiseConvFilterGradOfBatchNorm", s);
+    if (!affine) goto done;
     a.scale = affine, a.offset = affine + a.C, a.act = at->activation;
   }
   out[0] = allocate_like(ctx, 0, in[2], s);

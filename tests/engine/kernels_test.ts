@@ -123,7 +123,7 @@ function relativeError(a: HostTensor, b: HostTensor, atLeast = 0): number {
 
 Deno.test({
   name:
-    "kernels: CxrBatchNormAct and its gradient compute what TensorFlow's BatchNorm + activation and their gradients do (forward, moving averages, dx, dgamma, dbeta) to 1e-5, and CxrBatchNormMoments its statistics bit for bit, on odd shapes, batch 1, channels of one or two values and a tensor split between threads",
+    "kernels: CxrBatchNormAct and its gradient compute what TensorFlow's BatchNorm + activation and their gradients do (forward, moving averages, dx, dgamma, dbeta) to 1e-5, and CxrBatchNormMoments its statistics bit for bit (refusing moving averages of the wrong length), on odd shapes, batch 1, channels of one or two values and a tensor split between threads",
   ignore: !native,
   fn: () => {
     assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
@@ -168,6 +168,31 @@ Deno.test({
           );
         }
       }
+    }
+    // Moving averages of the wrong length are refused, with the op's name.
+    const g = new GraphWriter();
+    g.placeholder("x", [2, 3, 3, 8]);
+    g.floatConst("mean", [5], new Float32Array(5));
+    g.floatConst("variance", [5], new Float32Array(5).fill(1));
+    g.node("moments", "CxrBatchNormMoments", ["x", "mean", "variance"], {
+      epsilon: { f: EPSILON },
+      exponential_avg_factor: { f: AVERAGE },
+      activation: { s: "identity" },
+    });
+    const session = new GraphSession();
+    try {
+      session.import(g.bytes());
+      session.start();
+      assert.throws(
+        () =>
+          session.run([[session.output("x"), {
+            values: new Float32Array(144),
+            shape: [2, 3, 3, 8],
+          }]], [session.output("moments:2")]),
+        /CxrBatchNormMoments: the moving averages need one value per channel/,
+      );
+    } finally {
+      session.close();
     }
     assert.equal(liveSessions(), 0);
   },
@@ -414,75 +439,65 @@ function ofBatchNormBoth(
   try {
     session.import(g.bytes());
     session.start();
-    const [apart, together] = session.run([
+    // Statistics of the wrong length (a refusal test): only the op under test runs, so that its
+    // error is the one reported (both ops refuse them, in whichever order TensorFlow runs them).
+    const refused = statsLength !== shape[3];
+    const fetched = session.run([
       [session.output("x"), { values: values(rng, size(shape), 2, 0.5), shape }],
       // (The forward ops read no dy: fed all the same, it changes nothing.)
       [session.output("dy"), { values: values(rng, size(outShape), 1), shape: outShape }],
-    ], [session.output("apart"), session.output("together")]);
-    return { apart, together };
+    ], (refused ? ["together"] : ["apart", "together"]).map((n) => session.output(n)));
+    return { apart: fetched[0], together: fetched.at(-1)! };
   } finally {
     session.close();
   }
+}
+
+/**
+ * ofBatchNormBoth on every depthwise test shape, activation and loop order: `op` (the one that
+ * makes y row by row) gives the same bits as the two ops apart; statistics of the wrong length are
+ * refused with its name.
+ */
+function assertOfBatchNormSameBits(which: "filter" | "forward", op: string): void {
+  assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
+  for (const c of DEPTHWISE_CASES) {
+    for (const activation of ACTIVATIONS) {
+      for (const cacheBytes of [0, 1]) {
+        const { apart, together } = ofBatchNormBoth(c, activation, cacheBytes, which);
+        assert.deepEqual(
+          together.shape,
+          which === "filter" ? [c[1], c[1], c[0][3], 1] : depthwiseOutputShape(...c),
+        );
+        const differ = apart.values.findIndex((v, i) => !Object.is(v, together.values[i]));
+        assert.equal(
+          differ,
+          -1,
+          `${op} ${c[0]} k${c[1]} s${c[2]} ${activation} cache ${cacheBytes}: [${differ}] ` +
+            `${together.values[differ]} where apart ${apart.values[differ]}`,
+        );
+        assert.ok(apart.values.some((v) => v !== 0), `${c[0]}: values that are not all 0`);
+      }
+    }
+  }
+  assert.throws(
+    () => ofBatchNormBoth(DEPTHWISE_CASES[1], "relu", 0, which, 12),
+    new RegExp(`${op}: gamma, beta, mean and inverse std need one value per channel`),
+  );
+  assert.equal(liveSessions(), 0);
 }
 
 Deno.test({
   name:
     "kernels: CxrDepthwiseConvFilterGradOfBatchNorm gives, bit for bit, the filter gradient CxrBatchNormActApply then CxrDepthwiseConvFilterGrad give, for each activation, on the depthwise tests' shapes (odd ones, batch 1, strides 1 to 3, kernels of 3, 5 and 7, split between threads), both loop orders; statistics of the wrong length are refused",
   ignore: !native,
-  fn: () => {
-    assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
-    for (const c of DEPTHWISE_CASES) {
-      for (const activation of ACTIVATIONS) {
-        for (const cacheBytes of [0, 1]) {
-          const { apart, together } = ofBatchNormBoth(c, activation, cacheBytes, "filter");
-          assert.deepEqual(together.shape, [c[1], c[1], c[0][3], 1]);
-          const differ = apart.values.findIndex((v, i) => !Object.is(v, together.values[i]));
-          assert.equal(
-            differ,
-            -1,
-            `${c[0]} k${c[1]} s${c[2]} ${activation} cache ${cacheBytes}: dfilter[${differ}] ` +
-              `${together.values[differ]} where apart ${apart.values[differ]}`,
-          );
-          assert.ok(apart.values.some((v) => v !== 0), `${c[0]}: a gradient that is not all 0`);
-        }
-      }
-    }
-    assert.throws(
-      () => ofBatchNormBoth(DEPTHWISE_CASES[1], "relu", 0, "filter", 12),
-      /CxrDepthwiseConvFilterGradOfBatchNorm: gamma, beta, mean and inverse std need one value per channel/,
-    );
-    assert.equal(liveSessions(), 0);
-  },
+  fn: () => assertOfBatchNormSameBits("filter", "CxrDepthwiseConvFilterGradOfBatchNorm"),
 });
 
 Deno.test({
   name:
     "kernels: CxrDepthwiseConvOfBatchNorm gives, bit for bit, what CxrBatchNormActApply then CxrDepthwiseConv give, for each activation, on the depthwise tests' shapes (odd ones, batch 1, strides 1 to 3, kernels of 3, 5 and 7, split between threads), both loop orders; statistics of the wrong length are refused",
   ignore: !native,
-  fn: () => {
-    assert.equal(chooseKernels("fused").kind, "fused", "setup builds the fused kernels");
-    for (const c of DEPTHWISE_CASES) {
-      for (const activation of ACTIVATIONS) {
-        for (const cacheBytes of [0, 1]) {
-          const { apart, together } = ofBatchNormBoth(c, activation, cacheBytes, "forward");
-          assert.deepEqual(together.shape, depthwiseOutputShape(c[0], c[1], c[2], c[3]));
-          const differ = apart.values.findIndex((v, i) => !Object.is(v, together.values[i]));
-          assert.equal(
-            differ,
-            -1,
-            `${c[0]} k${c[1]} s${c[2]} ${activation} cache ${cacheBytes}: y[${differ}] ` +
-              `${together.values[differ]} where apart ${apart.values[differ]}`,
-          );
-          assert.ok(apart.values.some((v) => v !== 0), `${c[0]}: an output that is not all 0`);
-        }
-      }
-    }
-    assert.throws(
-      () => ofBatchNormBoth(DEPTHWISE_CASES[1], "relu", 0, "forward", 12),
-      /CxrDepthwiseConvOfBatchNorm: gamma, beta, mean and inverse std need one value per channel/,
-    );
-    assert.equal(liveSessions(), 0);
-  },
+  fn: () => assertOfBatchNormSameBits("forward", "CxrDepthwiseConvOfBatchNorm"),
 });
 
 /**
