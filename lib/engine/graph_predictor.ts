@@ -11,7 +11,7 @@
 import { tf } from "../backend.ts";
 import { constantWeights, emitFusedConv, emitStep, GraphWriter } from "./graph_def.ts";
 import { chooseKernels } from "./kernels.ts";
-import { type Plan, planModel, type Step } from "./plan.ts";
+import { type Plan, planModel, readersOf, type Step } from "./plan.ts";
 import type { Predictor } from "./predictor.ts";
 import { GraphSession, type HostTensor, loadedLibrary } from "./tf_c.ts";
 import { configProto, onednnEnabled, sessionSettings } from "./session_config.ts";
@@ -72,10 +72,7 @@ export function inferenceGraph(model: tf.LayersModel, fusedKernels = false): Uin
  * batch 16 22.1 → 18.4 and 20.2 → 17.7.
  */
 export function convolutionsBeforeHardSwish(plan: Plan): { conv: Step; hardSwish: Step }[] {
-  const readers = new Map<string, Step[]>();
-  for (const s of plan.steps) {
-    for (const i of s.inputs) readers.set(i, [...readers.get(i) ?? [], s]);
-  }
+  const readers = readersOf(plan);
   return plan.steps.flatMap((conv) => {
     const op = conv.op;
     const [next, ...others] = readers.get(conv.name) ?? [];

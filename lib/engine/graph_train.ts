@@ -28,7 +28,7 @@ import {
 } from "./graph_def.ts";
 import { hostTensor } from "./graph_predictor.ts";
 import { chooseKernels, type KernelChoice } from "./kernels.ts";
-import { type Plan, planModel, type Step } from "./plan.ts";
+import { type Plan, planModel, readersOf, type Step } from "./plan.ts";
 import type { NamedTensor, StepEngine, StepEngineOptions, StepResult } from "./step.ts";
 import {
   DT_FLOAT,
@@ -187,10 +187,7 @@ function trainingGraph(
  * (CxrDepthwiseConvFilterGradOfBatchNorm).
  */
 function batchNormsIntoDepthwise(plan: Plan): Set<string> {
-  const readers = new Map<string, Step[]>();
-  for (const s of plan.steps) {
-    for (const i of s.inputs) readers.set(i, [...readers.get(i) ?? [], s]);
-  }
+  const readers = readersOf(plan);
   return new Set(
     plan.steps.filter((s) => {
       const r = readers.get(s.name) ?? [];

@@ -580,3 +580,12 @@ export function lastUses(plan: Plan): Map<string, number> {
   plan.steps.forEach((s, i) => s.inputs.forEach((n) => last.set(n, i)));
   return last;
 }
+
+/** For each step (and the input), the steps that read its output, in plan order. */
+export function readersOf(plan: Plan): Map<string, Step[]> {
+  const readers = new Map<string, Step[]>();
+  for (const s of plan.steps) {
+    for (const i of s.inputs) readers.set(i, [...readers.get(i) ?? [], s]);
+  }
+  return readers;
+}
