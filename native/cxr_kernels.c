@@ -1020,6 +1020,33 @@ static inline int strip_width(int64_t first, int64_t lo, int64_t hi) {
 }
 
 /*
+ * The input rows a thread has made of a BatchNorm's output, act(x · scale + offset) (the depthwise
+ * ops ...OfBatchNorm): the last K, row ih in slot ih mod K (an output row's K input rows are
+ * consecutive, so they never share a slot). In the thread's cache: K rows of W · C floats.
+ */
+typedef struct {
+  float* rows;
+  int64_t held[32]; /* which row (b · H + ih) each slot holds; -1: none */
+} Ring;
+
+static void ring_open(Ring* ring, const ConvArgs* a) {
+  ring->rows = a->scale ? malloc((size_t)a->K * a->W * a->C * sizeof(float)) : NULL;
+  for (int64_t k = 0; k < a->K; k++) ring->held[k] = -1;
+}
+
+/* Input row ih of image b as the convolution reads it, made first when the ring has not got it. */
+static inline const float* ring_row(Ring* ring, const ConvArgs* a, int64_t b, int64_t ih) {
+  const int64_t row = b * a->H + ih, row_floats = a->W * a->C;
+  float* slot = ring->rows + (ih % a->K) * row_floats;
+  if (ring->held[ih % a->K] != row) {
+    /* The same function CxrBatchNormAct's output comes from: the same values, bit for bit. */
+    normalise_rows(a->x + row * row_floats, slot, 0, a->W, a->C, a->scale, a->offset, a->act);
+    ring->held[ih % a->K] = row;
+  }
+  return slot;
+}
+
+/*
  * Output rows [r0, r1) of the B·OH: each position sums its K·K taps (those inside the input). With
  * scale and offset (CxrDepthwiseConvOfBatchNorm) the input is act(x · scale + offset), made K rows
  * at a time as the filter gradient makes it (row ih in slot ih mod K): the taps then read the
@@ -1030,22 +1057,17 @@ VECTOR_VERSIONS static void dw_forward_rows(const ConvArgs* a, int64_t r0, int64
   /* The outputs whose taps all fall inside the row: 0 <= ow·s − left and ow·s − left + K <= W. */
   const int64_t lo = (a->left + s - 1) / s;
   const int64_t hi = a->W - K + a->left < 0 ? 0 : (a->W - K + a->left) / s + 1;
-  const int64_t row_floats = a->W * C;
-  float* made = a->scale ? malloc((size_t)K * row_floats * sizeof(float)) : NULL;
-  int64_t made_row[32];
-  for (int64_t k = 0; k < K; k++) made_row[k] = -1;
-  const float* data = made ? made : a->x;
+  Ring ring;
+  ring_open(&ring, a);
+  const int made = ring.rows != NULL;
+  const float* data = made ? ring.rows : a->x;
   const int out_act = made ? ACT_IDENTITY : a->act;
   Taps* t = malloc(sizeof *t);
   for (int64_t r = r0; r < r1; r++) {
     const int64_t b = r / a->OH, oh = r % a->OH;
     for (int64_t kh = 0; made && kh < K; kh++) {
-      const int64_t ih = oh * s - a->top + kh, row = b * a->H + ih;
-      if (ih < 0 || ih >= a->H || made_row[ih % K] == row) continue;
-      /* The same function CxrBatchNormAct's output comes from: the same values, bit for bit. */
-      normalise_rows(a->x + row * row_floats, made + (ih % K) * row_floats, 0, a->W, C, a->scale,
-                     a->offset, a->act);
-      made_row[ih % K] = row;
+      const int64_t ih = oh * s - a->top + kh;
+      if (ih >= 0 && ih < a->H) ring_row(&ring, a, b, ih);
     }
     for (int64_t ow = 0, T; ow < a->OW; ow += T) {
       T = strip_width(ow, lo, hi);
@@ -1066,7 +1088,7 @@ VECTOR_VERSIONS static void dw_forward_rows(const ConvArgs* a, int64_t r0, int64
     }
   }
   free(t);
-  free(made);
+  free(ring.rows);
 }
 
 /*
@@ -1176,29 +1198,17 @@ VECTOR_VERSIONS static void dw_filter_grad_rows(const ConvArgs* a, int64_t r0, i
   }
   lo = lo < from ? from : lo > to ? to : lo;
   hi = hi < lo ? lo : hi > to ? to : hi;
-  /* With scale and offset: the last K input rows made, act(x · scale + offset), row ih in slot
-   * ih mod K (an output row's K input rows are consecutive, so they never share a slot). */
-  const int64_t row_floats = a->W * C;
-  float* made = a->scale ? malloc((size_t)K * row_floats * sizeof(float)) : NULL;
-  int64_t made_row[32];
-  for (int64_t k = 0; k < K; k++) made_row[k] = -1;
+  /* With scale and offset, the input rows are made as they are needed (Ring). */
+  Ring ring;
+  ring_open(&ring, a);
   for (int64_t r = r0; r < r1; r++) {
     const int64_t b = r / a->OH, oh = r % a->OH;
     const float* dyr = a->dy + r * a->OW * C;
     for (int64_t kh = 0; kh < K; kh++) {
       const int64_t ih = oh * s - a->top + kh;
       if (ih < 0 || ih >= a->H) continue;
-      const int64_t row = b * a->H + ih;
-      const float* xr = a->x + row * row_floats;
-      if (made) {
-        float* slot = made + (ih % K) * row_floats;
-        if (made_row[ih % K] != row) {
-          /* The same function CxrBatchNormActApply runs: the same values, bit for bit. */
-          normalise_rows(xr, slot, 0, a->W, C, a->scale, a->offset, a->act);
-          made_row[ih % K] = row;
-        }
-        xr = slot;
-      }
+      const float* xr =
+          ring.rows ? ring_row(&ring, a, b, ih) : a->x + (b * a->H + ih) * a->W * C;
       double* dwr = dw + kh * K * C;
       for (int64_t k = 0, blocks = block_count(C); k < blocks; k++) {
         const int64_t c0 = block_start(k, C);
@@ -1213,7 +1223,7 @@ VECTOR_VERSIONS static void dw_filter_grad_rows(const ConvArgs* a, int64_t r0, i
       }
     }
   }
-  free(made);
+  free(ring.rows);
 }
 
 static void dw_forward_pass(const void* v, int64_t r0, int64_t r1, int p) {
