@@ -464,10 +464,7 @@ function recomputer(session: GraphSession, steps: EmittedStep[]) {
         "CxrBatchNormActApply",
         [
           session.output(s.inputs[0]),
-          session.output(`var_read/${s.op.gamma.modelIndex}`),
-          session.output(`var_read/${s.op.beta.modelIndex}`),
-          session.output(s.stats!.mean),
-          session.output(s.stats!.invStd),
+          ...batchNormReads(session, s),
         ],
         fusedAttrs(s.op),
         { after },
@@ -572,15 +569,27 @@ function fusedGradient(
     [
       dy,
       session.output(step.inputs[0]),
-      session.output(`var_read/${op.gamma.modelIndex}`),
-      session.output(`var_read/${op.beta.modelIndex}`),
-      session.output(step.stats!.mean),
-      session.output(step.stats!.invStd),
+      ...batchNormReads(session, step),
       ...(squeeze ? [squeeze.gate, squeeze.pooled] : []),
     ],
     fusedAttrs(op),
     { outputs: 3 },
   );
+}
+
+/**
+ * A fused BatchNorm step's gamma, beta, batch mean and 1/std: what every op that works from its
+ * input in place of its output reads besides (its gradients, a recomputation, a depthwise filter
+ * gradient that makes the output row by row).
+ */
+function batchNormReads(session: GraphSession, step: EmittedStep): Output[] {
+  const op = step.op as Extract<Step["op"], { kind: "batchNormAct" }>;
+  return [
+    `var_read/${op.gamma.modelIndex}`,
+    `var_read/${op.beta.modelIndex}`,
+    step.stats!.mean,
+    step.stats!.invStd,
+  ].map((t) => session.output(t));
 }
 
 /**
@@ -649,10 +658,7 @@ function depthwiseGradients(
       dy,
       session.output(x.inputs[0]),
       filter,
-      session.output(`var_read/${bn.gamma.modelIndex}`),
-      session.output(`var_read/${bn.beta.modelIndex}`),
-      session.output(x.stats!.mean),
-      session.output(x.stats!.invStd),
+      ...batchNormReads(session, x),
     ],
     { ...depthwiseAttrs(op), activation: { s: bn.activation } },
   );
