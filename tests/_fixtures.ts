@@ -119,6 +119,24 @@ export async function runScript(
 }
 
 /**
+ * Names of the run folders directly under `root` (not the `latest` link) that hold `file`, sorted.
+ * Safe while a run is writing there: the run's short-lived probe and temporary files may vanish
+ * between listing and looking, so a name is only examined through `file` inside it.
+ */
+export function runFoldersHolding(root: string, file = "config.json"): string[] {
+  if (!fs.existsSync(root)) return [];
+  const holds = (f: string) => {
+    if (!fs.existsSync(path.join(root, f, file))) return false;
+    try {
+      return !fs.lstatSync(path.join(root, f)).isSymbolicLink();
+    } catch {
+      return false; // removed after the check above
+    }
+  };
+  return fs.readdirSync(root).filter(holds).sort();
+}
+
+/**
  * Start `scripts/reproduce.ts ARGS` in the background and wait (up to 2 minutes) until a run folder
  * in `out` holds its first epoch's resume state. The caller stops the child (the tests kill it).
  * `runDir` is that folder's path, or "" when none appeared in time.
@@ -134,12 +152,9 @@ export async function startRunUntilFirstEpoch(
     stdout: output,
     stderr: output,
   }).spawn();
-  const saved = (f: string) =>
-    !fs.lstatSync(path.join(out, f)).isSymbolicLink() &&
-    fs.existsSync(path.join(out, f, "state", "state.json"));
   const deadline = Date.now() + 120_000;
   while (Date.now() < deadline) {
-    const dir = fs.existsSync(out) ? fs.readdirSync(out).find(saved) : undefined;
+    const [dir] = runFoldersHolding(out, path.join("state", "state.json"));
     if (dir) return { child, runDir: path.join(out, dir) };
     await new Promise((r) => setTimeout(r, 50));
   }

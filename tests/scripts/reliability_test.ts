@@ -8,6 +8,7 @@ import * as path from "node:path";
 import { parse } from "csv-parse/sync";
 import { type EpochRecord, runExperiment, systemErrorMessage } from "../../lib/mod.ts";
 import {
+  runFoldersHolding,
   runScript,
   startRunUntilFirstEpoch,
   syntheticData,
@@ -23,13 +24,7 @@ const readJson = (file: string) => JSON.parse(fs.readFileSync(file, "utf8"));
 /** History without the fields that depend on the machine's speed. */
 const comparable = (h: EpochRecord[]) => h.map(({ seconds: _s, peakRssMB: _m, ...rest }) => rest);
 /** Run folders (not the `latest` link) directly under `root`. */
-const runDirs = (root: string) =>
-  fs.existsSync(root)
-    ? fs.readdirSync(root).filter((f) =>
-      !fs.lstatSync(path.join(root, f)).isSymbolicLink() &&
-      fs.existsSync(path.join(root, f, "config.json"))
-    ).sort()
-    : [];
+const runDirs = (root: string) => runFoldersHolding(root, "config.json");
 /** Names left behind by an interrupted atomic write anywhere under `dir`. */
 const temporaries = (dir: string) =>
   (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) =>
