@@ -19,7 +19,12 @@ import {
   shortcutProbe,
   type ShortcutRate,
 } from "./manifest.ts";
-import { evaluateFolder, type FolderEvaluation } from "./folder.ts";
+import {
+  evaluateFolder,
+  type FolderEvaluation,
+  type ImageSettings,
+  readFolderImages,
+} from "./folder.ts";
 import { loadEvaluationImages } from "./evaluate.ts";
 import { DatasetError } from "../data/mod.ts";
 
@@ -119,19 +124,42 @@ export async function evaluateExternal(
 }
 
 /**
- * Check an external set before a run trains: its folder scans with the run's classes, and its
- * manifest (when it has one) reads and agrees with its class folders. Errors are the ones the
- * evaluation would stop on after training; warnings are returned to be said.
+ * Check an external set before a run trains: its folder scans with the run's classes, its manifest
+ * (when it has one) reads and agrees with its class folders, and — given `decode`, the run's image
+ * settings — every image decodes for both passes (as stored and gray), which also puts them in
+ * the disk cache the evaluation after training reads. Errors are the ones the evaluation would
+ * stop on after training (a bad image: unless `decode.skipBad`); warnings are returned to be said.
  */
 export async function checkExternalSet(
   dir: string,
   classNames: readonly string[],
-  opts: { manifest?: string } = {},
+  opts: {
+    manifest?: string;
+    decode?: Omit<ImageSettings, "classNames"> & {
+      maxPixels?: number;
+      skipBad?: boolean;
+      /** Images decoded so far of `total`, both passes counted. */
+      onProgress?: (done: number, total: number) => void;
+    };
+  } = {},
 ): Promise<string[]> {
   const images = await loadEvaluationImages(dir, classNames);
   if (images.items.length === 0) {
     throw new DatasetError(`The external set ${images.folder} has no images in its class folders.`);
   }
   const file = opts.manifest ?? findManifest(images.root);
-  return file ? checkManifestAgreement(readManifest(file), images.items) : [];
+  const warnings = file ? checkManifestAgreement(readManifest(file), images.items) : [];
+  const decode = opts.decode;
+  if (decode) {
+    const passes = [undefined, GRAY_SIZE];
+    for (const [k, grayAt] of passes.entries()) {
+      await readFolderImages(dir, { ...decode, classNames: [...classNames] }, {
+        skipBad: decode.skipBad,
+        maxPixels: decode.maxPixels,
+        grayAt,
+        onProgress: (done, total) => decode.onProgress?.(k * total + done, passes.length * total),
+      });
+    }
+  }
+  return warnings;
 }

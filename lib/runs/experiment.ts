@@ -211,8 +211,24 @@ async function startRun(
   const weights = await resolveWeights(config.weights);
   const dataRoot = resolveDataDir(opts.data);
   if (opts.external) {
-    // A bad external set found after eight epochs would cost them all: check it first.
-    const warnings = await checkExternalSet(opts.external, imageFolderClasses(dataRoot));
+    // A bad external set found after eight epochs would cost them all: check it first, images
+    // too. Decoding them now also keeps decoding's memory out of the run's peak after training.
+    let progress: Progress | undefined;
+    const warnings = await checkExternalSet(opts.external, imageFolderClasses(dataRoot), {
+      decode: {
+        imageSize: config.imageSize,
+        exifRotate: config.exifRotate,
+        maxPixels: config.maxPixels,
+        skipBad: opts.skipBad,
+        onProgress: (done, total) => {
+          progress ??= createProgress("Checking and decoding the external set", total, {
+            quiet: opts.quiet,
+          });
+          progress.update(done);
+        },
+      },
+    });
+    await progress?.end();
     for (const w of warnings) (opts.log ?? console.log)(w);
   }
   ensureWritable(root);

@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parse } from "csv-parse/sync";
-import { initBackend } from "../../lib/mod.ts";
+import {
+  checkExternalSet,
+  evaluateExternal,
+  initBackend,
+  loadCheckpoint,
+  withEnv,
+} from "../../lib/mod.ts";
 import { runScript, syntheticData, tinyArgs, tinyRun } from "../_fixtures.ts";
 import { freshDir } from "../_temp.ts";
 
@@ -161,6 +167,73 @@ Deno.test("external: a missing external folder stops before training, naming the
   assert.match(byEnv.text, /\(from COVID_CXR_EXTERNAL\)/);
   assert.doesNotMatch(byEnv.text, /^\s+at /m, "no stack trace");
   assert.deepEqual(fs.readdirSync(out), [], "no run folder was made");
+});
+
+Deno.test("external: an unreadable image in the external set stops reproduce before training, naming it; with --skip-bad the run trains and leaves it out", async () => {
+  const dir = await externalLike();
+  const broken = fs.readdirSync(path.join(dir, "Covid")).sort()[0];
+  fs.writeFileSync(path.join(dir, "Covid", broken), "not an image");
+  const data = await syntheticData();
+  const out = freshDir("external-unreadable");
+  const args = ["--data", data, "--out", out, ...QUICK, "--external", dir];
+
+  const stopped = await runScript("reproduce", args);
+  assert.equal(stopped.code, 1, stopped.text);
+  assert.match(stopped.text, /1 bad file\(s\) in .*set:\n\s+Covid\/\S+: .*not a readable image/);
+  assert.ok(stopped.text.includes(`Covid/${broken}`), stopped.text);
+  assert.match(stopped.text, /run with --skip-bad/);
+  assert.doesNotMatch(stopped.text, /Epoch 1/, "stopped before training");
+  assert.doesNotMatch(stopped.text, /^\s+at /m, "no stack trace");
+  assert.deepEqual(fs.readdirSync(out), [], "no run folder was made");
+
+  const skipped = await runScript("reproduce", [...args, "--skip-bad"]);
+  assert.equal(skipped.code, 0, skipped.text);
+  const runDir = fs.realpathSync(path.join(out, "latest"));
+  const summary = readJson(path.join(runDir, "summary.json"));
+  const images =
+    fs.readdirSync(dir).filter((c) => !c.includes(".")).flatMap((c) =>
+      fs.readdirSync(path.join(dir, c))
+    ).length;
+  assert.equal(summary.external.skipped, 1);
+  for (const pass of ["predictions.csv", "gray_predictions.csv"]) {
+    const rows = readCsv(path.join(runDir, "external", pass));
+    assert.equal(rows.length, images - 1, pass);
+    assert.ok(!rows.some((r) => Object.values(r).some((v) => v.includes(broken))), pass);
+  }
+  assert.match(
+    fs.readFileSync(path.join(runDir, "report.md"), "utf8"),
+    /1 unreadable files left out/,
+  );
+});
+
+Deno.test("external: checking an external set before training decodes it for both passes, so the evaluation after training decodes nothing", async () => {
+  const run = await tinyRun();
+  const dir = await externalLike();
+  const { model, meta } = await loadCheckpoint(path.join(run.runDir, "best"));
+  try {
+    await withEnv({ COVID_CXR_PROJECT_CACHE: freshDir("external-cache") }, async () => {
+      const seen: [number, number][] = [];
+      await checkExternalSet(dir, meta.classNames, {
+        decode: {
+          imageSize: meta.imageSize,
+          onProgress: (done, total) => seen.push([done, total]),
+        },
+      });
+      const images = seen.at(-1)![1] / 2;
+      assert.ok(images > 4, `${images} images`);
+      assert.deepEqual(seen.at(-1), [2 * images, 2 * images], "both passes counted");
+      const result = await evaluateExternal(model, meta, dir, { quiet: true });
+      for (const pass of result.passes) {
+        assert.deepEqual(
+          { decoded: pass.cache.stats.decoded, fromDisk: pass.cache.stats.fromDisk },
+          { decoded: 0, fromDisk: 2 * images }, // read twice: checked, then predicted
+          pass.preprocessing,
+        );
+      }
+    });
+  } finally {
+    model.dispose();
+  }
 });
 
 /** An external-style folder: the synthetic test images, with a manifest naming source and patient. */
