@@ -8,7 +8,7 @@ import { type BackendInfo, initBackend } from "../backend.ts";
 import { type RunConfig, runConfig, sameSettings } from "../config.ts";
 import { cleanTemporaries, writeFileAtomic, writeJsonAtomic } from "../files.ts";
 import { percent } from "../format.ts";
-import { peakResident } from "../memory.ts";
+import { peakResident, releaseFreedMemory } from "../memory.ts";
 import { createProgress, type Progress } from "../progress.ts";
 import { envValue } from "../env.ts";
 import { codeVersion, runtimeInfo } from "../provenance.ts";
@@ -332,6 +332,9 @@ async function prepareRunData(
     maxPixels: record.config.maxPixels,
     log,
   });
+  // Decoding full-size images (a first run: nothing cached yet) leaves freed memory in the
+  // decoder threads' heaps, under the training that comes on top.
+  releaseFreedMemory();
   const exif = await exifOrientations([...data.dataset.train, ...data.dataset.test]);
   if (exif.length > 0) {
     log(

@@ -355,6 +355,9 @@ async function saveEpoch(t: Training, epoch: number, sums: EpochSums): Promise<v
     mask: config.inputMask,
     quiet: t.opts.quiet,
   });
+  // The validation graph's memory, freed, back to the system before the next epoch's steps
+  // allocate on other threads (a 446 px run's peak about 80 MB lower).
+  releaseFreedMemory();
   const improved = valid.loss < t.bestValidLoss;
   const record: EpochRecord = {
     epoch,
