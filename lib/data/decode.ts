@@ -146,23 +146,50 @@ export const COPY_KINDS = [
 export type CopyKind = typeof COPY_KINDS[number];
 
 /**
- * Write a copy of `file` changed as `kind` says to `out` (without extension; the one written is
- * returned). `random` in [0, 1) places a crop. The source is first reduced to at most 1024 px
- * (copies in the wild are often smaller; it also keeps this fast).
+ * PNG copies are written uncompressed: they are read once and deleted, PNG is lossless at any
+ * level, and zlib's default level took 70 % of a first run's near-duplicate calibration.
  */
-export async function writeSyntheticCopy(
-  file: string,
+const PNG_LEVEL = 0;
+
+/** A file as synthetic copies are made from: reduced to at most 1024 px, as stored. */
+export interface CopySource {
+  data: Buffer;
+  width: number;
+  height: number;
+  channels: number;
+  depth?: string;
+}
+
+/**
+ * Read `file` for {@link writeCopyOf}: at most 1024 px (copies in the wild are often smaller; it
+ * also keeps this fast), in its own format, without EXIF rotation (as signatures are computed).
+ */
+export async function copySource(file: string): Promise<CopySource> {
+  const info = await readImageInfo(file);
+  const { data, info: reduced } = await sharp(file, { limitInputPixels: false })
+    .resize(1024, 1024, { fit: "inside", withoutEnlargement: true })
+    .toBuffer({ resolveWithObject: true });
+  return {
+    data,
+    width: reduced.width,
+    height: reduced.height,
+    channels: info.channels,
+    depth: info.depth,
+  };
+}
+
+/**
+ * Write a copy of `source` changed as `kind` says to `out` (without extension; the one written is
+ * returned). `random` in [0, 1) places a crop.
+ */
+export async function writeCopyOf(
+  source: CopySource,
   kind: CopyKind,
   out: string,
   random: number,
 ): Promise<string> {
-  const info = await readImageInfo(file);
-  // Pixels as stored (no EXIF rotation), as the signatures are computed.
-  const { data, info: src } = await sharp(file, { limitInputPixels: false })
-    .resize(1024, 1024, { fit: "inside", withoutEnlargement: true })
-    .toBuffer({ resolveWithObject: true });
-  const image = sharp(data);
-  const { width, height } = src;
+  const image = sharp(source.data);
+  const { width, height } = source;
   switch (kind) {
     case "resized":
       await image.resize(Math.max(32, Math.round(width / 2))).jpeg({ quality: 90 })
@@ -180,22 +207,40 @@ export async function writeSyntheticCopy(
         top: Math.round(ch * ((random * 7) % 1)),
         width: width - cw,
         height: height - ch,
-      }).png().toFile(`${out}.png`);
+      }).png({ compressionLevel: PNG_LEVEL }).toFile(`${out}.png`);
       return `${out}.png`;
     }
     case "brightness-contrast":
       await image.linear(1.25, -20).jpeg({ quality: 92 }).toFile(`${out}.jpg`);
       return `${out}.jpg`;
     case "bit-depth":
-      await (info.depth === "ushort"
-        ? image.toColourspace("srgb").png()
-        : image.toColourspace(info.channels <= 2 ? "grey16" : "rgb16").png()).toFile(`${out}.png`);
+      await (source.depth === "ushort"
+        ? image.toColourspace("srgb").png({ compressionLevel: PNG_LEVEL })
+        : image.toColourspace(source.channels <= 2 ? "grey16" : "rgb16").png({
+          compressionLevel: PNG_LEVEL,
+        })).toFile(
+          `${out}.png`,
+        );
       return `${out}.png`;
     case "gray-rgb":
-      await (info.channels <= 2 ? image.toColourspace("srgb") : image.toColourspace("b-w")).png()
-        .toFile(`${out}.png`);
+      await (source.channels <= 2 ? image.toColourspace("srgb") : image.toColourspace("b-w"))
+        .png({ compressionLevel: PNG_LEVEL }).toFile(`${out}.png`);
       return `${out}.png`;
   }
+}
+
+/**
+ * Write a copy of `file` changed as `kind` says to `out` (without extension; the one written is
+ * returned). `random` in [0, 1) places a crop. The source is first reduced to at most 1024 px
+ * (see {@link copySource}; several copies of one file: read it once with that).
+ */
+export async function writeSyntheticCopy(
+  file: string,
+  kind: CopyKind,
+  out: string,
+  random: number,
+): Promise<string> {
+  return await writeCopyOf(await copySource(file), kind, out, random);
 }
 
 /** The images whose EXIF orientation tag asks for a rotation or flip (tag 2–8), with the tag. */

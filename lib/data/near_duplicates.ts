@@ -25,7 +25,7 @@ import { createHash } from "node:crypto";
 import { writeJsonAtomic } from "../files.ts";
 import { projectCacheDir } from "../paths.ts";
 import { Rng } from "../rng.ts";
-import { COPY_KINDS, type CopyKind, decodeResized, writeSyntheticCopy } from "./decode.ts";
+import { COPY_KINDS, type CopyKind, copySource, decodeResized, writeCopyOf } from "./decode.ts";
 import { ImageCache } from "./image_cache.ts";
 import type { Dataset, ImageItem } from "./image_folder.ts";
 
@@ -207,34 +207,41 @@ export async function calibrateNearDuplicates(
   for (let k = 0; chosen.length < want; k++) {
     for (const pool of pools) if (k < pool.length && chosen.length < want) chosen.push(pool[k]);
   }
+  // Each copy's crop position drawn in a fixed order, so that the copies do not depend on which
+  // of the images being copied at once finishes first.
+  const randoms = chosen.map(() => COPY_KINDS.map(() => rng.next()));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "near-duplicates-"));
-  const distances: { image: number; kind: CopyKind; distance: number }[] = [];
-  try {
-    for (const [n, index] of chosen.entries()) {
-      for (const kind of COPY_KINDS) {
-        const file = await writeSyntheticCopy(
-          items[index].path,
-          kind,
-          path.join(dir, `${n}-${kind}`),
-          rng.next(),
-        );
-        const pixels = await decodeResized(file, SIGNATURE_IMAGE_SIZE, {
-          maxPixels: opts.maxPixels,
-        });
-        distances.push({
-          image: n,
-          kind,
-          distance: signatureDistance(
-            signatures[index],
-            imageSignature(pixels, SIGNATURE_IMAGE_SIZE),
-          ),
-        });
-        fs.rmSync(file);
-      }
+  const copiesOf = async (n: number) => {
+    const index = chosen[n];
+    const source = await copySource(items[index].path);
+    const found: { image: number; kind: CopyKind; distance: number }[] = [];
+    for (const [k, kind] of COPY_KINDS.entries()) {
+      const file = await writeCopyOf(source, kind, path.join(dir, `${n}-${kind}`), randoms[n][k]);
+      const pixels = await decodeResized(file, SIGNATURE_IMAGE_SIZE, { maxPixels: opts.maxPixels });
+      found.push({
+        image: n,
+        kind,
+        distance: signatureDistance(
+          signatures[index],
+          imageSignature(pixels, SIGNATURE_IMAGE_SIZE),
+        ),
+      });
+      fs.rmSync(file);
     }
+    return found;
+  };
+  const perImage: Awaited<ReturnType<typeof copiesOf>>[] = [];
+  try {
+    // Two images at a time: encoding and decoding one copy keeps about one core busy.
+    let next = 0;
+    const worker = async () => {
+      for (let n = next++; n < chosen.length; n = next++) perImage[n] = await copiesOf(n);
+    };
+    await Promise.all([worker(), worker()]);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+  const distances = perImage.flat();
   // Different-class pairs are taken as distinct X-rays (the false-pair rate). The cap uses every
   // pair of distinct files: same-class images can be closer than different-class ones, and a
   // threshold above many of them would call a whole class one image.

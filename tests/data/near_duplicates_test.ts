@@ -19,6 +19,7 @@ import {
 } from "../../lib/mod.ts";
 import { cropGrid, rankValues } from "../../lib/data/near_duplicates.ts";
 import { freshDir } from "../_temp.ts";
+import { syntheticData } from "../_fixtures.ts";
 import { writeImage } from "../_synthetic.ts";
 
 Deno.test("leakage: rank signatures share ranks on ties, search 35 crops, and are blind to contrast", () => {
@@ -197,6 +198,21 @@ Deno.test("leakage: a data set's near-identical pairs are kept in the project ca
 });
 
 const DATA = Deno.env.get("COVID_CXR_DATA");
+
+Deno.test("leakage: the calibration copies two images at a time and still gives the same answer every time", async () => {
+  const dataset = await loadDataset(await syntheticData());
+  const items = [...dataset.train, ...dataset.test];
+  const signatures = await imageSignatures(items);
+  const runs = await Promise.all(
+    [1, 2, 3].map(() => calibrateNearDuplicates(items, signatures, { seed: 3, sample: 14 })),
+  );
+  assert.equal(runs[0].images, 14);
+  assert.equal(runs[0].detection.find((d) => d.kind === "all")?.copies, 7 * COPY_KINDS.length);
+  assert.deepEqual(runs[1], runs[0]);
+  assert.deepEqual(runs[2], runs[0]);
+  const other = await calibrateNearDuplicates(items, signatures, { seed: 4, sample: 14 });
+  assert.notDeepEqual(other, runs[0], "another seed copies other images, or crops them elsewhere");
+});
 
 Deno.test({
   name:
