@@ -7,6 +7,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { createHash } from "node:crypto";
+import process from "node:process";
 import { envValue } from "./env.ts";
 
 let counter = 0;
@@ -16,6 +17,28 @@ function tempName(target: string, kind = "tmp"): string {
 
 /** Temporaries these helpers leave behind when killed: `<name>.tmp-<pid>-<n>`, `<name>.old-…`. */
 const TEMPORARY = /\.(tmp|old)-\d+-\d+$/;
+
+/**
+ * Whether the process that named temporary `name` still runs, so that it may be writing it now
+ * (another process listing runs must not take a run's state folder away mid-save). A zombie (killed,
+ * not yet reaped) counts as gone.
+ */
+function writerRunning(name: string): boolean {
+  const pid = Number(/-(\d+)-\d+$/.exec(name)?.[1]);
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    if ((error as { code?: string }).code !== "EPERM") return false;
+  }
+  try {
+    // /proc/<pid>/stat: "pid (name) state …"; the name may hold spaces and parentheses.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return true; // no /proc (not Linux): the signal said it runs
+  }
+}
 
 /** Written last into a folder being filled: the folder is complete. */
 const COMPLETE = ".complete";
@@ -84,13 +107,14 @@ export async function replaceDirAtomic(
 /**
  * Finish or undo a folder replacement that was cut short (see {@link replaceDirAtomic}): when
  * `dir` is missing, a complete replacement takes its place, else the old folder goes back; stale
- * temporaries beside `dir` are removed. Safe to call at any time (one writer per folder).
+ * temporaries beside `dir` are removed. Safe to call at any time from any process: temporaries of
+ * a process that still runs are left alone (it may be writing them; one writer per folder).
  */
 export function recoverDir(dir: string): void {
   const parent = path.dirname(dir), base = path.basename(dir);
   if (!fs.existsSync(parent)) return;
   const siblings = fs.readdirSync(parent)
-    .filter((n) => n.startsWith(`${base}.`) && TEMPORARY.test(n))
+    .filter((n) => n.startsWith(`${base}.`) && TEMPORARY.test(n) && !writerRunning(n))
     .map((n) => path.join(parent, n));
   if (siblings.length === 0) return;
   if (!fs.existsSync(dir)) {
@@ -113,7 +137,7 @@ export function cleanTemporaries(dir: string): string[] {
   const removed: string[] = [];
   for (const name of fs.readdirSync(dir)) {
     const m = /^(.*)\.(tmp|old)-\d+-\d+$/.exec(name);
-    if (!m) continue;
+    if (!m || writerRunning(name)) continue;
     const target = path.join(dir, m[1]);
     if (fs.existsSync(path.join(dir, name)) && fs.statSync(path.join(dir, name)).isDirectory()) {
       recoverDir(target);
