@@ -210,6 +210,7 @@ async function startRun(
   const config = runConfig(opts.config);
   const weights = await resolveWeights(config.weights);
   const dataRoot = resolveDataDir(opts.data);
+  ensureWritable(root); // before the external set's decoding: a wrong --out should not wait for it
   if (opts.external) {
     // A bad external set found after eight epochs would cost them all: check it first, images
     // too. Decoding them now also keeps decoding's memory out of the run's peak after training.
@@ -231,7 +232,6 @@ async function startRun(
     await progress?.end();
     for (const w of warnings) (opts.log ?? console.log)(w);
   }
-  ensureWritable(root);
   const runDir = createRunDir(root, config, { name: opts.runName });
   const record: RunRecord = {
     config,
