@@ -157,6 +157,7 @@ export async function checkExternalSet(
         skipBad: decode.skipBad,
         maxPixels: decode.maxPixels,
         grayAt,
+        images,
         onProgress: (done, total) => decode.onProgress?.(k * total + done, passes.length * total),
       });
     }

@@ -56,9 +56,11 @@ export async function readFolderImages(
     maxPixels?: number;
     grayAt?: number;
     onProgress?: (done: number, total: number) => void;
+    /** The folder as `loadEvaluationImages` already found it (not hashed again). */
+    images?: EvaluationImages;
   } = {},
 ): Promise<FolderImages> {
-  const images = await loadEvaluationImages(dir, settings.classNames);
+  const images = opts.images ?? await loadEvaluationImages(dir, settings.classNames);
   const cache = new ImageCache({
     imageSize: settings.imageSize,
     maxPixels: opts.maxPixels,
