@@ -179,24 +179,36 @@ Deno.test({
       exponential_avg_factor: { f: AVERAGE },
       activation: { s: "identity" },
     });
-    const session = new GraphSession();
-    try {
-      session.import(g.bytes());
-      session.start();
-      assert.throws(
-        () =>
-          session.run([[session.output("x"), {
-            values: new Float32Array(144),
-            shape: [2, 3, 3, 8],
-          }]], [session.output("moments:2")]),
-        /CxrBatchNormMoments: the moving averages need one value per channel/,
-      );
-    } finally {
-      session.close();
-    }
+    assertRunRefused(
+      g,
+      [["x", { values: new Float32Array(144), shape: [2, 3, 3, 8] }]],
+      "moments:2",
+      /CxrBatchNormMoments: the moving averages need one value per channel/,
+    );
     assert.equal(liveSessions(), 0);
   },
 });
+
+/** Run the one-op graph `g` on `feeds`, fetching `fetch`: the op must refuse with `refusal`. */
+function assertRunRefused(
+  g: GraphWriter,
+  feeds: [string, HostTensor][],
+  fetch: string,
+  refusal: RegExp,
+): void {
+  const session = new GraphSession();
+  try {
+    session.import(g.bytes());
+    session.start();
+    assert.throws(
+      () =>
+        session.run(feeds.map(([name, t]) => [session.output(name), t]), [session.output(fetch)]),
+      refusal,
+    );
+  } finally {
+    session.close();
+  }
+}
 
 /** TensorFlow's ops for `activation` after `x`: the graph engines' own step (graph_def.ts). */
 function emitActivation(
@@ -1037,21 +1049,15 @@ Deno.test({
     g.placeholder("x", [2, 3, 3, 4]);
     g.placeholder("b", [2, 3, 1, 4]);
     g.node("fused", "CxrChannelDot", ["x", "b"], {});
-    const session = new GraphSession();
-    try {
-      session.import(g.bytes());
-      session.start();
-      assert.throws(
-        () =>
-          session.run([
-            [session.output("x"), { values: new Float32Array(72), shape: [2, 3, 3, 4] }],
-            [session.output("b"), { values: new Float32Array(24), shape: [2, 3, 1, 4] }],
-          ], [session.output("fused")]),
-        /CxrChannelDot: a and b must be \[B, H, W, C\] both/,
-      );
-    } finally {
-      session.close();
-    }
+    assertRunRefused(
+      g,
+      [
+        ["x", { values: new Float32Array(72), shape: [2, 3, 3, 4] }],
+        ["b", { values: new Float32Array(24), shape: [2, 3, 1, 4] }],
+      ],
+      "fused",
+      /CxrChannelDot: a and b must be \[B, H, W, C\] both/,
+    );
   },
 });
 
