@@ -73,14 +73,18 @@ async function runWorker(
   return JSON.parse(stdout);
 }
 
-/** The thread settings both frameworks read (TF also takes its op pools from them). */
+/**
+ * The thread settings both frameworks read: PyTorch's OpenMP pool and TensorFlow's intra-op pool
+ * (the threads one op splits its work over) get `threads`. TensorFlow's inter-op pool (how many
+ * ops run at once) is left to TensorFlow, as `deno task reproduce` leaves it (one per core), so
+ * small ops that do not fill the cores alone run side by side, which matters at batch 1. The
+ * `threads-2-1` option pins it to one, so the bench can show what that costs.
+ */
 function threadEnv(threads: number): Record<string, string> {
-  // Both TF and PyTorch read these; TF also takes its inter/intra-op pools from them.
   return {
     OMP_NUM_THREADS: String(threads),
     MKL_NUM_THREADS: String(threads),
     TF_NUM_INTRAOP_THREADS: String(threads),
-    TF_NUM_INTEROP_THREADS: "1",
     TF_CPP_MIN_LOG_LEVEL: "2",
   };
 }
@@ -113,12 +117,27 @@ async function ensureTorch(): Promise<string> {
   return python;
 }
 
-/** The configurations, in the order they are interleaved: TF.js, its options, the PyTorch peers. */
-function configurations(plan: BenchPlan, python?: string): [string, Runner][] {
+/**
+ * The profile's setting: one op at a time (TensorFlow's inter-op pool pinned to one thread), so
+ * that each op's traced time is its own. With two at once, two ops share the cores and each one's
+ * time counts the other's (oneDNN's matrix products 174 ms a b4 step instead of 80).
+ */
+const ONE_OP_AT_A_TIME = { TF_NUM_INTEROP_THREADS: "1" };
+
+/**
+ * The configurations, in the order they are interleaved: TF.js, its options, the PyTorch peers;
+ * `tfjsEnv` is added to every TF.js configuration's environment.
+ */
+function configurations(
+  plan: BenchPlan,
+  python?: string,
+  tfjsEnv: Record<string, string> = {},
+): [string, Runner][] {
   const env = threadEnv(plan.threads);
   const tfjs = (extra: Record<string, string> = {}): Runner => (args) =>
     runWorker(Deno.execPath(), ["run", "-A", projectPath("bench", "tfjs_worker.ts"), ...args], {
       ...env,
+      ...tfjsEnv,
       ...extra,
     });
   const torch = (variant: string): Runner => (args) =>
@@ -176,6 +195,7 @@ async function measureSteps(
             else {
               into.msPerImage!.push(...m.msPerImage!);
               into.peakRssMB = Math.max(into.peakRssMB, m.peakRssMB);
+              into.threadPools ??= m.threadPools;
             }
           }
         }
@@ -263,9 +283,8 @@ export async function runBench(plan: BenchPlan): Promise<{ dir: string; table: s
   await save();
   if (plan.profile) {
     // The default configuration, and TensorFlow's own kernels beside it when they are benched.
-    const profiled = runners.filter(([name]) =>
-      name === "tfjs" || name === "tfjs+standard-kernels"
-    );
+    const profiled = configurations({ ...plan, peers: [] }, undefined, ONE_OP_AT_A_TIME)
+      .filter(([name]) => name === "tfjs" || name === "tfjs+standard-kernels");
     const sections: string[] = [];
     for (const [name, runner] of profiled) {
       const { size, batch } = plan.profile;

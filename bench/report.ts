@@ -16,6 +16,8 @@ export interface Measurement {
   seconds?: number;
   images?: number;
   peakRssMB: number;
+  /** TensorFlow's thread pools in the worker (0: TensorFlow's default, one thread per core). */
+  threadPools?: { intraOp: number; interOp: number };
   failed?: string;
 }
 
@@ -105,6 +107,20 @@ export interface ProfileMeasurement {
   bandwidthGBs: number;
   /** Which kernels the profiled step ran (fused or standard) (lib/engine/kernels.ts). */
   kernels?: { kind: string; detail: string };
+  threadPools?: { intraOp: number; interOp: number };
+}
+
+/**
+ * How many ops the profiled step ran at once, and what that means for the op times: with two at
+ * once, two ops share the cores and each one's time counts the other's.
+ */
+function opsAtOnce(pools: ProfileMeasurement["threadPools"]): string {
+  if (!pools) return "How many ops ran at once: not recorded.";
+  return pools.interOp === 1
+    ? "One op at a time (TensorFlow's inter-op pool pinned to one thread), so each op's time is " +
+      "its own; runs and the step figures let TensorFlow run up to one op per core at once."
+    : `Up to ${pools.interOp || "one per core (TensorFlow's default)"} ops at once: ops that ` +
+      "overlap share the cores, so each one's time also counts the other's.";
 }
 
 /** profile.md: where the step's time goes, and what this CPU could do at best. */
@@ -131,9 +147,11 @@ export function renderProfile(m: ProfileMeasurement, configuration = "tfjs"): st
       m.kernels ? `${m.kernels.kind} (${m.kernels.detail})` : "not recorded"
     }.`,
     "",
+    opsAtOnce(m.threadPools),
+    "",
     `Untraced step: ${stepMs.toFixed(0)} ms (${perImage.toFixed(0)} ms/image). TensorFlow's ` +
-    `step stats (a traced step; ops on the two threads can overlap, so their sum, ` +
-    `${opMs.toFixed(0)} ms, can exceed the step):`,
+    `step stats of a traced step (tracing adds time of its own; the ops' times sum to ` +
+    `${opMs.toFixed(0)} ms):`,
     "",
     table(m.kinds.map((k) => ({
       "kind of work": k.kind,

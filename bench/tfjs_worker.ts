@@ -33,6 +33,7 @@ import {
   runConfig,
   sessionSettings,
   tf,
+  threadPools,
   topOps,
   TORCHVISION_IMAGENET_NORMALIZATION,
   trainModel,
@@ -73,6 +74,7 @@ function emit(fields: Record<string, unknown>) {
       size,
       batch,
       ...fields,
+      threadPools: threadPools(sessionSettings()),
       peakRssMB: peakResidentMB(),
     }),
   );

@@ -151,7 +151,13 @@ const ON = ["1", "true", "yes", "on"];
 const OFF = ["0", "false", "no", "off"];
 
 /** The variables {@link hostEnv} reads: not the project's own. */
-export type HostVariable = "INIT_CWD" | "XDG_CACHE_HOME" | "HOME" | "TF_ENABLE_ONEDNN_OPTS";
+export type HostVariable =
+  | "INIT_CWD"
+  | "XDG_CACHE_HOME"
+  | "HOME"
+  | "TF_ENABLE_ONEDNN_OPTS"
+  | "TF_NUM_INTRAOP_THREADS"
+  | "TF_NUM_INTEROP_THREADS";
 
 /** Values that {@link withEnv} puts in front of the process environment, in this module only. */
 const overrides = new Map<string, string | undefined>();

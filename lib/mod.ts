@@ -260,6 +260,7 @@ export {
   type StepEngine,
   type StepEngineOptions,
   type StepResult,
+  threadPools,
   topOps,
   tracingRunOptions,
 } from "./engine/mod.ts";

@@ -61,6 +61,7 @@ export {
   type Precision,
   type SessionSettings,
   sessionSettings,
+  threadPools,
   tracingRunOptions,
 } from "./session_config.ts";
 export {

@@ -48,6 +48,22 @@ export function onednnEnabled(): boolean {
 }
 
 /**
+ * The thread pools this process's sessions get with settings `s`: the session's own setting, else
+ * the one TensorFlow reads from its environment (TF_NUM_INTRAOP_THREADS, TF_NUM_INTEROP_THREADS),
+ * else 0, TensorFlow's default (one thread per core for each pool). The bench records them.
+ */
+export function threadPools(s: SessionSettings): { intraOp: number; interOp: number } {
+  const fromEnv = (name: "TF_NUM_INTRAOP_THREADS" | "TF_NUM_INTEROP_THREADS") => {
+    const n = Number(hostEnv(name));
+    return Number.isInteger(n) && n > 0 ? n : 0;
+  };
+  return {
+    intraOp: s.intraOpThreads || fromEnv("TF_NUM_INTRAOP_THREADS"),
+    interOp: s.interOpThreads || fromEnv("TF_NUM_INTEROP_THREADS"),
+  };
+}
+
+/**
  * The settings that differ from the defaults, in words (empty for float32, no XLA, TensorFlow's
  * thread pools). bfloat16 changes results, so runs say so.
  */

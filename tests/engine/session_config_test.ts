@@ -3,8 +3,10 @@ import {
   configProto,
   createPredictor,
   initBackend,
+  type SessionSettings,
   sessionSettings,
   tf,
+  threadPools,
   UserError,
   type VariableName,
   withEnv,
@@ -46,6 +48,30 @@ Deno.test("session_config: the environment's settings become the ConfigProto Ten
   for (const env of bad) {
     assert.throws(() => withEnv(env, () => sessionSettings()), UserError);
   }
+});
+
+Deno.test("session_config: the thread pools a session gets: its own setting, else TensorFlow's variables, else TensorFlow's default", () => {
+  const defaults: SessionSettings = {
+    precision: "fp32",
+    jit: false,
+    intraOpThreads: 0,
+    interOpThreads: 0,
+  };
+  const pools = (env: Record<string, string | undefined>, s = defaults) =>
+    withEnv(env, () => threadPools(s));
+  const unset = { TF_NUM_INTRAOP_THREADS: undefined, TF_NUM_INTEROP_THREADS: undefined };
+  assert.deepEqual(pools(unset), { intraOp: 0, interOp: 0 });
+  assert.deepEqual(pools({ TF_NUM_INTRAOP_THREADS: "2", TF_NUM_INTEROP_THREADS: "1" }), {
+    intraOp: 2,
+    interOp: 1,
+  });
+  // COVID_CXR_THREADS goes into the session's config, which TensorFlow reads before its variables.
+  assert.deepEqual(
+    pools({ TF_NUM_INTEROP_THREADS: "1" }, { ...defaults, intraOpThreads: 1, interOpThreads: 2 }),
+    { intraOp: 1, interOp: 2 },
+  );
+  // TensorFlow ignores a value it cannot read as a count: its default then.
+  assert.deepEqual(pools({ ...unset, TF_NUM_INTEROP_THREADS: "two" }), { intraOp: 0, interOp: 0 });
 });
 
 Deno.test({

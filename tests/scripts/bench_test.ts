@@ -86,6 +86,11 @@ Deno.test({
       const latest = path.join(outputs, "bench", "latest");
       const results = JSON.parse(fs.readFileSync(path.join(latest, "results.json"), "utf8"));
       assert.deepEqual(results.configurations, ["tfjs", "tfjs+standard-kernels"]);
+      // The step figures run TensorFlow's pools as runs do: the inter-op pool left to TensorFlow.
+      assert.deepEqual(
+        results.results.find((m: { framework: string }) => m.framework === "tfjs").threadPools,
+        { intraOp: 2, interOp: 0 },
+      );
       const md = fs.readFileSync(path.join(latest, "results.md"), "utf8");
       assert.match(md, /\| figure \| TF\.js \| TF\.js standard-kernels \|/);
       const profile = fs.readFileSync(path.join(latest, "profile.md"), "utf8");
@@ -110,6 +115,11 @@ Deno.test({
       );
       assert.match(standard, /FusedBatchNormGradV3/);
       for (const section of [fused, standard]) {
+        // Profiled one op at a time, so an op's traced time is its own.
+        assert.match(
+          section,
+          /One op at a time \(TensorFlow's inter-op pool pinned to one thread\)/,
+        );
         assert.match(section, /\| pointwise \/ full convolution \| [\d.]+ \|/);
         assert.match(section, /## Roofline/);
         assert.match(section, /Floors per image: compute \d+ ms at peak, memory \d+ ms/);
