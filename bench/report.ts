@@ -119,8 +119,9 @@ function opsAtOnce(pools: ProfileMeasurement["threadPools"]): string {
   return pools.interOp === 1
     ? "One op at a time (TensorFlow's inter-op pool pinned to one thread), so each op's time is " +
       "its own; runs and the step figures let TensorFlow run up to one op per core at once."
-    : `Up to ${pools.interOp || "one per core (TensorFlow's default)"} ops at once: ops that ` +
-      "overlap share the cores, so each one's time also counts the other's.";
+    : `${
+      pools.interOp ? `Up to ${pools.interOp} ops` : "Up to one op per core (TensorFlow's default)"
+    } at once: ops that overlap share the cores, so each one's time also counts the other's.`;
 }
 
 /** profile.md: where the step's time goes, and what this CPU could do at best. */

@@ -1,7 +1,15 @@
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { graphEnginesUnavailable, initBackend, kernelLibrary, projectPath } from "../../lib/mod.ts";
+import {
+  graphEnginesUnavailable,
+  initBackend,
+  kernelLibrary,
+  projectPath,
+  sessionSettings,
+  threadPools,
+  withEnv,
+} from "../../lib/mod.ts";
 
 await initBackend();
 const graphEngines = () => graphEnginesUnavailable() === undefined;
@@ -86,10 +94,11 @@ Deno.test({
       const latest = path.join(outputs, "bench", "latest");
       const results = JSON.parse(fs.readFileSync(path.join(latest, "results.json"), "utf8"));
       assert.deepEqual(results.configurations, ["tfjs", "tfjs+standard-kernels"]);
-      // The step figures run TensorFlow's pools as runs do: the inter-op pool left to TensorFlow.
+      // The step figures run TensorFlow's pools as runs do (the inter-op pool as this process's
+      // sessions would get it), with the bench's --threads (2) as the intra-op pool.
       assert.deepEqual(
         results.results.find((m: { framework: string }) => m.framework === "tfjs").threadPools,
-        { intraOp: 2, interOp: 0 },
+        withEnv({ TF_NUM_INTRAOP_THREADS: "2" }, () => threadPools(sessionSettings())),
       );
       const md = fs.readFileSync(path.join(latest, "results.md"), "utf8");
       assert.match(md, /\| figure \| TF\.js \| TF\.js standard-kernels \|/);
