@@ -27,7 +27,9 @@ const USAGE = `Usage: deno task bench [options]
   --modes train,infer  what to time (default both)
   --reps N             repetitions per figure, frameworks interleaved (default 3)
   --steps N            timed steps per repetition after one warm-up (default 3)
-  --threads N          CPU threads for both frameworks (default 2)
+  --threads N          threads an op splits its work over, both frameworks (PyTorch's pool,
+                       TensorFlow's intra-op pool; TensorFlow runs up to one op per core at
+                       once, as runs do; default 2)
   --skip RULES         configurations to leave out, e.g. tfjs:train:446:16 (comma-separated)
   --peers LIST         PyTorch configurations (default nchw,channels_last,bf16)
   --tfjs-options LIST  also time TF.js with options on, each alone: standard-kernels (TensorFlow's
