@@ -213,15 +213,14 @@ export async function writeCopyOf(
     case "brightness-contrast":
       await image.linear(1.25, -20).jpeg({ quality: 92 }).toFile(`${out}.jpg`);
       return `${out}.jpg`;
-    case "bit-depth":
-      await (source.depth === "ushort"
-        ? image.toColourspace("srgb").png({ compressionLevel: PNG_LEVEL })
-        : image.toColourspace(source.channels <= 2 ? "grey16" : "rgb16").png({
-          compressionLevel: PNG_LEVEL,
-        })).toFile(
-          `${out}.png`,
-        );
+    case "bit-depth": {
+      // 16-bit images become 8-bit sRGB; 8-bit ones become 16-bit (gray or RGB as stored).
+      const changed = source.depth === "ushort"
+        ? image.toColourspace("srgb")
+        : image.toColourspace(source.channels <= 2 ? "grey16" : "rgb16");
+      await changed.png({ compressionLevel: PNG_LEVEL }).toFile(`${out}.png`);
       return `${out}.png`;
+    }
     case "gray-rgb":
       await (source.channels <= 2 ? image.toColourspace("srgb") : image.toColourspace("b-w"))
         .png({ compressionLevel: PNG_LEVEL }).toFile(`${out}.png`);
